@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model, password_validation
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from tether.models import ApiToken, Task, TaskEvent
+from tether.states import Status
+
+User = get_user_model()
+
+
+class RegisterSerializer(serializers.Serializer[Any]):
+    username = serializers.RegexField(r"^[\w.@+-]{1,150}$", max_length=150, error_messages={
+        "invalid": "use 1-150 letters, digits and @/./+/-/_ only"})
+    password = serializers.CharField(write_only=True, max_length=128,
+                                     style={"input_type": "password"})
+
+    def validate_username(self, value: str) -> str:
+        if User.objects.filter(username__iexact=value).exists():
+            raise serializers.ValidationError("this username is taken")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            password_validation.validate_password(attrs["password"],
+                                                  User(username=attrs["username"]))
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError({"password": list(exc.messages)}) from None
+        return attrs
+
+
+class CredentialsSerializer(serializers.Serializer[Any]):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=128, style={"input_type": "password"})
+    name = serializers.CharField(max_length=100, required=False, default="",
+                                 help_text="a label to tell your tokens apart")
+
+
+class IssuedTokenSerializer(serializers.Serializer[Any]):
+    token = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+
+
+class TokenInfoSerializer(serializers.ModelSerializer[ApiToken]):
+    current = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApiToken
+        fields = ["id", "name", "hint", "created_at", "expires_at", "last_used_at", "current"]
+
+    def get_current(self, obj: ApiToken) -> bool:
+        return bool(self.context.get("current_id") == obj.pk)
+
+
+class TaskTypeSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    queue = serializers.CharField()
+    params_schema = serializers.JSONField()
+    supports_pause = serializers.BooleanField()
+    max_attempts = serializers.IntegerField()
+    pause_timeout = serializers.FloatField()
+
+
+class SubmitSerializer(serializers.Serializer[Any]):
+    type = serializers.CharField(max_length=100)
+    params = serializers.JSONField(required=False, default=dict)
+    queue = serializers.CharField(max_length=100, required=False, allow_null=True, default=None)
+    pause_timeout = serializers.FloatField(required=False, allow_null=True, default=None,
+                                           help_text="seconds a pause may last before the "
+                                                     "task is cancelled (default 300)")
+
+
+class TaskSerializer(serializers.ModelSerializer[Task]):
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    status = serializers.ChoiceField(choices=Status.choices())
+
+    class Meta:
+        model = Task
+        fields = ["id", "type", "queue", "owner", "status", "params", "progress", "result",
+                  "error", "attempts", "max_attempts", "pause_timeout", "created_at",
+                  "updated_at", "started_at", "paused_at", "finished_at"]
+        read_only_fields = fields
+
+
+class EventSerializer(serializers.ModelSerializer[TaskEvent]):
+    class Meta:
+        model = TaskEvent
+        fields = ["id", "from_status", "to_status", "at", "actor", "reason"]
+
+
+class ControlSerializer(serializers.Serializer[Any]):
+    reason = serializers.CharField(max_length=500, required=False, default="requested")

@@ -1,0 +1,221 @@
+"""REST API v1 views: thin adapters over ``tether.service``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import authenticate, get_user_model
+from django.db import connection
+from django.db.models import QuerySet
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle
+from rest_framework.views import APIView
+
+import tether
+from tether import registry, service
+from tether.api import serializers as s
+from tether.exceptions import InvalidParams
+from tether.models import ApiToken, Task, TaskEvent
+from tether.states import Status
+
+User = get_user_model()
+
+
+class AuthThrottle(AnonRateThrottle):
+    scope = "auth"
+
+    def get_rate(self) -> str:
+        return str(settings.TETHER.get("AUTH_RATE", "60/min"))
+
+
+class Pagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+def actor(request: Request) -> str:
+    return f"user:{request.user.get_username()}"
+
+
+class RegisterView(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list[Any] = []
+    throttle_classes = [AuthThrottle]
+
+    @extend_schema(request=s.RegisterSerializer,
+                   responses={201: inline_serializer("Registered", {
+                       "username": serializers.CharField()})}, tags=["auth"])
+    def post(self, request: Request) -> Response:
+        ser = s.RegisterSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        user = User.objects.create_user(username=ser.validated_data["username"],
+                                        password=ser.validated_data["password"])
+        return Response({"username": user.get_username()}, status=status.HTTP_201_CREATED)
+
+
+class TokenView(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list[Any] = []
+    throttle_classes = [AuthThrottle]
+
+    @extend_schema(request=s.CredentialsSerializer, responses={200: s.IssuedTokenSerializer},
+                   tags=["auth"])
+    def post(self, request: Request) -> Response:
+        ser = s.CredentialsSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        user = authenticate(request._request, username=ser.validated_data["username"],
+                            password=ser.validated_data["password"])
+        if user is None:
+            return Response({"error": {"code": "invalid_credentials",
+                                       "message": "wrong username or password"}},
+                            status=status.HTTP_401_UNAUTHORIZED)
+        token, raw = ApiToken.issue(user, ttl=settings.TETHER["TOKEN_TTL"],
+                                    name=ser.validated_data["name"])
+        return Response({"token": raw, "expires_at": token.expires_at})
+
+
+class LogoutView(APIView):
+    @extend_schema(request=None, responses={204: None}, tags=["auth"])
+    def post(self, request: Request) -> Response:
+        ApiToken.objects.filter(pk=request.auth.pk).update(revoked_at=timezone.now())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TokenListView(generics.ListAPIView[ApiToken]):
+    serializer_class = s.TokenInfoSerializer
+    pagination_class = None
+
+    def get_queryset(self) -> QuerySet[ApiToken]:
+        return ApiToken.objects.filter(user=self.request.user, revoked_at__isnull=True,
+                                       expires_at__gt=timezone.now())
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "current_id": self.request.auth.pk}
+
+    @extend_schema(tags=["auth"])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class TokenRevokeView(APIView):
+    @extend_schema(request=None, responses={204: None}, tags=["auth"])
+    def delete(self, request: Request, pk: int) -> Response:
+        n = ApiToken.objects.filter(pk=pk, user=request.user, revoked_at__isnull=True).update(
+            revoked_at=timezone.now())
+        if not n:
+            return Response({"error": {"code": "not_found", "message": f"no token {pk}"}},
+                            status=status.HTTP_404_NOT_FOUND)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class HealthView(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list[Any] = []
+
+    @extend_schema(responses={200: inline_serializer("Health", {
+        "status": serializers.CharField(), "version": serializers.CharField(),
+        "executor": serializers.CharField(), "database": serializers.CharField()})},
+        tags=["meta"])
+    def get(self, request: Request) -> Response:
+        try:
+            with connection.cursor() as cur:
+                cur.execute("SELECT 1")
+            db_ok = "ok"
+        except Exception as exc:  # report, don't crash
+            db_ok = f"error: {type(exc).__name__}"
+        body = {"status": "ok" if db_ok == "ok" else "degraded", "version": tether.__version__,
+                "executor": settings.TETHER["EXECUTOR"], "database": connection.vendor,
+                "database_status": db_ok}
+        return Response(body, status=200 if db_ok == "ok" else 503)
+
+
+class TaskTypeListView(APIView):
+    @extend_schema(responses={200: s.TaskTypeSerializer(many=True)}, tags=["tasks"])
+    def get(self, request: Request) -> Response:
+        data = [{"name": t.name, "description": t.description, "queue": t.queue,
+                 "params_schema": t.params_schema, "supports_pause": t.supports_pause,
+                 "max_attempts": t.max_attempts, "pause_timeout": t.pause_timeout}
+                for t in registry.all_types()]
+        return Response(s.TaskTypeSerializer(data, many=True).data)
+
+
+STATUS_FILTER = OpenApiParameter("status", str, description="comma-separated statuses")
+TYPE_FILTER = OpenApiParameter("type", str, description="task type name")
+
+
+class TaskListView(generics.ListCreateAPIView[Task]):
+    serializer_class = s.TaskSerializer
+    pagination_class = Pagination
+
+    def get_queryset(self) -> QuerySet[Task]:
+        qs = service.visible_tasks(self.request.user).select_related("owner").order_by("-id")
+        statuses = self.request.query_params.get("status")
+        if statuses:
+            wanted = [x.strip() for x in statuses.split(",") if x.strip()]
+            bad = [x for x in wanted if x not in Status.__members__.values()]
+            if bad:
+                raise InvalidParams(f"unknown status {bad[0]!r}; use one of "
+                                    f"{', '.join(Status)}", field="status")
+            qs = qs.filter(status__in=wanted)
+        type_name = self.request.query_params.get("type")
+        if type_name:
+            qs = qs.filter(type=type_name)
+        return qs
+
+    @extend_schema(parameters=[STATUS_FILTER, TYPE_FILTER], tags=["tasks"])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(request=s.SubmitSerializer, responses={201: s.TaskSerializer},
+                   tags=["tasks"])
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        ser = s.SubmitSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        data = ser.validated_data
+        task = service.submit(request.user, data["type"], data["params"], queue=data["queue"],
+                              pause_timeout=data["pause_timeout"])
+        return Response(s.TaskSerializer(task).data, status=status.HTTP_201_CREATED)
+
+
+class TaskDetailView(APIView):
+    @extend_schema(responses={200: s.TaskSerializer}, tags=["tasks"])
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(s.TaskSerializer(service.get_visible(request.user, pk)).data)
+
+
+class TaskEventsView(generics.ListAPIView[TaskEvent]):
+    serializer_class = s.EventSerializer
+    pagination_class = None
+
+    def get_queryset(self) -> QuerySet[TaskEvent]:
+        task = service.get_visible(self.request.user, self.kwargs["pk"])
+        return TaskEvent.objects.filter(task=task).order_by("id")
+
+    @extend_schema(tags=["tasks"])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class ControlView(APIView):
+    """POST /tasks/{id}/pause|resume|cancel: 202 with the task, or 409 with its status."""
+
+    action_name = ""
+
+    @extend_schema(request=s.ControlSerializer, responses={202: s.TaskSerializer},
+                   tags=["tasks"])
+    def post(self, request: Request, pk: int) -> Response:
+        service.get_visible(request.user, pk)
+        body = s.ControlSerializer(data=request.data if isinstance(request.data, dict) else {})
+        body.is_valid(raise_exception=True)
+        operation = getattr(service, self.action_name)
+        operation(pk, actor=actor(request), reason=body.validated_data["reason"])
+        task = Task.objects.select_related("owner").get(pk=pk)
+        return Response(s.TaskSerializer(task).data, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+import importlib
+import os
+
+from django.apps import AppConfig
+
+
+class TetherConfig(AppConfig):
+    name = "tether"
+    verbose_name = "Tether"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        import tether.tasks  # noqa: F401  (registers the built-in task types)
+
+        for module in filter(None, os.environ.get("TETHER_TASK_MODULES", "").split(",")):
+            importlib.import_module(module.strip())

@@ -1,0 +1,161 @@
+"""TaskContext: what task code gets as ``ctx`` (state, checkpoint, atomic, progress)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from tether.exceptions import SIGNALS, LeaseLostSignal
+from tether.progress import RateWindow, snapshot
+
+FLUSH_INTERVAL = 0.2
+
+
+class ContextStore(Protocol):
+    """Where a context writes; the Django implementation lives in ``tether.store``."""
+
+    def save(
+        self, task_id: int, token: str, *, progress: dict[str, Any] | None,
+        checkpoint: dict[str, Any] | None,
+    ) -> bool:
+        """Write progress and/or checkpoint if ``token`` still owns the task."""
+        ...
+
+    def atomic(self) -> Any:
+        """A context manager around one database transaction."""
+        ...
+
+
+class TaskContext:
+    """Handed to task code. Calls to ``progress``, ``checkpoint`` and ``atomic`` are
+    control points: a pending pause or cancel raises a ControlSignal there."""
+
+    def __init__(
+        self,
+        *,
+        task_id: int,
+        token: str,
+        store: ContextStore,
+        state: dict[str, Any] | None = None,
+        attempt: int = 1,
+        flush_interval: float = FLUSH_INTERVAL,
+    ) -> None:
+        self.task_id = task_id
+        self.attempt = attempt
+        self.state: dict[str, Any] = dict(state or {})
+        self._token = token
+        self._store = store
+        self._flush_interval = flush_interval
+        self._stop: str | None = None
+        self._done: float = 0
+        self._total: float | None = None
+        self._unit: str | None = None
+        self._message: str | None = None
+        self._progress_dirty = False
+        self._state_dirty = False
+        self._next_flush = 0.0
+        self._rate = RateWindow()
+
+    # -- control ---------------------------------------------------------------
+    def request_stop(self, kind: str) -> None:
+        """Ask the task to stop at its next control point (called by executors)."""
+        if kind not in SIGNALS:
+            raise ValueError(f"unknown stop kind {kind!r}")
+        if self._stop != "lease_lost":
+            self._stop = kind
+
+    def clear_stop(self) -> None:
+        """Forget a handled pause/cancel request (a lost lease is never forgotten)."""
+        if self._stop != "lease_lost":
+            self._stop = None
+
+    @property
+    def stop_requested(self) -> str | None:
+        return self._stop
+
+    def should_stop(self) -> bool:
+        """True when a pause or cancel is pending; the next control point will raise."""
+        return self._stop is not None
+
+    def _raise_stop(self) -> None:
+        kind = self._stop
+        assert kind is not None
+        if kind != "lease_lost":
+            self.flush()
+        raise SIGNALS[kind]()
+
+    # -- progress ----------------------------------------------------------------
+    def progress(
+        self,
+        done: float,
+        total: float | None = None,
+        unit: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Report progress. Cheap: writes are coalesced to one per flush interval."""
+        self._done = done
+        if total is not None:
+            self._total = total
+        if unit is not None:
+            self._unit = unit
+        if message is not None:
+            self._message = message
+        self._progress_dirty = True
+        if self._stop is not None:
+            self._raise_stop()
+        if time.monotonic() >= self._next_flush:
+            self.flush()
+
+    def checkpoint(self, state: dict[str, Any], *, sync: bool = True) -> None:
+        """Save ``state``; a later run (after pause, crash or redelivery) starts from it.
+
+        ``sync=True`` writes it now. ``sync=False`` coalesces it with progress writes
+        (at most one per flush interval) and always writes it before the task pauses,
+        is cancelled or ends; a crash may lose up to one interval of it.
+        """
+        self.state = dict(state)
+        self._state_dirty = True
+        if sync:
+            self.flush()
+        if self._stop is not None:
+            self._raise_stop()
+        if not sync and time.monotonic() >= self._next_flush:
+            self.flush()
+
+    @contextmanager
+    def atomic(self, state: dict[str, Any]) -> Iterator[None]:
+        """Database writes in the block commit in one transaction with ``state`` as the
+        new checkpoint: after pause, crash or redelivery nothing is lost or done twice."""
+        if self._stop is not None:
+            self._raise_stop()
+        with self._store.atomic():
+            yield
+            self._write(checkpoint=dict(state))
+        self.state = dict(state)
+        self._state_dirty = False
+        if self._stop is not None:
+            self._raise_stop()
+
+    # -- writing -------------------------------------------------------------------
+    def progress_snapshot(self) -> dict[str, Any]:
+        rate = self._rate.add(time.monotonic(), self._done)
+        return snapshot(self._done, self._total, self._unit, self._message, rate)
+
+    def flush(self) -> None:
+        """Write pending progress and checkpoint now."""
+        self._next_flush = time.monotonic() + self._flush_interval
+        if not (self._progress_dirty or self._state_dirty):
+            return
+        self._write(checkpoint=dict(self.state) if self._state_dirty else None)
+
+    def _write(self, *, checkpoint: dict[str, Any] | None) -> None:
+        progress = self.progress_snapshot() if self._progress_dirty else None
+        if not self._store.save(self.task_id, self._token, progress=progress,
+                                checkpoint=checkpoint):
+            self._stop = "lease_lost"
+            raise LeaseLostSignal()
+        self._progress_dirty = False
+        if checkpoint is not None:
+            self._state_dirty = False

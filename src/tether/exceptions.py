@@ -1,0 +1,86 @@
+"""One base error, specific subclasses, a default message and an API code each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TetherError(Exception):
+    """Base class of every error Tether raises on purpose."""
+
+    code = "error"
+    http_status = 400
+    default_message = "Tether error."
+
+    def __init__(self, message: str | None = None, **extra: Any) -> None:
+        self.message = message or self.default_message
+        self.extra = extra
+        super().__init__(self.message)
+
+
+class UnknownTaskType(TetherError):
+    code = "unknown_task_type"
+    default_message = "No such task type."
+
+
+class InvalidParams(TetherError):
+    code = "invalid_params"
+    default_message = "The params do not match the task type's schema."
+
+
+class TaskNotFound(TetherError):
+    code = "not_found"
+    http_status = 404
+    default_message = "No such task."
+
+
+class IllegalTransition(TetherError):
+    """The requested status change is not in the transition table for the current status."""
+
+    code = "illegal_transition"
+    http_status = 409
+    default_message = "That is not possible in the task's current status."
+
+    def __init__(self, action: str, status: str) -> None:
+        super().__init__(f"cannot {action} a task that is {status}", status=status)
+        self.status = status
+
+
+class LeaseLost(TetherError):
+    """This worker no longer owns the task (another took it over); stop without writing."""
+
+    code = "lease_lost"
+    default_message = "The worker lost its lease on the task."
+
+
+class HomeLocked(TetherError):
+    code = "home_locked"
+    default_message = "Another tether server is already using this TETHER_HOME."
+
+
+class ControlSignal(BaseException):  # noqa: N818 - a signal, not an error
+    """Raised inside task code at a control point. Derives from BaseException so that
+    ``except Exception`` in task code does not swallow a pause or cancel."""
+
+    kind = "stop"
+
+
+class PauseSignal(ControlSignal):
+    kind = "pause"
+
+
+class CancelSignal(ControlSignal):
+    kind = "cancel"
+
+
+class ShutdownSignal(ControlSignal):
+    kind = "shutdown"
+
+
+class LeaseLostSignal(ControlSignal):
+    kind = "lease_lost"
+
+
+SIGNALS: dict[str, type[ControlSignal]] = {
+    cls.kind: cls for cls in (PauseSignal, CancelSignal, ShutdownSignal, LeaseLostSignal)
+}

@@ -1,0 +1,105 @@
+"""Task, TaskEvent and ApiToken."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from tether.states import Status
+
+
+class Task(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                              related_name="tether_tasks")
+    type = models.CharField(max_length=100)
+    queue = models.CharField(max_length=100, default="default")
+    params = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, choices=Status.choices(), default=Status.QUEUED)
+    progress = models.JSONField(null=True, blank=True)
+    checkpoint = models.JSONField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    attempts = models.PositiveIntegerField(default=1)
+    max_attempts = models.PositiveIntegerField(default=3)
+    pause_timeout = models.FloatField(default=300.0)
+    run_after = models.DateTimeField(default=timezone.now)
+    worker = models.CharField(max_length=200, null=True, blank=True)
+    run_token = models.CharField(max_length=64, null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["status", "queue", "run_after"], name="tether_task_claim"),
+            models.Index(fields=["owner", "-id"], name="tether_task_owner"),
+            models.Index(fields=["worker"], name="tether_task_worker"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type}#{self.pk} ({self.status})"
+
+
+class TaskEvent(models.Model):
+    """Append-only history of status changes."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=16, choices=Status.choices(), null=True)
+    to_status = models.CharField(max_length=16, choices=Status.choices())
+    at = models.DateTimeField(default=timezone.now)
+    actor = models.CharField(max_length=200)
+    reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["task", "id"], name="tether_event_task")]
+
+    def __str__(self) -> str:
+        return f"{self.task_id}: {self.from_status} -> {self.to_status}"
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    """An API token; only its SHA-256 is stored. Expires and can be revoked."""
+
+    PREFIX = "tt_"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="tether_tokens")
+    key_hash = models.CharField(max_length=64, unique=True)
+    hint = models.CharField(max_length=16, help_text="first characters, to tell tokens apart")
+    name = models.CharField(max_length=100, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.hint}… ({self.user})"
+
+    @classmethod
+    def issue(cls, user: Any, *, ttl: timedelta, name: str = "") -> tuple[ApiToken, str]:
+        raw = cls.PREFIX + secrets.token_urlsafe(32)
+        token = cls.objects.create(user=user, key_hash=hash_token(raw), hint=raw[:10],
+                                   name=name, expires_at=timezone.now() + ttl)
+        return token, raw
+
+    @property
+    def is_valid(self) -> bool:
+        return self.revoked_at is None and self.expires_at > timezone.now()

@@ -1,0 +1,119 @@
+"""The ``@task`` decorator and the registry of task types (no Django, no HTTP)."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from tether.exceptions import InvalidParams, UnknownTaskType
+
+if TYPE_CHECKING:
+    from tether.context import TaskContext
+
+TaskFunc = Callable[..., Any]
+RollbackFunc = Callable[["TaskContext"], None]
+
+DEFAULT_QUEUE = "default"
+DEFAULT_PAUSE_TIMEOUT = 300.0
+EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
+
+
+@dataclass(frozen=True)
+class TaskType:
+    name: str
+    func: TaskFunc
+    queue: str = DEFAULT_QUEUE
+    params_schema: dict[str, Any] = field(default_factory=lambda: dict(EMPTY_SCHEMA))
+    rollback: RollbackFunc | None = None
+    max_attempts: int = 3
+    pause_timeout: float = DEFAULT_PAUSE_TIMEOUT
+    retry_backoff: float = 1.0
+    description: str = ""
+    supports_pause: bool = True
+
+    def validate(self, params: Any) -> dict[str, Any]:
+        """Return params with schema defaults filled in, or raise InvalidParams."""
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise InvalidParams("params must be a JSON object")
+        error = best_match(Draft202012Validator(self.params_schema).iter_errors(params))
+        if error is not None:
+            where = ".".join(str(p) for p in error.absolute_path)
+            prefix = f"params.{where}" if where else "params"
+            hint = error.schema.get("description") if isinstance(error.schema, dict) else None
+            msg = f"{prefix}: {error.message}" + (f" ({hint})" if hint else "")
+            raise InvalidParams(msg, field=where or None)
+        filled = copy.deepcopy(params)
+        for key, spec in self.params_schema.get("properties", {}).items():
+            if key not in filled and isinstance(spec, dict) and "default" in spec:
+                filled[key] = copy.deepcopy(spec["default"])
+        return filled
+
+
+_REGISTRY: dict[str, TaskType] = {}
+
+
+def task(
+    name: str | None = None,
+    *,
+    queue: str = DEFAULT_QUEUE,
+    params: dict[str, Any] | None = None,
+    rollback: RollbackFunc | None = None,
+    max_attempts: int = 3,
+    pause_timeout: float = DEFAULT_PAUSE_TIMEOUT,
+    retry_backoff: float = 1.0,
+    description: str | None = None,
+    supports_pause: bool = True,
+) -> Callable[[TaskFunc], TaskFunc]:
+    """Register ``func(ctx, **params)`` as a task type.
+
+    ``params`` is a JSON schema for the keyword arguments, validated on submit.
+    ``rollback(ctx)`` undoes the task's effects on cancel; ``ctx.state`` is the last
+    checkpoint. It must be idempotent: after a crash it runs again.
+    """
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be >= 1")
+
+    def register(func: TaskFunc) -> TaskFunc:
+        type_name = name or func.__name__
+        schema = params if params is not None else dict(EMPTY_SCHEMA)
+        Draft202012Validator.check_schema(schema)
+        _REGISTRY[type_name] = TaskType(
+            name=type_name,
+            func=func,
+            queue=queue,
+            params_schema=schema,
+            rollback=rollback,
+            max_attempts=max_attempts,
+            pause_timeout=pause_timeout,
+            retry_backoff=retry_backoff,
+            description=description or inspect.cleandoc(func.__doc__ or ""),
+            supports_pause=supports_pause,
+        )
+        return func
+
+    return register
+
+
+def get_type(name: str) -> TaskType:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise UnknownTaskType(f"unknown task type {name!r} (known: {known})") from None
+
+
+def all_types() -> list[TaskType]:
+    return sorted(_REGISTRY.values(), key=lambda t: t.name)
+
+
+def unregister(name: str) -> None:
+    """Remove a task type (tests and plugins reloading)."""
+    _REGISTRY.pop(name, None)

@@ -1,0 +1,133 @@
+"""Operations on tasks for every front end (REST API, CLI, Python callers).
+
+    from tether import service
+    task = service.submit(user, "countdown", {"seconds": 5})
+    service.pause(task.pk, actor="user:alice")
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from tether import registry
+from tether.exceptions import IllegalTransition, InvalidParams, TaskNotFound, UnknownTaskType
+from tether.models import Task
+from tether.states import Status
+from tether.transitions import record_creation, transition
+
+QUEUE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+MAX_PAUSE_TIMEOUT = 7 * 24 * 3600.0
+
+
+def _build(owner: Any, type_name: str, params: Any, queue: str | None,
+           pause_timeout: float | None) -> Task:
+    ttype = registry.get_type(type_name)
+    clean = ttype.validate(params)
+    queue = queue or ttype.queue
+    if not QUEUE_RE.match(queue):
+        raise InvalidParams("queue must be 1-100 letters, digits, '_', '-', '.' or ':'",
+                            field="queue")
+    timeout = ttype.pause_timeout if pause_timeout is None else pause_timeout
+    if not 0 < timeout <= MAX_PAUSE_TIMEOUT:
+        raise InvalidParams(f"pause_timeout must be > 0 and <= {MAX_PAUSE_TIMEOUT:g} seconds",
+                            field="pause_timeout")
+    now = timezone.now()
+    return Task(owner=owner, type=ttype.name, queue=queue, params=clean,
+                max_attempts=ttype.max_attempts, pause_timeout=timeout,
+                created_at=now, updated_at=now, run_after=now)
+
+
+def submit(owner: Any, type_name: str, params: Any = None, *, queue: str | None = None,
+           pause_timeout: float | None = None) -> Task:
+    """Validate and queue one task. Raises UnknownTaskType or InvalidParams."""
+    return submit_many(owner, type_name, [params], queue=queue, pause_timeout=pause_timeout)[0]
+
+
+def submit_many(owner: Any, type_name: str, params_list: Sequence[Any], *,
+                queue: str | None = None, pause_timeout: float | None = None) -> list[Task]:
+    """Validate and queue many tasks of one type in one transaction (all or nothing)."""
+    tasks = [_build(owner, type_name, p, queue, pause_timeout) for p in params_list]
+    with transaction.atomic():
+        Task.objects.bulk_create(tasks, batch_size=500)
+        record_creation(tasks, actor=_actor(owner))
+    return tasks
+
+
+def _actor(user: Any) -> str:
+    return f"user:{user.get_username()}" if user is not None else "system"
+
+
+def visible_tasks(user: Any) -> QuerySet[Task]:
+    """The tasks ``user`` may see: their own, or all of them for staff."""
+    qs = Task.objects.all()
+    return qs if user.is_staff else qs.filter(owner=user)
+
+
+def get_visible(user: Any, task_id: int) -> Task:
+    task = visible_tasks(user).filter(id=task_id).first()
+    if task is None:
+        raise TaskNotFound(f"no task {task_id}")
+    return task
+
+
+def pause(task_id: int, *, actor: str, reason: str = "requested") -> Status:
+    """queued -> paused, running -> pausing (paused at the next control point)."""
+    with transaction.atomic():
+        status = _status(task_id, lock=True)
+        target = Status.PAUSED if status == Status.QUEUED else Status.PAUSING
+        return _move(task_id, target, actor=actor, reason=reason, action="pause")
+
+
+def resume(task_id: int, *, actor: str, reason: str = "requested") -> Status:
+    """paused -> queued: it continues from its last checkpoint on any worker."""
+    return _move(task_id, Status.QUEUED, actor=actor, reason=reason, action="resume",
+                 only_from=[Status.PAUSED])
+
+
+def cancel(task_id: int, *, actor: str, reason: str = "requested") -> Status:
+    """-> cancelling; the rollback hook runs, then cancelled. A task nobody holds that
+    has nothing to undo (no checkpoint, or no rollback hook) is cancelled at once."""
+    with transaction.atomic():
+        task = Task.objects.select_for_update().filter(id=task_id).first()
+        if task is None:
+            raise TaskNotFound()
+        _move(task_id, Status.CANCELLING, actor=actor, reason=reason, action="cancel")
+        if task.worker is None and task.status in (Status.QUEUED, Status.PAUSED) \
+                and _nothing_to_undo(task):
+            transition(task_id, Status.CANCELLED, actor=actor, reason="nothing to undo")
+            return Status.CANCELLED
+    return Status.CANCELLING
+
+
+def _nothing_to_undo(task: Task) -> bool:
+    if not task.checkpoint:
+        return True
+    try:
+        return registry.get_type(task.type).rollback is None
+    except UnknownTaskType:
+        return False
+
+
+def _status(task_id: int, *, lock: bool = False) -> Status:
+    qs = Task.objects.filter(id=task_id)
+    if lock:
+        qs = qs.select_for_update()
+    status = qs.values_list("status", flat=True).first()
+    if status is None:
+        raise TaskNotFound()
+    return Status(status)
+
+
+def _move(task_id: int, target: Status, *, actor: str, reason: str, action: str,
+          only_from: Sequence[Status] | None = None) -> Status:
+    changes = transition(task_id, target, actor=actor, reason=reason, action=action,
+                         only_from=only_from)
+    if not changes:  # pragma: no cover - transition raises for a single id
+        raise IllegalTransition(action, _status(task_id))
+    return target

@@ -1,0 +1,69 @@
+"""Task statuses and the single table of legal transitions (pure Python)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """Where a task is in its life. Final statuses never change again."""
+
+    QUEUED = "queued"
+    """Waiting for a worker slot (new, resumed, retried or recovered)."""
+    RUNNING = "running"
+    """A worker is executing the task function."""
+    PAUSING = "pausing"
+    """A pause was requested; it takes effect at the task's next control point."""
+    PAUSED = "paused"
+    """Stopped at a checkpoint; holds no worker. Resume re-queues it."""
+    CANCELLING = "cancelling"
+    """A cancel was requested; the rollback hook runs (or resumes after a crash)."""
+    CANCELLED = "cancelled"
+    """Rollback finished: the task's effects are undone. Final."""
+    SUCCEEDED = "succeeded"
+    """The task function returned; ``result`` holds its value. Final."""
+    FAILED = "failed"
+    """The task raised with all attempts used, or its rollback failed. Final."""
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL
+
+    @classmethod
+    def choices(cls) -> list[tuple[str, str]]:
+        return [(s.value, s.value) for s in cls]
+
+
+FINAL = frozenset({Status.CANCELLED, Status.SUCCEEDED, Status.FAILED})
+ACTIVE = frozenset({Status.RUNNING, Status.PAUSING, Status.CANCELLING})
+"""Statuses in which a worker may hold the task."""
+
+# (from, to) -> what causes it.  This is the only definition of legal transitions.
+TRANSITIONS: dict[tuple[Status, Status], str] = {
+    (Status.QUEUED, Status.RUNNING): "worker claims",
+    (Status.QUEUED, Status.PAUSED): "pause",
+    (Status.QUEUED, Status.CANCELLING): "cancel",
+    (Status.RUNNING, Status.QUEUED): "lease lost / retry",
+    (Status.RUNNING, Status.PAUSING): "pause",
+    (Status.RUNNING, Status.CANCELLING): "cancel",
+    (Status.RUNNING, Status.SUCCEEDED): "returns",
+    (Status.RUNNING, Status.FAILED): "raises, attempts used",
+    (Status.PAUSING, Status.PAUSED): "reached checkpoint",
+    (Status.PAUSING, Status.CANCELLING): "cancel",
+    (Status.PAUSING, Status.SUCCEEDED): "returns",
+    (Status.PAUSING, Status.FAILED): "raises",
+    (Status.PAUSED, Status.QUEUED): "resume",
+    (Status.PAUSED, Status.CANCELLING): "cancel, pause expired",
+    (Status.CANCELLING, Status.CANCELLED): "rollback done",
+    (Status.CANCELLING, Status.FAILED): "rollback failed",
+}
+
+
+def is_legal(src: Status | str, dst: Status | str) -> bool:
+    return (Status(src), Status(dst)) in TRANSITIONS
+
+
+def sources(dst: Status | str) -> frozenset[Status]:
+    """Statuses from which ``dst`` may be reached."""
+    dst = Status(dst)
+    return frozenset(src for (src, to) in TRANSITIONS if to == dst)

@@ -1,0 +1,148 @@
+"""Django implementation of the context store and the worker-side queries:
+claiming work, heartbeats, recovery of lost leases and expiry of paused tasks."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from tether.models import Task
+from tether.states import Status
+from tether.transitions import RELEASE, transition
+
+LEASE_SECONDS = 30.0
+
+
+class DjangoStore:
+    """Writes a running task's progress and checkpoint, fenced by its run token."""
+
+    def save(self, task_id: int, token: str, *, progress: dict[str, Any] | None,
+             checkpoint: dict[str, Any] | None) -> bool:
+        values: dict[str, Any] = {}
+        if progress is not None:
+            values["progress"] = progress
+        if checkpoint is not None:
+            values["checkpoint"] = checkpoint
+        if not values:
+            return True
+        return Task.objects.filter(id=task_id, run_token=token).update(**values) == 1
+
+    def atomic(self) -> Any:
+        return transaction.atomic()
+
+
+@dataclass(frozen=True)
+class Job:
+    """A task this worker now owns: run it, or (``rollback``) undo it."""
+
+    task_id: int
+    token: str
+    rollback: bool = False
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def claim(worker: str, limit: int, queues: list[str] | None = None,
+          lease: float = LEASE_SECONDS) -> list[Job]:
+    """Take up to ``limit`` queued tasks (queued -> running) and cancelling tasks that
+    nobody is rolling back. Safe against concurrent claimers."""
+    if limit <= 0:
+        return []
+    now = timezone.now()
+    token = new_token()
+    lease_until = now + timedelta(seconds=lease)
+    own = {"worker": worker, "run_token": token, "lease_expires_at": lease_until}
+    jobs: list[Job] = []
+    with transaction.atomic():
+        orphans = Task.objects.filter(status=Status.CANCELLING, worker__isnull=True)
+        if queues:
+            orphans = orphans.filter(queue__in=queues)
+        orphan_ids = list(orphans.select_for_update(skip_locked=True)
+                          .values_list("id", flat=True)[:limit])
+        if orphan_ids:
+            Task.objects.filter(id__in=orphan_ids, worker__isnull=True).update(**own)
+            jobs += [Job(i, token, rollback=True) for i in orphan_ids]
+        ready = Task.objects.filter(status=Status.QUEUED, run_after__lte=now)
+        if queues:
+            ready = ready.filter(queue__in=queues)
+        ids = list(ready.order_by("id").select_for_update(skip_locked=True)
+                   .values_list("id", flat=True)[: limit - len(jobs)])
+        if ids:
+            moved = transition(ids, Status.RUNNING, actor=worker, reason="claimed",
+                               only_from=[Status.QUEUED], updates=own)
+            jobs += [Job(c.task_id, token) for c in moved]
+        Task.objects.filter(id__in=ids, started_at__isnull=True).update(started_at=now)
+    return jobs
+
+
+def heartbeat(worker: str, lease: float = LEASE_SECONDS) -> int:
+    """Renew the lease of every task this worker holds."""
+    until = timezone.now() + timedelta(seconds=lease)
+    return Task.objects.filter(worker=worker).update(lease_expires_at=until)
+
+
+def pending_controls(worker: str) -> dict[int, str]:
+    """Tasks held by ``worker`` that were asked to pause or cancel."""
+    rows = Task.objects.filter(worker=worker, status__in=[Status.PAUSING, Status.CANCELLING])
+    return dict(rows.values_list("id", "status"))
+
+
+def release_lost(*, worker_prefix: str | None = None, expired_only: bool = True,
+                 actor: str = "system") -> int:
+    """Recover tasks whose worker is gone: running -> queued (attempt + 1, or failed when
+    attempts are used up), pausing -> paused, cancelling -> rollback by any worker."""
+    held = Task.objects.filter(worker__isnull=False)
+    if expired_only:
+        held = held.filter(lease_expires_at__lt=timezone.now())
+    if worker_prefix:
+        held = held.filter(worker__startswith=worker_prefix)
+    rows = list(held.values_list("id", "status", "attempts", "max_attempts"))
+    n = 0
+    reason = "worker lost (lease expired)" if expired_only else "recovered after restart"
+    for task_id, status, attempts, max_attempts in rows:
+        if status == Status.RUNNING and attempts >= max_attempts:
+            n += len(transition([task_id], Status.FAILED, actor=actor, reason=reason,
+                                updates={"error": f"{reason}; {attempts} attempts used"}))
+        elif status == Status.RUNNING:
+            n += len(transition([task_id], Status.QUEUED, actor=actor, reason=reason,
+                                updates={"attempts": F("attempts") + 1}))
+        elif status == Status.PAUSING:
+            n += len(transition([task_id], Status.PAUSED, actor=actor, reason=reason))
+        elif status == Status.CANCELLING:
+            n += Task.objects.filter(id=task_id, status=status).update(**RELEASE)
+        else:  # queued/paused/final rows keep no owner
+            Task.objects.filter(id=task_id, status=status).update(**RELEASE)
+    return n
+
+
+def expire_paused(actor: str = "system") -> int:
+    """Cancel (with rollback) paused tasks whose pause_timeout has run out."""
+    now = timezone.now()
+    ids = [
+        t_id for t_id, paused_at, timeout in Task.objects.filter(
+            status=Status.PAUSED, paused_at__isnull=False).values_list(
+            "id", "paused_at", "pause_timeout")
+        if paused_at + timedelta(seconds=timeout) <= now
+    ]
+    return len(transition(ids, Status.CANCELLING, actor=actor, reason="pause_expired"))
+
+
+def next_wakeup(queues: list[str] | None = None) -> float | None:
+    """Seconds until the earliest delayed (retrying) task becomes ready."""
+    qs = Task.objects.filter(status=Status.QUEUED, run_after__gt=timezone.now())
+    if queues:
+        qs = qs.filter(queue__in=queues)
+    first = qs.order_by("run_after").values_list("run_after", flat=True).first()
+    return None if first is None else max((first - timezone.now()).total_seconds(), 0.0)
+
+
+__all__ = ["DjangoStore", "Job", "claim", "expire_paused", "heartbeat", "pending_controls",
+           "release_lost"]

@@ -1,0 +1,135 @@
+"""The one place that changes a task's status: a conditional update plus an event.
+
+Rows are locked (SELECT … FOR UPDATE; SQLite serialises writers with IMMEDIATE
+transactions), grouped by their current status, and each group is updated with
+``WHERE status = <from>`` so a concurrent change can never be overwritten. Every
+change appends a TaskEvent. Listeners are told after the transaction commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from tether.exceptions import IllegalTransition, TaskNotFound
+from tether.models import Task, TaskEvent
+from tether.states import FINAL, Status, sources
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Change:
+    task_id: int
+    src: Status | None
+    dst: Status
+    reason: str
+
+
+Listener = Callable[[list[Change]], None]
+_listeners: list[Listener] = []
+
+RELEASE = {"worker": None, "run_token": None, "lease_expires_at": None}
+
+
+def subscribe(listener: Listener) -> None:
+    """Call ``listener(changes)`` after every committed batch of status changes."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
+def unsubscribe(listener: Listener) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)
+
+
+def _notify(changes: list[Change]) -> None:
+    for listener in list(_listeners):
+        try:
+            listener(changes)
+        except Exception:  # a listener must never break a transition
+            log.exception("transition listener failed")
+
+
+def _implied_updates(dst: Status, now: Any) -> dict[str, Any]:
+    updates: dict[str, Any] = {"status": dst, "updated_at": now}
+    if dst in (Status.QUEUED, Status.PAUSED) or dst in FINAL:
+        updates.update(RELEASE)
+    if dst == Status.PAUSED:
+        updates["paused_at"] = now
+    if dst in FINAL:
+        updates["finished_at"] = now
+    return updates
+
+
+def transition(
+    ids: int | Sequence[int],
+    dst: Status,
+    *,
+    actor: str,
+    reason: str = "",
+    only_from: Iterable[Status] | None = None,
+    updates: dict[str, Any] | None = None,
+    token: str | None = None,
+    action: str | None = None,
+) -> list[Change]:
+    """Move tasks to ``dst`` where the table allows it.
+
+    With a single id, an illegal move raises IllegalTransition (carrying the current
+    status) and a missing task raises TaskNotFound; with a sequence, tasks that cannot
+    move are skipped. ``only_from`` narrows the legal sources; ``token`` requires the
+    caller to still own the task (fencing against a worker that lost its lease).
+    """
+    single = isinstance(ids, int)
+    id_list = [ids] if isinstance(ids, int) else list(ids)
+    if not id_list:
+        return []
+    allowed = sources(dst) if only_from is None else sources(dst) & set(only_from)
+    now = timezone.now()
+    changes: list[Change] = []
+    with transaction.atomic():
+        qs = Task.objects.select_for_update().filter(id__in=id_list)
+        if token is not None:
+            qs = qs.filter(run_token=token)
+        current = dict(qs.values_list("id", "status"))
+        if single and not current:
+            if token is not None and Task.objects.filter(id=id_list[0]).exists():
+                return []
+            raise TaskNotFound()
+        groups: dict[Status, list[int]] = defaultdict(list)
+        for task_id, status in current.items():
+            if Status(status) in allowed:
+                groups[Status(status)].append(task_id)
+        if single and not groups:
+            raise IllegalTransition(action or f"move to {dst}", current[id_list[0]])
+        values = {**_implied_updates(dst, now), **(updates or {})}
+        for src, group in groups.items():
+            n = Task.objects.filter(id__in=group, status=src).update(**values)
+            if n != len(group):  # cannot happen while the rows are locked
+                raise RuntimeError(f"transition raced: {n} of {len(group)} rows moved")
+            changes += [Change(t, src, dst, reason) for t in group]
+        TaskEvent.objects.bulk_create(
+            TaskEvent(task_id=c.task_id, from_status=c.src, to_status=c.dst, at=now,
+                      actor=actor, reason=reason)
+            for c in changes
+        )
+        if changes:
+            transaction.on_commit(lambda: _notify(changes))
+    return changes
+
+
+def record_creation(tasks: Sequence[Task], *, actor: str) -> None:
+    """Append the first event (None -> queued) for new tasks; call inside their transaction."""
+    TaskEvent.objects.bulk_create(
+        TaskEvent(task_id=t.pk, from_status=None, to_status=Status.QUEUED, at=t.created_at,
+                  actor=actor, reason="submitted")
+        for t in tasks
+    )
+    changes = [Change(t.pk, None, Status.QUEUED, "submitted") for t in tasks]
+    transaction.on_commit(lambda: _notify(changes))
