@@ -1,0 +1,46 @@
+# Tether: `make serve` and `make test` are all a new machine needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: serve test install lint typecheck bench lock clean
+
+$(STAMP): pyproject.toml requirements/lock.txt requirements/build.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --require-hashes -r requirements/build.txt
+	$(BIN)/pip install -q --disable-pip-version-check --require-hashes -r requirements/lock.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: install  ## create .venv, install, migrate, run API + embedded worker on SQLite
+	PORT=$(PORT) $(BIN)/tether serve
+
+test: install  ## lint, type-check, run the whole test suite
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench || true
+
+typecheck: install
+	$(BIN)/mypy
+
+bench: install  ## print benchmark figures (see README, Performance)
+	$(BIN)/python bench/progress_overhead.py
+	$(BIN)/python bench/control_latency.py
+	$(BIN)/python bench/throughput.py
+
+lock:  ## re-pin dependencies after editing pyproject.toml
+	$(BIN)/pip install -q uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -o requirements/lock.txt
+	$(BIN)/uv pip compile requirements/build.in --generate-hashes --python-version 3.11 -o requirements/build.txt
+
+clean:
+	rm -rf $(VENV) .tether-test .pytest_cache .mypy_cache .ruff_cache
