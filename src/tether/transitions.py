@@ -94,7 +94,7 @@ def transition(
     now = timezone.now()
     changes: list[Change] = []
     with transaction.atomic():
-        qs = Task.objects.select_for_update().filter(id__in=id_list)
+        qs = Task.objects.select_for_update().filter(id__in=id_list).order_by("id")
         if token is not None:
             qs = qs.filter(run_token=token)
         current = dict(qs.values_list("id", "status"))

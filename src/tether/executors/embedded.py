@@ -74,16 +74,22 @@ class EmbeddedExecutor(Executor):
             self._spawn(f"tether-worker-{i}", self._work_loop)
 
     def stop(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
         self._stopping.set()
         self._wake.set()
         unsubscribe(self._on_change)
+        dispatcher, *others = self._threads
+        dispatcher.join(timeout)  # no new claims from here on
         for ctx in list(self._contexts.values()):
             ctx.request_stop("shutdown")
         for _ in range(self._slots):
             self._jobs.put(None)
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
+        for t in others:
             t.join(max(0.0, deadline - time.monotonic()))
+        while not self._jobs.empty():  # claimed but never started: give them back
+            job = self._jobs.get()
+            if job is not None:
+                self._runner.give_back(job)
         self._threads = [t for t in self._threads if t.is_alive()]
         if self._threads:
             log.warning("%d thread(s) did not stop in time; their tasks are recovered "
@@ -122,6 +128,10 @@ class EmbeddedExecutor(Executor):
             self._wake.clear()
             while not self._stopping.is_set():
                 free = self._acquire_free()
+                if self._stopping.is_set():
+                    for _ in range(free):
+                        self._idle.release()
+                    return
                 if not free:
                     break
                 try:

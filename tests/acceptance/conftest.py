@@ -1,0 +1,257 @@
+"""Acceptance fixtures: the real ``tether serve`` program as a subprocess, real HTTP.
+
+``server()`` starts a server on a free port with its own TETHER_HOME and the test-only
+task types of ``tests.acceptance.tasks``; ``Server.kill()``/``restart()`` simulate a
+crash and a new start on the same home. ``login(server)`` registers a fresh user and
+returns an authenticated ``httpx.Client``; ``wait_for`` polls a task's status.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TETHER = next((p for p in (REPO / ".venv" / "bin" / "tether",
+                           Path(sys.executable).parent / "tether") if p.exists()),
+              REPO / ".venv" / "bin" / "tether")
+PASSWORD = "Accept-Pass-9876"
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 15.0
+_ids = itertools.count(1)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_env(home: Path, **extra: str) -> dict[str, str]:
+    """Environment for a ``tether`` subprocess using ``home`` as its TETHER_HOME."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("TETHER_") and k not in ("PORT", "DJANGO_SETTINGS_MODULE")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update(TETHER_HOME=str(home), TETHER_TASK_MODULES="tests.acceptance.tasks",
+               PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def run_tether(home: Path, *args: str, timeout: float = 60.0,
+               **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a short ``tether`` command to completion."""
+    return subprocess.run([str(TETHER), *args], cwd=home, env=server_env(home, **env),
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+class Server:
+    """One ``tether serve`` process (restartable on the same TETHER_HOME)."""
+
+    def __init__(self, home: Path, workers: int, log_dir: Path) -> None:
+        self.home = home
+        self.workers = workers
+        self.log_dir = log_dir
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.logs: list[Path] = []
+        self._log: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "tether.sqlite3"
+
+    def start(self) -> Server:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.port = free_port()
+        log = self.log_dir / f"server-{next(_ids)}-stderr.log"
+        self.logs.append(log)
+        self._log = open(log, "wb")  # noqa: SIM115 - closed in _reap
+        self.proc = subprocess.Popen(
+            [str(TETHER), "serve", "--port", str(self.port), "--workers", str(self.workers)],
+            cwd=self.home, env=server_env(self.home), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=self._log)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                self._reap()
+                pytest.fail(f"tether serve exited with {self.proc.returncode} before it was "
+                            f"ready:\n{self.stderr()}")
+            try:
+                if httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"tether serve not healthy after {START_TIMEOUT:g}s:\n"
+                            f"{self.stderr()}")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no cleanup at all."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(STOP_TIMEOUT)
+        self._reap()
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait, then SIGKILL. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_TIMEOUT)
+        self._reap()
+        return self.proc.returncode
+
+    def restart(self) -> Server:
+        self.stop()
+        return self.start()
+
+    def _reap(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def stderr(self) -> str:
+        parts = []
+        for log in self.logs:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            parts.append(f"--- {log.name} ---\n{text}")
+        return "\n".join(parts)
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Token {token}"} if token else {}
+        return httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=15)
+
+    def ledger_rows(self, task_id: int) -> list[int]:
+        """Steps recorded in acc_ledger for ``task_id``, read straight from SQLite."""
+        con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
+        try:
+            exists = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' "
+                                 "AND name='acc_ledger'").fetchone()
+            if not exists:
+                return []
+            rows = con.execute("SELECT step FROM acc_ledger WHERE task_id = ? ORDER BY step",
+                               (task_id,)).fetchall()
+        finally:
+            con.close()
+        return [r[0] for r in rows]
+
+
+ServerFactory = Callable[..., Server]
+
+
+@pytest.fixture
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerFactory]:
+    """Factory: ``server(workers=2, home=None)`` starts a ``tether serve``; every server
+    is stopped at teardown and its stderr is attached to the report (shown on failure)."""
+    started: list[Server] = []
+
+    def start(workers: int = 2, home: Path | None = None) -> Server:
+        if home is None:
+            home = tmp_path / f"home-{len(started) + 1}"
+            home.mkdir()
+        srv = Server(home, workers, tmp_path)
+        started.append(srv)
+        return srv.start()
+
+    yield start
+    for srv in started:
+        srv.stop()
+        request.node.add_report_section("teardown", f"tether serve stderr ({srv.home.name})",
+                                        srv.stderr())
+
+
+def login(srv: Server, username: str | None = None) -> httpx.Client:
+    """Register a new user, get a token, return a client authenticated with it."""
+    username = username or f"user-{uuid.uuid4().hex[:10]}"
+    with srv.client() as anon:
+        r = anon.post("/auth/register", json={"username": username, "password": PASSWORD})
+        assert r.status_code == 201, r.text
+        assert r.json() == {"username": username}
+        r = anon.post("/auth/token", json={"username": username, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        token = r.json()["token"]
+    return srv.client(token)
+
+
+def get_task(client: httpx.Client, task_id: int) -> dict[str, Any]:
+    r = client.get(f"/tasks/{task_id}")
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def submit(client: httpx.Client, type_name: str, params: dict[str, Any],
+           **extra: Any) -> dict[str, Any]:
+    r = client.post("/tasks", json={"type": type_name, "params": params, **extra})
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def wait_for(client: httpx.Client, task_id: int, statuses: str | Collection[str],
+             timeout: float = 30.0) -> dict[str, Any]:
+    """Poll GET /tasks/{id} until its status is one of ``statuses``; return the task."""
+    wanted = {statuses} if isinstance(statuses, str) else set(statuses)
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while True:
+        task = get_task(client, task_id)
+        if not seen or seen[-1] != task["status"]:
+            seen.append(task["status"])
+        if task["status"] in wanted:
+            return task
+        if time.monotonic() > deadline:
+            pytest.fail(f"task {task_id} not {sorted(wanted)} after {timeout:g}s; "
+                        f"statuses seen: {seen}; last: {task}")
+        time.sleep(0.05)
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    """Poll ``check()`` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def wait_progress(client: httpx.Client, task_id: int, at_least: float,
+                  timeout: float = 30.0) -> dict[str, Any]:
+    """Wait until the task reports ``progress.done >= at_least`` (while it runs)."""
+    def check() -> dict[str, Any] | None:
+        task = get_task(client, task_id)
+        assert task["status"] in ("queued", "running"), task
+        return task if (task["progress"] or {}).get("done", 0) >= at_least else None
+
+    return dict(wait_until(check, f"task {task_id} progress >= {at_least}", timeout))
+
+
+def events(client: httpx.Client, task_id: int) -> list[dict[str, Any]]:
+    r = client.get(f"/tasks/{task_id}/events")
+    assert r.status_code == 200, r.text
+    return list(r.json())

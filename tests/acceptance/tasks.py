@@ -1,0 +1,90 @@
+"""Test-only task types, loaded by the server under test via TETHER_TASK_MODULES.
+
+``ledger`` writes one row per step into ``acc_ledger`` inside ``ctx.atomic``; its
+rollback deletes the task's rows. With ``hold_rollback`` the rollback first waits while
+the file ``$TETHER_HOME/hold-rollback`` exists, so a test can keep a task in
+``cancelling`` for as long as it needs (e.g. across a server kill).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+
+from tether import task
+from tether.context import TaskContext
+from tether.models import Task
+
+CREATE_LEDGER = ("CREATE TABLE IF NOT EXISTS acc_ledger "
+                 "(task_id INTEGER, step INTEGER, UNIQUE(task_id, step))")
+HOLD_ROLLBACK_FILE = "hold-rollback"
+MAX_HOLD_SECONDS = 120.0
+
+
+def _ensure_table() -> None:
+    with connection.cursor() as cur:
+        cur.execute(CREATE_LEDGER)
+
+
+def _undo_ledger(ctx: TaskContext) -> None:
+    params = Task.objects.filter(id=ctx.task_id).values_list("params", flat=True).first()
+    if (params or {}).get("hold_rollback"):
+        gate = Path(settings.TETHER_HOME) / HOLD_ROLLBACK_FILE
+        deadline = time.monotonic() + MAX_HOLD_SECONDS
+        while gate.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+            ctx.progress(0, message="rollback waiting for the test")  # control point
+    _ensure_table()
+    with connection.cursor() as cur:
+        cur.execute("DELETE FROM acc_ledger WHERE task_id = %s", [ctx.task_id])
+
+
+@task(name="ledger", rollback=_undo_ledger, params={
+    "type": "object",
+    "properties": {
+        "steps": {"type": "integer", "minimum": 1, "maximum": 100_000},
+        "step_ms": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 5},
+        "hold_rollback": {"type": "boolean", "default": False},
+    },
+    "required": ["steps"],
+    "additionalProperties": False,
+})
+def ledger(ctx: TaskContext, *, steps: int, step_ms: int = 5,
+           hold_rollback: bool = False) -> dict[str, Any]:
+    """Write one acc_ledger row per step, each in one transaction with its checkpoint."""
+    _ensure_table()
+    start = int(ctx.state.get("step", 0))
+    for i in range(start, steps):
+        if step_ms:
+            time.sleep(step_ms / 1000)
+        with ctx.atomic({"step": i + 1}), connection.cursor() as cur:
+            cur.execute("INSERT INTO acc_ledger (task_id, step) VALUES (%s, %s)",
+                        [ctx.task_id, i + 1])
+        ctx.progress(i + 1, total=steps, unit="rows")
+    return {"steps": steps, "started_from": start, "attempt": ctx.attempt}
+
+
+@task(name="flaky", retry_backoff=0.1, max_attempts=3, params={
+    "type": "object",
+    "properties": {"fail_times": {"type": "integer", "minimum": 0, "maximum": 10,
+                                  "default": 1}},
+    "additionalProperties": False,
+})
+def flaky(ctx: TaskContext, *, fail_times: int = 1) -> dict[str, Any]:
+    """Raise on the first ``fail_times`` attempts, then succeed."""
+    ctx.progress(0, total=1, unit="tries")
+    if ctx.attempt <= fail_times:
+        raise RuntimeError(f"flaky failure on attempt {ctx.attempt}")
+    ctx.progress(1, total=1, unit="tries")
+    return {"attempt": ctx.attempt}
+
+
+@task(name="always_fails", retry_backoff=0.1, max_attempts=2)
+def always_fails(ctx: TaskContext) -> None:
+    """Raise every time."""
+    ctx.progress(0, total=1, unit="tries")
+    raise ValueError(f"always fails (attempt {ctx.attempt})")

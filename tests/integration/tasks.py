@@ -1,0 +1,68 @@
+"""Task types used by the in-process integration tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from django.db import connection
+
+from tether import task
+from tether.context import TaskContext
+
+GATES: dict[str, threading.Event] = {}
+LEDGER_DDL = ("CREATE TABLE IF NOT EXISTS it_ledger (task_id INTEGER, step INTEGER, "
+              "UNIQUE(task_id, step))")
+
+
+def ledger_rows(task_id: int) -> list[int]:
+    with connection.cursor() as cur:
+        cur.execute(LEDGER_DDL)
+        cur.execute("SELECT step FROM it_ledger WHERE task_id = %s ORDER BY step", [task_id])
+        return [r[0] for r in cur.fetchall()]
+
+
+def _undo_ledger(ctx: TaskContext) -> None:
+    with connection.cursor() as cur:
+        cur.execute("DELETE FROM it_ledger WHERE task_id = %s", [ctx.task_id])
+
+
+@task(name="it_ledger", rollback=_undo_ledger, params={"type": "object"})
+def it_ledger(ctx: TaskContext, *, steps: int = 50, step_ms: float = 5) -> dict[str, Any]:
+    with connection.cursor() as cur:
+        cur.execute(LEDGER_DDL)
+    for i in range(ctx.state.get("step", 0), steps):
+        time.sleep(step_ms / 1000)
+        with ctx.atomic({"step": i + 1}), connection.cursor() as cur:
+            cur.execute("INSERT INTO it_ledger (task_id, step) VALUES (%s, %s)",
+                        [ctx.task_id, i + 1])
+        ctx.progress(i + 1, total=steps)
+    return {"rows": steps}
+
+
+@task(name="it_flaky", max_attempts=3, retry_backoff=0.05, params={"type": "object"})
+def it_flaky(ctx: TaskContext, *, fail_times: int = 1) -> dict[str, Any]:
+    if ctx.attempt <= fail_times:
+        raise ValueError(f"flaky failure on attempt {ctx.attempt}")
+    return {"attempt": ctx.attempt}
+
+
+@task(name="it_gate", params={"type": "object"})
+def it_gate(ctx: TaskContext, *, gate: str) -> str:
+    """Blocks (checking for control requests) until the named gate opens."""
+    while not GATES.setdefault(gate, threading.Event()).wait(0.005):
+        ctx.progress(0)
+    return gate
+
+
+def _bad_rollback(ctx: TaskContext) -> None:
+    raise OSError("disk on fire")
+
+
+@task(name="it_bad_rollback", rollback=_bad_rollback, params={"type": "object"})
+def it_bad_rollback(ctx: TaskContext) -> None:
+    ctx.checkpoint({"started": True})
+    while True:
+        time.sleep(0.005)
+        ctx.progress(1)

@@ -1,0 +1,179 @@
+"""Full pause/resume/cancel/retry flows through the embedded executor (real threads,
+real SQLite). Task types live in tests/integration/tasks.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from tests.integration import tasks as t
+from tether import service, store
+from tether.executors.embedded import EmbeddedExecutor
+from tether.models import Task
+from tests.integration.conftest import history, wait_status
+
+
+def user() -> Any:
+    return get_user_model().objects.get_or_create(username="worker-test")[0]
+
+
+def test_runs_to_success_with_history(executor: EmbeddedExecutor) -> None:
+    task = service.submit(user(), "fibonacci", {"n": 90})
+    done = wait_status(task.pk, "succeeded")
+    assert done.result == {"n": 90, "value": "2880067194370816120", "digits": 19}
+    assert done.progress["percent"] == 100.0
+    assert history(task.pk) == [(None, "queued"), ("queued", "running"),
+                                ("running", "succeeded")]
+    assert done.worker is None and done.finished_at is not None
+
+
+def test_pause_frees_slot_and_resume_continues(executor: EmbeddedExecutor) -> None:
+    task = service.submit(user(), "it_ledger", {"steps": 200, "step_ms": 2})
+    wait_status(task.pk, "running")
+    time.sleep(0.05)
+    service.pause(task.pk, actor="test")
+    paused = wait_status(task.pk, "paused")
+    at_pause = paused.checkpoint["step"]
+    assert 0 < at_pause < 200
+    assert paused.worker is None  # holds no worker
+    assert task.pk not in executor.running
+    # the freed slots run other work while it is paused
+    other = service.submit(user(), "add", {"operand1": 2, "operand2": 3})
+    assert wait_status(other.pk, "succeeded").result["sum"] == 5
+    time.sleep(0.1)
+    assert t.ledger_rows(task.pk) == list(range(1, at_pause + 1))  # nothing ran while paused
+    service.resume(task.pk, actor="test")
+    wait_status(task.pk, "succeeded")
+    assert t.ledger_rows(task.pk) == list(range(1, 201))  # each step exactly once
+    assert [e[1] for e in history(task.pk)] == [
+        "queued", "running", "pausing", "paused", "queued", "running", "succeeded"]
+
+
+def test_cancel_rolls_back(executor: EmbeddedExecutor) -> None:
+    task = service.submit(user(), "it_ledger", {"steps": 500, "step_ms": 2})
+    wait_status(task.pk, "running")
+    time.sleep(0.1)
+    assert service.cancel(task.pk, actor="test") == "cancelling"
+    wait_status(task.pk, "cancelled")
+    assert t.ledger_rows(task.pk) == []
+    assert [e[1] for e in history(task.pk)][-2:] == ["cancelling", "cancelled"]
+
+
+def test_cancel_paused_task_runs_rollback_without_running_it(executor: EmbeddedExecutor) -> None:
+    task = service.submit(user(), "it_ledger", {"steps": 500, "step_ms": 2})
+    wait_status(task.pk, "running")
+    time.sleep(0.05)
+    service.pause(task.pk, actor="test")
+    wait_status(task.pk, "paused")
+    assert t.ledger_rows(task.pk)
+    service.cancel(task.pk, actor="test")
+    wait_status(task.pk, "cancelled")
+    assert t.ledger_rows(task.pk) == []
+    assert "running" not in [e[1] for e in history(task.pk)][3:]
+
+
+def test_cancel_queued_task_is_immediate(transactional_db: None) -> None:
+    task = service.submit(user(), "countdown", {"seconds": 1})
+    assert service.cancel(task.pk, actor="test") == "cancelled"
+    assert [e[1] for e in history(task.pk)] == ["queued", "cancelling", "cancelled"]
+
+
+def test_pause_queued_task_then_resume(executor: EmbeddedExecutor) -> None:
+    gate = t.GATES.setdefault("busy", threading.Event())
+    blockers = [service.submit(user(), "it_gate", {"gate": "busy"}) for _ in range(2)]
+    for b in blockers:
+        wait_status(b.pk, "running")
+    task = service.submit(user(), "add", {"operand1": 1, "operand2": 1})
+    service.pause(task.pk, actor="test")
+    assert Task.objects.get(pk=task.pk).status == "paused"
+    gate.set()
+    for b in blockers:
+        wait_status(b.pk, "succeeded")
+    time.sleep(0.1)
+    assert Task.objects.get(pk=task.pk).status == "paused"
+    service.resume(task.pk, actor="test")
+    wait_status(task.pk, "succeeded")
+
+
+def test_retry_then_success(executor: EmbeddedExecutor) -> None:
+    task = service.submit(user(), "it_flaky", {"fail_times": 1})
+    done = wait_status(task.pk, "succeeded")
+    assert done.attempts == 2 and done.result == {"attempt": 2}
+    reasons = [e.reason for e in done.events.all()]
+    assert any(r.startswith("retry in") and "flaky failure" in r for r in reasons)
+
+
+def test_failed_after_max_attempts(executor: EmbeddedExecutor) -> None:
+    task = service.submit(user(), "it_flaky", {"fail_times": 99})
+    done = wait_status(task.pk, "failed")
+    assert done.attempts == 3
+    assert done.error == "ValueError: flaky failure on attempt 3"
+    # the executor survived and still works
+    ok = service.submit(user(), "add", {"operand1": 1, "operand2": 1})
+    wait_status(ok.pk, "succeeded")
+
+
+def test_rollback_failure_fails_the_task(executor: EmbeddedExecutor) -> None:
+    task = service.submit(user(), "it_bad_rollback", {})
+    wait_status(task.pk, "running")
+    time.sleep(0.05)
+    service.cancel(task.pk, actor="test")
+    done = wait_status(task.pk, "failed")
+    assert "rollback failed: OSError: disk on fire" in done.error
+
+
+def test_pause_expiry_cancels_with_rollback(executor: EmbeddedExecutor) -> None:
+    task = service.submit(user(), "it_ledger", {"steps": 500, "step_ms": 2}, pause_timeout=0.3)
+    wait_status(task.pk, "running")
+    time.sleep(0.05)
+    service.pause(task.pk, actor="test")
+    wait_status(task.pk, "paused")
+    done = wait_status(task.pk, "cancelled", timeout=5)
+    assert t.ledger_rows(done.pk) == []
+    assert "pause_expired" in [e.reason for e in done.events.all()]
+
+
+def test_stop_requeues_running_tasks_without_using_an_attempt(transactional_db: None) -> None:
+    ex = EmbeddedExecutor(1, poll_interval=0.05)
+    ex.start()
+    task = service.submit(user(), "it_ledger", {"steps": 1000, "step_ms": 2})
+    wait_status(task.pk, "running")
+    time.sleep(0.05)
+    ex.stop(timeout=5)
+    stopped = Task.objects.get(pk=task.pk)
+    assert stopped.status == "queued" and stopped.attempts == 1
+    assert history(task.pk)[-1] == ("running", "queued")
+    step = stopped.checkpoint["step"]
+    assert t.ledger_rows(task.pk) == list(range(1, step + 1))
+
+
+def test_recovery_after_crash(transactional_db: None) -> None:
+    """Simulate what a killed server leaves: tasks held by a dead worker."""
+    u = user()
+    running, pausing, cancelling = service.submit_many(u, "it_ledger", [{"steps": 20}] * 3)
+    for task, status in ((running, "running"), (pausing, "pausing"),
+                         (cancelling, "cancelling")):
+        Task.objects.filter(pk=task.pk).update(status=status, worker="dead", run_token="x",
+                                               lease_expires_at=timezone.now(),
+                                               checkpoint={"step": 0})
+    ex = EmbeddedExecutor(2, poll_interval=0.05)
+    ex.start()  # recovers everything held by any worker
+    try:
+        assert wait_status(running.pk, "succeeded").attempts == 2
+        assert wait_status(pausing.pk, "paused")
+        assert wait_status(cancelling.pk, "cancelled")
+        assert t.ledger_rows(running.pk) == list(range(1, 21))
+    finally:
+        ex.stop()
+
+
+def test_expired_lease_is_reaped(transactional_db: None) -> None:
+    task = service.submit(user(), "add", {"operand1": 1, "operand2": 1})
+    store.claim("ghost", 1, lease=-1)  # a worker that claimed and vanished
+    assert store.release_lost() == 1
+    requeued = Task.objects.get(pk=task.pk)
+    assert requeued.status == "queued" and requeued.attempts == 2 and requeued.worker is None

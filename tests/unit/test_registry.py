@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tether import registry
+from tether.exceptions import InvalidParams, UnknownTaskType
+
+
+@pytest.fixture
+def sample() -> Iterator[registry.TaskType]:
+    @registry.task(name="unit_sample", queue="q1", max_attempts=5, params={
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 10,
+                             "description": "n is capped at 10"},
+                       "mode": {"type": "string", "default": "fast"}},
+        "required": ["n"], "additionalProperties": False})
+    def sample(ctx: object, *, n: int, mode: str) -> int:
+        """Sample docs."""
+        return n
+
+    yield registry.get_type("unit_sample")
+    registry.unregister("unit_sample")
+
+
+def test_registration(sample: registry.TaskType) -> None:
+    assert sample.queue == "q1" and sample.max_attempts == 5
+    assert sample.description == "Sample docs."
+    assert "unit_sample" in [t.name for t in registry.all_types()]
+
+
+def test_defaults_filled(sample: registry.TaskType) -> None:
+    assert sample.validate({"n": 3}) == {"n": 3, "mode": "fast"}
+
+
+@pytest.mark.parametrize(("params", "needle"), [
+    ({"n": -1}, "params.n"),
+    ({"n": 11}, "capped at 10"),
+    ({"n": "x"}, "params.n"),
+    ({}, "'n' is a required property"),
+    ({"n": 1, "zzz": 1}, "zzz"),
+    ([1, 2], "JSON object"),
+])
+def test_invalid_params(sample: registry.TaskType, params: object, needle: str) -> None:
+    with pytest.raises(InvalidParams) as err:
+        sample.validate(params)
+    assert needle in err.value.message
+
+
+def test_unknown_type_names_known_ones() -> None:
+    with pytest.raises(UnknownTaskType) as err:
+        registry.get_type("nope")
+    assert "countdown" in err.value.message
+
+
+def test_bad_schema_rejected_at_registration() -> None:
+    with pytest.raises(Exception):  # noqa: B017 - jsonschema's SchemaError
+        registry.task(name="bad", params={"type": "no-such-type"})(lambda ctx: None)
+
+
+def test_builtin_caps_are_explained() -> None:
+    with pytest.raises(InvalidParams) as err:
+        registry.get_type("fibonacci").validate({"n": 10**9})
+    assert "capped at 20000" in err.value.message
+    with pytest.raises(InvalidParams):
+        registry.get_type("render").validate({"frames": 0})
+    with pytest.raises(InvalidParams):
+        registry.get_type("countdown").validate({"seconds": -5})
