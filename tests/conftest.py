@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 
 import pytest
 
@@ -23,5 +24,6 @@ def require_port(name: str, port: int, host: str = "127.0.0.1") -> None:
 
 
 @pytest.fixture(autouse=True)
-def _generous_auth_rate(settings: object) -> None:
-    settings.TETHER = {**settings.TETHER, "AUTH_RATE": "100000/min"}  # type: ignore[attr-defined]
+def _test_settings(settings: Any) -> None:
+    settings.TETHER = {**settings.TETHER, "AUTH_RATE": "100000/min"}
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
