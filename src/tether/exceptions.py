@@ -58,7 +58,7 @@ class HomeLocked(TetherError):
     default_message = "Another tether server is already using this TETHER_HOME."
 
 
-class ControlSignal(BaseException):  # noqa: N818 - a signal, not an error
+class ControlSignal(BaseException):
     """Raised inside task code at a control point. Derives from BaseException so that
     ``except Exception`` in task code does not swallow a pause or cancel."""
 

@@ -20,7 +20,8 @@ class Task(models.Model):
     type = models.CharField(max_length=100)
     queue = models.CharField(max_length=100, default="default")
     params = models.JSONField(default=dict)
-    status = models.CharField(max_length=16, choices=Status.choices(), default=Status.QUEUED)
+    status = models.CharField(max_length=16, choices=Status.choices(),
+                              default=Status.QUEUED.value)
     progress = models.JSONField(null=True, blank=True)
     checkpoint = models.JSONField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)

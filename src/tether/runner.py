@@ -6,6 +6,7 @@ that token, so a worker that lost its lease can never overwrite a newer run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import traceback
@@ -166,10 +167,8 @@ class Runner:
 
 def _backoff(task: Task) -> float:
     base = 1.0
-    try:
+    with contextlib.suppress(TetherError):
         base = registry.get_type(task.type).retry_backoff
-    except TetherError:
-        pass
     return float(min(base * 2 ** (task.attempts - 1), MAX_BACKOFF))
 
 

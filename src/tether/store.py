@@ -130,7 +130,7 @@ def expire_paused(actor: str = "system") -> int:
         t_id for t_id, paused_at, timeout in Task.objects.filter(
             status=Status.PAUSED, paused_at__isnull=False).values_list(
             "id", "paused_at", "pause_timeout")
-        if paused_at + timedelta(seconds=timeout) <= now
+        if paused_at is not None and paused_at + timedelta(seconds=timeout) <= now
     ]
     return len(transition(ids, Status.CANCELLING, actor=actor, reason="pause_expired"))
 

@@ -11,10 +11,10 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from tests.integration import tasks as t
+from tests.integration.conftest import history, wait_status
 from tether import service, store
 from tether.executors.embedded import EmbeddedExecutor
 from tether.models import Task
-from tests.integration.conftest import history, wait_status
 
 
 def user() -> Any:

@@ -5,13 +5,13 @@ from typing import Any
 import pytest
 from django.db import transaction
 
+from tests.integration.conftest import history
 from tether import service
 from tether.exceptions import IllegalTransition, TaskNotFound
 from tether.models import Task
 from tether.states import Status
 from tether.store import claim
 from tether.transitions import Change, subscribe, transition, unsubscribe
-from tests.integration.conftest import history
 
 
 def test_submit_records_first_event(make_user: Any) -> None:

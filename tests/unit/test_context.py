@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.unit.fakes import MemoryStore
 from tether.context import TaskContext
 from tether.exceptions import CancelSignal, LeaseLostSignal, PauseSignal, ShutdownSignal
-from tests.unit.fakes import MemoryStore
 
 
 def make(store: MemoryStore, **kw: object) -> TaskContext:

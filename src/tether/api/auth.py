@@ -47,7 +47,7 @@ class TokenAuthentication(authentication.BaseAuthentication):
         return self.keyword
 
 
-class TokenAuthScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+class TokenAuthScheme(OpenApiAuthenticationExtension):
     target_class = "tether.api.auth.TokenAuthentication"
     name = "TokenAuth"
 

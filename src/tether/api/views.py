@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import timedelta
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
@@ -77,7 +78,8 @@ class TokenView(APIView):
             return Response({"error": {"code": "invalid_credentials",
                                        "message": "wrong username or password"}},
                             status=status.HTTP_401_UNAUTHORIZED)
-        token, raw = ApiToken.issue(user, ttl=settings.TETHER["TOKEN_TTL"],
+        ttl = cast(timedelta, settings.TETHER["TOKEN_TTL"])
+        token, raw = ApiToken.issue(user, ttl=ttl,
                                     name=ser.validated_data["name"])
         return Response({"token": raw, "expires_at": token.expires_at})
 
@@ -94,7 +96,7 @@ class TokenListView(generics.ListAPIView[ApiToken]):
     pagination_class = None
 
     def get_queryset(self) -> QuerySet[ApiToken]:
-        return ApiToken.objects.filter(user=self.request.user, revoked_at__isnull=True,
+        return ApiToken.objects.filter(user=cast(Any, self.request.user), revoked_at__isnull=True,
                                        expires_at__gt=timezone.now())
 
     def get_serializer_context(self) -> dict[str, Any]:
@@ -108,7 +110,7 @@ class TokenListView(generics.ListAPIView[ApiToken]):
 class TokenRevokeView(APIView):
     @extend_schema(request=None, responses={204: None}, tags=["auth"])
     def delete(self, request: Request, pk: int) -> Response:
-        n = ApiToken.objects.filter(pk=pk, user=request.user, revoked_at__isnull=True).update(
+        n = ApiToken.objects.filter(pk=pk, user=cast(Any, request.user), revoked_at__isnull=True).update(
             revoked_at=timezone.now())
         if not n:
             return Response({"error": {"code": "not_found", "message": f"no token {pk}"}},

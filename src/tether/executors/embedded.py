@@ -48,7 +48,10 @@ class EmbeddedExecutor(Executor):
         self._contexts: dict[int, TaskContext] = {}
         self._threads: list[threading.Thread] = []
         self._runner = Runner(self.worker_id, register=self._contexts.__setitem__,
-                              unregister=lambda i: self._contexts.pop(i, None))
+                              unregister=self._forget)
+
+    def _forget(self, task_id: int) -> None:
+        self._contexts.pop(task_id, None)
 
     @property
     def slots(self) -> int:
