@@ -110,8 +110,9 @@ class TokenListView(generics.ListAPIView[ApiToken]):
 class TokenRevokeView(APIView):
     @extend_schema(request=None, responses={204: None}, tags=["auth"])
     def delete(self, request: Request, pk: int) -> Response:
-        n = ApiToken.objects.filter(pk=pk, user=cast(Any, request.user), revoked_at__isnull=True).update(
-            revoked_at=timezone.now())
+        mine = ApiToken.objects.filter(pk=pk, user=cast(Any, request.user),
+                                       revoked_at__isnull=True)
+        n = mine.update(revoked_at=timezone.now())
         if not n:
             return Response({"error": {"code": "not_found", "message": f"no token {pk}"}},
                             status=status.HTTP_404_NOT_FOUND)
