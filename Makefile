@@ -23,7 +23,7 @@ serve: install  ## create .venv, install, migrate, run API + embedded worker on 
 test: install  ## lint, type-check, run the whole test suite
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	TETHER_HOME=$(CURDIR)/.tether-test $(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench
