@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_URL = "redis://127.0.0.1:{port}/15"  # db 15 is flushed before and after
 TARGET_RATIO = 3.0
 POLL = 0.02
 EXPECTED_HISTORY = [(None, "queued"), ("queued", "running"), ("running", "succeeded")]
@@ -158,13 +158,14 @@ def run_embedded(n: int, n_single: int, warmup: int, workers: int,
 
 # -- plain Celery ------------------------------------------------------------------------
 @contextlib.contextmanager
-def celery_worker(concurrency: int, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
+def celery_worker(concurrency: int, workdir: Path,
+                  broker: str) -> Iterator[subprocess.Popen[bytes]]:
     """Run a Celery worker subprocess (own process group) and stop it afterwards."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("DJANGO_SETTINGS_MODULE", "TETHER_HOME")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH_DIR),
                                                       env.get("PYTHONPATH", "")]))
-    env["BENCH_CELERY_BROKER"] = REDIS_URL
+    env["BENCH_CELERY_BROKER"] = broker
     cmd = [sys.executable, "-m", "celery", "-A", "_celery_noop", "worker",
            "-c", str(concurrency), "-P", "prefork", "--without-gossip", "--without-mingle",
            "--without-heartbeat", "--loglevel=WARNING"]
@@ -195,17 +196,18 @@ def stop_process_group(proc: subprocess.Popen[bytes], name: str, grace: float = 
         proc.wait(5)
 
 
-def run_celery(n: int, warmup: int, concurrency: int, timeout: float,
-               workdir: Path) -> dict[str, Any]:
+def run_celery(n: int, warmup: int, concurrency: int, timeout: float, workdir: Path,
+               redis_port: int) -> dict[str, Any]:
     import redis
 
-    r = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=10)
+    broker = REDIS_URL.format(port=redis_port)
+    r = redis.Redis.from_url(broker, socket_connect_timeout=2, socket_timeout=10)
     try:
         r.ping()
     except redis.RedisError as exc:
-        raise RuntimeError(f"Redis at {REDIS_URL} is not reachable ({exc})") from exc
+        raise RuntimeError(f"Redis at {broker} is not reachable ({exc})") from exc
     r.flushdb()
-    os.environ["BENCH_CELERY_BROKER"] = REDIS_URL
+    os.environ["BENCH_CELERY_BROKER"] = broker  # read when _celery_noop is imported
     sys.path.insert(0, str(BENCH_DIR))
     import _celery_noop as cn
 
@@ -213,7 +215,7 @@ def run_celery(n: int, warmup: int, concurrency: int, timeout: float,
         return int(r.get(cn.COUNTER_KEY) or 0)
 
     try:
-        with celery_worker(concurrency, workdir) as proc:
+        with celery_worker(concurrency, workdir, broker) as proc:
             deadline = time.monotonic() + 60
             while not cn.app.control.ping(timeout=1):
                 if proc.poll() is not None:
@@ -259,6 +261,8 @@ def main() -> int:
     parser.add_argument("--celery-concurrency", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds to wait for each phase to finish")
+    parser.add_argument("--redis-port", type=int, default=6379,
+                        help="Redis on 127.0.0.1 used as the Celery broker (db 15)")
     parser.add_argument("--skip-celery", action="store_true")
     args = parser.parse_args()
     n = max(1, args.n)
@@ -276,7 +280,7 @@ def main() -> int:
         else:
             try:
                 celery = run_celery(n, max(0, args.warmup), args.celery_concurrency,
-                                    args.timeout, tmp)
+                                    args.timeout, tmp, args.redis_port)
             except Exception as exc:
                 celery_error = f"{type(exc).__name__}: {exc}"
                 log(f"celery: NOT MEASURED: {celery_error}")

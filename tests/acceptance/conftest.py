@@ -60,10 +60,12 @@ def run_tether(home: Path, *args: str, timeout: float = 60.0,
 class Server:
     """One ``tether serve`` process (restartable on the same TETHER_HOME)."""
 
-    def __init__(self, home: Path, workers: int, log_dir: Path) -> None:
+    def __init__(self, home: Path, workers: int, log_dir: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.home = home
         self.workers = workers
         self.log_dir = log_dir
+        self.env = dict(env or {})
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.logs: list[Path] = []
@@ -85,7 +87,7 @@ class Server:
         self._log = open(log, "wb")  # noqa: SIM115 - closed in _reap
         self.proc = subprocess.Popen(
             [str(TETHER), "serve", "--port", str(self.port), "--workers", str(self.workers)],
-            cwd=self.home, env=server_env(self.home), stdin=subprocess.DEVNULL,
+            cwd=self.home, env=server_env(self.home, **self.env), stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=self._log)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -165,15 +167,16 @@ ServerFactory = Callable[..., Server]
 
 @pytest.fixture
 def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerFactory]:
-    """Factory: ``server(workers=2, home=None)`` starts a ``tether serve``; every server
-    is stopped at teardown and its stderr is attached to the report (shown on failure)."""
+    """Factory: ``server(workers=2, home=None, **env)`` starts a ``tether serve`` (extra
+    environment variables in ``env``); every server is stopped at teardown and its stderr
+    is attached to the report (shown on failure)."""
     started: list[Server] = []
 
-    def start(workers: int = 2, home: Path | None = None) -> Server:
+    def start(workers: int = 2, home: Path | None = None, **env: str) -> Server:
         if home is None:
             home = tmp_path / f"home-{len(started) + 1}"
             home.mkdir()
-        srv = Server(home, workers, tmp_path)
+        srv = Server(home, workers, tmp_path, env)
         started.append(srv)
         return srv.start()
 

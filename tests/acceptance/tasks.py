@@ -3,7 +3,9 @@
 ``ledger`` writes one row per step into ``acc_ledger`` inside ``ctx.atomic``; its
 rollback deletes the task's rows. With ``hold_rollback`` the rollback first waits while
 the file ``$TETHER_HOME/hold-rollback`` exists, so a test can keep a task in
-``cancelling`` for as long as it needs (e.g. across a server kill).
+``cancelling`` for as long as it needs (e.g. across a server kill). While it waits it
+reports progress (a control point) unless ``rollback_progress`` is false; then it only
+watches for a server shutdown.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from django.db import connection
 
 from tether import task
 from tether.context import TaskContext
+from tether.exceptions import ShutdownSignal
 from tether.models import Task
 
 CREATE_LEDGER = ("CREATE TABLE IF NOT EXISTS acc_ledger "
@@ -32,12 +35,16 @@ def _ensure_table() -> None:
 
 def _undo_ledger(ctx: TaskContext) -> None:
     params = Task.objects.filter(id=ctx.task_id).values_list("params", flat=True).first()
-    if (params or {}).get("hold_rollback"):
+    params = params or {}
+    if params.get("hold_rollback"):
         gate = Path(settings.TETHER_HOME) / HOLD_ROLLBACK_FILE
         deadline = time.monotonic() + MAX_HOLD_SECONDS
         while gate.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-            ctx.progress(0, message="rollback waiting for the test")  # control point
+            if params.get("rollback_progress", True):
+                ctx.progress(0, message="rollback waiting for the test")  # control point
+            elif ctx.stop_requested == "shutdown":
+                raise ShutdownSignal()
     _ensure_table()
     with connection.cursor() as cur:
         cur.execute("DELETE FROM acc_ledger WHERE task_id = %s", [ctx.task_id])
@@ -49,12 +56,13 @@ def _undo_ledger(ctx: TaskContext) -> None:
         "steps": {"type": "integer", "minimum": 1, "maximum": 100_000},
         "step_ms": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 5},
         "hold_rollback": {"type": "boolean", "default": False},
+        "rollback_progress": {"type": "boolean", "default": True},
     },
     "required": ["steps"],
     "additionalProperties": False,
 })
-def ledger(ctx: TaskContext, *, steps: int, step_ms: int = 5,
-           hold_rollback: bool = False) -> dict[str, Any]:
+def ledger(ctx: TaskContext, *, steps: int, step_ms: int = 5, hold_rollback: bool = False,
+           rollback_progress: bool = True) -> dict[str, Any]:
     """Write one acc_ledger row per step, each in one transaction with its checkpoint."""
     _ensure_table()
     start = int(ctx.state.get("step", 0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import socket
 import time
+from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -96,7 +97,7 @@ def test_new_user_flow_pause_resume(server: ServerFactory) -> None:
         assert [e["to_status"] for e in history] == [
             "queued", "running", "pausing", "paused", "queued", "running", "succeeded"]
         assert history[0]["from_status"] is None
-        for prev, e in zip(history, history[1:], strict=False):
+        for prev, e in pairwise(history):
             assert e["from_status"] == prev["to_status"], history
         for e in history:
             assert isinstance(e["actor"], str) and e["actor"], e
@@ -281,6 +282,17 @@ def test_pause_expiry_cancels(server: ServerFactory) -> None:
         assert task["status"] == "cancelled", task
         expired = [e for e in events(c, tid) if e["reason"] == "pause_expired"]
         assert [(e["from_status"], e["to_status"]) for e in expired] == [("paused", "cancelling")]
+
+
+def test_auth_rate_is_configurable(server: ServerFactory) -> None:
+    """README: login and registration are rate-limited per client (TETHER_AUTH_RATE)."""
+    srv = server(workers=1, TETHER_AUTH_RATE="3/min")
+    creds = {"username": "carol", "password": PASSWORD}
+    with srv.client() as anon:
+        assert anon.post("/auth/register", json=creds).status_code == 201
+        for _ in range(2):
+            assert anon.post("/auth/token", json=creds).status_code == 200
+        assert_error(anon.post("/auth/token", json=creds), 429)
 
 
 def test_check_deploy_is_clean(tmp_path: Any) -> None:
