@@ -49,11 +49,13 @@ class TaskContext:
         self._store = store
         self._flush_interval = flush_interval
         self._stop: str | None = None
+        self._rolling_back = False
         self._done: float = 0
         self._total: float | None = None
         self._unit: str | None = None
         self._message: str | None = None
         self._progress_dirty = False
+        self._progress_seen = False
         self._state_dirty = False
         self._next_flush = 0.0
         self._rate = RateWindow()
@@ -63,12 +65,16 @@ class TaskContext:
         """Ask the task to stop at its next control point (called by executors)."""
         if kind not in SIGNALS:
             raise ValueError(f"unknown stop kind {kind!r}")
+        if self._rolling_back and kind in ("pause", "cancel"):
+            return  # a rollback is already the answer to the cancel
         if self._stop != "lease_lost":
             self._stop = kind
 
-    def clear_stop(self) -> None:
-        """Forget a handled pause/cancel request (a lost lease is never forgotten)."""
-        if self._stop != "lease_lost":
+    def begin_rollback(self) -> None:
+        """From now on only a shutdown or a lost lease stops this context: rollback code
+        may report progress freely while the task stays ``cancelling``."""
+        self._rolling_back = True
+        if self._stop in ("pause", "cancel"):
             self._stop = None
 
     @property
@@ -102,7 +108,7 @@ class TaskContext:
             self._unit = unit
         if message is not None:
             self._message = message
-        self._progress_dirty = True
+        self._progress_dirty = self._progress_seen = True
         if self._stop is not None:
             self._raise_stop()
         if time.monotonic() >= self._next_flush:
@@ -137,6 +143,11 @@ class TaskContext:
         self._state_dirty = False
         if self._stop is not None:
             self._raise_stop()
+
+    @property
+    def reported_progress(self) -> bool:
+        """Whether task code has reported any progress (or a flush is pending)."""
+        return self._progress_seen
 
     # -- writing -------------------------------------------------------------------
     def progress_snapshot(self) -> dict[str, Any]:

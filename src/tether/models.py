@@ -43,6 +43,7 @@ class Task(models.Model):
         ordering = ["-id"]
         indexes = [
             models.Index(fields=["status", "queue", "run_after"], name="tether_task_claim"),
+            models.Index(fields=["status", "id"], name="tether_task_ready"),
             models.Index(fields=["owner", "-id"], name="tether_task_owner"),
             models.Index(fields=["worker"], name="tether_task_worker"),
         ]

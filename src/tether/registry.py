@@ -43,7 +43,7 @@ class TaskType:
             params = {}
         if not isinstance(params, dict):
             raise InvalidParams("params must be a JSON object")
-        error = best_match(Draft202012Validator(self.params_schema).iter_errors(params))
+        error = best_match(_validator(self.params_schema).iter_errors(params))
         if error is not None:
             where = ".".join(str(p) for p in error.absolute_path)
             prefix = f"params.{where}" if where else "params"
@@ -58,6 +58,15 @@ class TaskType:
 
 
 _REGISTRY: dict[str, TaskType] = {}
+_VALIDATORS: dict[int, tuple[dict[str, Any], Draft202012Validator]] = {}
+
+
+def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+    """One compiled validator per schema object (building one costs more than using it)."""
+    cached = _VALIDATORS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = _VALIDATORS[id(schema)] = (schema, Draft202012Validator(schema))
+    return cached[1]
 
 
 def task(

@@ -2,6 +2,8 @@
 
 The runner owns the task through its run token: every write it makes is fenced by
 that token, so a worker that lost its lease can never overwrite a newer run.
+Successes are group-committed: every success waiting is written in one transaction,
+so a busy executor pays one commit per batch rather than one per task.
 """
 
 from __future__ import annotations
@@ -9,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import traceback
+import threading
+from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -21,7 +26,6 @@ from tether import registry
 from tether.context import TaskContext
 from tether.exceptions import (
     CancelSignal,
-    ControlSignal,
     LeaseLostSignal,
     PauseSignal,
     ShutdownSignal,
@@ -37,139 +41,192 @@ MAX_BACKOFF = 300.0
 MAX_ERROR_CHARS = 4000
 
 
+@dataclass
+class _Success:
+    job: Job
+    ctx: TaskContext
+    result: Any
+    progress: dict[str, Any] | None
+
+
 class Runner:
     """Executes jobs. ``register``/``unregister`` let the executor reach live contexts."""
 
     def __init__(self, worker: str,
                  register: Callable[[int, TaskContext], None] = lambda i, c: None,
-                 unregister: Callable[[int], None] = lambda i: None) -> None:
+                 unregister: Callable[[int], None] = lambda i: None,
+                 on_success: Callable[[], None] | None = None) -> None:
+        """``on_success``: when given, successes are left for the caller to write with
+        ``commit_successes()`` (from a committer thread); otherwise they are written at
+        once by the thread that ran the task."""
         self.worker = worker
+        self._on_success = on_success
         self.store = DjangoStore()
         self._register = register
         self._unregister = unregister
+        self._successes: list[_Success] = []
+        self._successes_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
+
+    def context(self, job: Job) -> TaskContext:
+        return TaskContext(task_id=job.task_id, token=job.token, store=self.store,
+                           state=job.checkpoint, attempt=job.attempts)
 
     def run(self, job: Job) -> None:
-        ctx = TaskContext(task_id=job.task_id, token=job.token, store=self.store)
+        ctx = self.context(job)
         self._register(job.task_id, ctx)
         try:
-            task = Task.objects.filter(id=job.task_id, run_token=job.token).first()
-            if task is None:
-                return  # someone else owns it now
-            ctx.state = dict(task.checkpoint or {})
-            ctx.attempt = task.attempts
-            if task.status == Status.CANCELLING:
-                self._rollback(task, ctx)
-            elif task.status == Status.PAUSING:
-                self._pause(task, ctx)
-            elif task.status == Status.RUNNING:
-                self._execute(task, ctx)
+            if job.rollback:
+                self._rollback(job, ctx)
+            elif ctx.should_stop():  # paused or cancelled while waiting for a slot
+                self._after_signal(job, ctx)
+            else:
+                self._execute(job, ctx)
         finally:
             self._unregister(job.task_id)
 
     def give_back(self, job: Job) -> None:
         """Return a claimed job that was never started (the executor is stopping)."""
-        task = Task.objects.filter(id=job.task_id, run_token=job.token).first()
-        if task is not None:
-            ctx = TaskContext(task_id=job.task_id, token=job.token, store=self.store)
-            self._requeue_for_shutdown(task, ctx)
+        self._requeue_for_shutdown(job, self.context(job))
 
     # -- outcomes -----------------------------------------------------------------
-    def _execute(self, task: Task, ctx: TaskContext) -> None:
+    def _execute(self, job: Job, ctx: TaskContext) -> None:
         try:
-            ttype = registry.get_type(task.type)
-            result = ttype.func(ctx, **task.params)
+            ttype = registry.get_type(job.type)
+            result = ttype.func(ctx, **job.params)
             ctx.flush()
         except (PauseSignal, CancelSignal):
-            self._after_signal(task, ctx)
+            self._after_signal(job, ctx)
         except ShutdownSignal:
-            self._requeue_for_shutdown(task, ctx)
+            self._requeue_for_shutdown(job, ctx)
         except LeaseLostSignal:
-            log.warning("task %s: lease lost, stopping without writing", task.pk)
+            log.warning("task %s: lease lost, stopping without writing", job.task_id)
         except Exception as exc:  # the task failed; never let it take the worker down
-            self._failed(task, ctx, exc)
+            self._failed(job, ctx, exc)
         else:
-            self._succeeded(task, ctx, result)
+            self._succeeded(job, ctx, result)
 
-    def _current(self, task: Task) -> Status | None:
-        status = Task.objects.filter(id=task.pk, run_token=task.run_token).values_list(
+    def _current(self, job: Job) -> Status | None:
+        status = Task.objects.filter(id=job.task_id, run_token=job.token).values_list(
             "status", flat=True).first()
         return None if status is None else Status(status)
 
-    def _after_signal(self, task: Task, ctx: TaskContext) -> None:
-        status = self._current(task)
+    def _after_signal(self, job: Job, ctx: TaskContext) -> None:
+        status = self._current(job)
         if status == Status.CANCELLING:
-            self._rollback(task, ctx)
+            self._rollback(job, ctx)
         elif status == Status.PAUSING:
-            self._pause(task, ctx)
+            self._pause(job)
+        elif status == Status.RUNNING:  # cannot happen by the table; never strand it
+            transition([job.task_id], Status.QUEUED, actor=self.worker,
+                       reason="stale control request", token=job.token)
 
-    def _pause(self, task: Task, ctx: TaskContext) -> None:
-        transition(task.pk, Status.PAUSED, actor=self.worker, reason="reached checkpoint",
-                   token=task.run_token)
+    def _pause(self, job: Job) -> None:
+        transition([job.task_id], Status.PAUSED, actor=self.worker,
+                   reason="reached checkpoint", token=job.token)
 
-    def _succeeded(self, task: Task, ctx: TaskContext, result: Any) -> None:
-        progress = ctx.progress_snapshot()
-        if progress["total"] and progress["done"] < progress["total"]:
+    def _succeeded(self, job: Job, ctx: TaskContext, result: Any) -> None:
+        progress = ctx.progress_snapshot() if ctx.reported_progress else None
+        if progress and progress["total"] and progress["done"] < progress["total"]:
             progress.update(done=progress["total"], percent=100.0, eta_seconds=0)
-        moved = transition([task.pk], Status.SUCCEEDED, actor=self.worker, reason="returned",
-                           token=task.run_token,
-                           updates={"result": _jsonable(result), "progress": progress})
-        if not moved and self._current(task) == Status.CANCELLING:
-            self._rollback(task, ctx)  # cancelled after the function returned: undo it
+        with self._successes_lock:
+            self._successes.append(_Success(job, ctx, _jsonable(result), progress))
+        if self._on_success is not None:
+            self._on_success()
+        else:
+            self.commit_successes()
 
-    def _failed(self, task: Task, ctx: TaskContext, exc: BaseException) -> None:
+    def commit_successes(self) -> None:
+        """Group commit: write every waiting success; if another thread is already
+        writing, it picks ours up after its own commit."""
+        while self._commit_lock.acquire(blocking=False):
+            try:
+                with self._successes_lock:
+                    batch, self._successes = self._successes, []
+                late = self._write_successes(batch) if batch else []
+            finally:
+                self._commit_lock.release()
+            for item in late:  # cancelled after the function returned: undo it
+                if self._current(item.job) == Status.CANCELLING:
+                    self._rollback(item.job, item.ctx)
+            with self._successes_lock:
+                if not self._successes:
+                    return
+
+    def _write_successes(self, batch: list[_Success]) -> list[_Success]:
+        by_token: dict[str, list[_Success]] = defaultdict(list)
+        for item in batch:
+            by_token[item.job.token].append(item)
+        moved: set[int] = set()
+        with transaction.atomic():
+            for token, items in by_token.items():
+                for item in items:
+                    values = {"result": item.result}
+                    if item.progress is not None:
+                        values["progress"] = item.progress
+                    if item.result is not None or item.progress is not None:
+                        Task.objects.filter(id=item.job.task_id, run_token=token,
+                                            status__in=[Status.RUNNING, Status.PAUSING]
+                                            ).update(**values)
+                changes = transition([i.job.task_id for i in items], Status.SUCCEEDED,
+                                     actor=self.worker, reason="returned", token=token)
+                moved.update(c.task_id for c in changes)
+        return [item for item in batch if item.job.task_id not in moved]
+
+    def _failed(self, job: Job, ctx: TaskContext, exc: BaseException) -> None:
         message = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-        log.info("task %s failed: %s\n%s", task.pk, message, traceback.format_exc())
-        status = self._current(task)
+        log.info("task %s failed: %s", job.task_id, message, exc_info=exc)
+        status = self._current(job)
         if status == Status.CANCELLING:
-            self._rollback(task, ctx)
+            self._rollback(job, ctx)
             return
-        retry = status == Status.RUNNING and task.attempts < task.max_attempts
+        retry = status == Status.RUNNING and job.attempts < job.max_attempts
         if retry and not isinstance(exc, TetherError):
-            backoff = _backoff(task)
-            transition([task.pk], Status.QUEUED, actor=self.worker, token=task.run_token,
+            backoff = _backoff(job)
+            transition([job.task_id], Status.QUEUED, actor=self.worker, token=job.token,
                        reason=f"retry in {backoff:g}s after {message}",
                        updates={"attempts": F("attempts") + 1, "error": message,
                                 "run_after": timezone.now() + timedelta(seconds=backoff)})
         else:
-            transition([task.pk], Status.FAILED, actor=self.worker, reason=message,
-                       token=task.run_token, updates={"error": message})
+            transition([job.task_id], Status.FAILED, actor=self.worker, reason=message,
+                       token=job.token, updates={"error": message})
 
-    def _requeue_for_shutdown(self, task: Task, ctx: TaskContext) -> None:
-        status = self._current(task)
+    def _requeue_for_shutdown(self, job: Job, ctx: TaskContext) -> None:
+        status = self._current(job)
         if status == Status.RUNNING:
-            transition([task.pk], Status.QUEUED, actor=self.worker, reason="server shutdown",
-                       token=task.run_token)
+            transition([job.task_id], Status.QUEUED, actor=self.worker,
+                       reason="server shutdown", token=job.token)
         elif status == Status.PAUSING:
-            self._pause(task, ctx)
+            self._pause(job)
         elif status == Status.CANCELLING:
-            Task.objects.filter(id=task.pk, run_token=task.run_token).update(**RELEASE)
+            Task.objects.filter(id=job.task_id, run_token=job.token).update(**RELEASE)
 
-    def _rollback(self, task: Task, ctx: TaskContext) -> None:
-        ctx.clear_stop()  # rollback code may report progress freely
+    def _rollback(self, job: Job, ctx: TaskContext) -> None:
+        ctx.begin_rollback()
         try:
-            ttype = registry.get_type(task.type)
+            ttype = registry.get_type(job.type)
             if ttype.rollback is not None:
                 ttype.rollback(ctx)
         except ShutdownSignal:
-            Task.objects.filter(id=task.pk, run_token=task.run_token).update(**RELEASE)
+            Task.objects.filter(id=job.task_id, run_token=job.token).update(**RELEASE)
             return  # the next start resumes the rollback
-        except ControlSignal:
-            return  # lease lost: the new owner rolls back
+        except LeaseLostSignal:
+            return  # the new owner rolls back
         except Exception as exc:
             message = f"rollback failed: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-            log.exception("task %s: %s", task.pk, message)
-            transition([task.pk], Status.FAILED, actor=self.worker, reason=message,
-                       token=task.run_token, updates={"error": message})
+            log.exception("task %s: %s", job.task_id, message)
+            transition([job.task_id], Status.FAILED, actor=self.worker, reason=message,
+                       token=job.token, updates={"error": message})
             return
-        transition([task.pk], Status.CANCELLED, actor=self.worker, reason="rollback done",
-                   token=task.run_token)
+        transition([job.task_id], Status.CANCELLED, actor=self.worker, reason="rollback done",
+                   token=job.token)
 
 
-def _backoff(task: Task) -> float:
+def _backoff(job: Job) -> float:
     base = 1.0
     with contextlib.suppress(TetherError):
-        base = registry.get_type(task.type).retry_backoff
-    return float(min(base * 2 ** (task.attempts - 1), MAX_BACKOFF))
+        base = registry.get_type(job.type).retry_backoff
+    return float(min(base * 2 ** (job.attempts - 1), MAX_BACKOFF))
 
 
 def _jsonable(value: Any) -> Any:

@@ -65,7 +65,7 @@ def _actor(user: Any) -> str:
 
 def visible_tasks(user: Any) -> QuerySet[Task]:
     """The tasks ``user`` may see: their own, or all of them for staff."""
-    qs = Task.objects.all()
+    qs = Task.objects.select_related("owner")
     return qs if user.is_staff else qs.filter(owner=user)
 
 

@@ -67,3 +67,7 @@ def sources(dst: Status | str) -> frozenset[Status]:
     """Statuses from which ``dst`` may be reached."""
     dst = Status(dst)
     return frozenset(src for (src, to) in TRANSITIONS if to == dst)
+
+
+STATUS_CHOICES = Status.choices()
+"""Choices for model fields and the OpenAPI enum (one name: TaskStatus)."""

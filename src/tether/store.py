@@ -4,7 +4,7 @@ claiming work, heartbeats, recovery of lost leases and expiry of paused tasks.""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -39,11 +39,27 @@ class DjangoStore:
 
 @dataclass(frozen=True)
 class Job:
-    """A task this worker now owns: run it, or (``rollback``) undo it."""
+    """A task this worker now owns, with what it needs to run it (or, for ``rollback``,
+    to undo it) without reading the row again."""
 
     task_id: int
     token: str
     rollback: bool = False
+    type: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 1
+    max_attempts: int = 1
+
+
+JOB_FIELDS = ("id", "type", "params", "checkpoint", "attempts", "max_attempts")
+
+
+def _jobs(ids: list[int], token: str, rollback: bool) -> list[Job]:
+    rows = Task.objects.filter(id__in=ids).order_by("id").values_list(*JOB_FIELDS)
+    return [Job(task_id=i, token=token, rollback=rollback, type=typ, params=params or {},
+                checkpoint=checkpoint or {}, attempts=attempts, max_attempts=max_attempts)
+            for i, typ, params, checkpoint, attempts, max_attempts in rows]
 
 
 def new_token() -> str:
@@ -69,7 +85,7 @@ def claim(worker: str, limit: int, queues: list[str] | None = None,
                           .values_list("id", flat=True)[:limit])
         if orphan_ids:
             Task.objects.filter(id__in=orphan_ids, worker__isnull=True).update(**own)
-            jobs += [Job(i, token, rollback=True) for i in orphan_ids]
+            jobs += _jobs(orphan_ids, token, rollback=True)
         ready = Task.objects.filter(status=Status.QUEUED, run_after__lte=now)
         if queues:
             ready = ready.filter(queue__in=queues)
@@ -78,8 +94,7 @@ def claim(worker: str, limit: int, queues: list[str] | None = None,
         if ids:
             moved = transition(ids, Status.RUNNING, actor=worker, reason="claimed",
                                only_from=[Status.QUEUED], updates=own)
-            jobs += [Job(c.task_id, token) for c in moved]
-        Task.objects.filter(id__in=ids, started_at__isnull=True).update(started_at=now)
+            jobs += _jobs([c.task_id for c in moved], token, rollback=False)
     return jobs
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from tether.exceptions import IllegalTransition, TaskNotFound
@@ -61,6 +63,8 @@ def _implied_updates(dst: Status, now: Any) -> dict[str, Any]:
     updates: dict[str, Any] = {"status": dst, "updated_at": now}
     if dst in (Status.QUEUED, Status.PAUSED) or dst in FINAL:
         updates.update(RELEASE)
+    if dst == Status.RUNNING:
+        updates["started_at"] = Coalesce(F("started_at"), Value(now))
     if dst == Status.PAUSED:
         updates["paused_at"] = now
     if dst in FINAL:

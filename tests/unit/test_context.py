@@ -109,8 +109,19 @@ def test_lost_lease_stops_task_and_is_sticky() -> None:
         ctx.progress(1)
     ctx.request_stop("pause")
     assert ctx.stop_requested == "lease_lost"
-    ctx.clear_stop()
+    ctx.begin_rollback()
     assert ctx.stop_requested == "lease_lost"
+
+
+def test_rollback_ignores_repeated_cancel_but_not_shutdown() -> None:
+    ctx = make(MemoryStore(), flush_interval=0)
+    ctx.request_stop("cancel")
+    ctx.begin_rollback()
+    ctx.request_stop("cancel")  # the maintenance loop re-sends stored requests
+    ctx.progress(1)  # does not raise: rollback code may report progress
+    ctx.request_stop("shutdown")
+    with pytest.raises(ShutdownSignal):
+        ctx.progress(2)
 
 
 def test_unknown_stop_kind() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import socket
 import sys
 from contextlib import contextmanager
@@ -87,8 +88,14 @@ def serve(
                    f"{settings.TETHER['EXECUTOR']}"
                    + (f" with {executor.slots} worker slot(s)" if executor else ""))
         sys.stdout.flush()
-        config = uvicorn.Config("tether.server.asgi:application", host=host, port=port,
-                                log_level="warning", access_log=False, lifespan="off")
+        # WSGI: Django's sync views skip the per-middleware thread hops of its ASGI
+        # handler, which more than halves request latency (see bench/control_latency.py).
+        config = uvicorn.Config("tether.server.wsgi:application", interface="wsgi",
+                                host=host, port=port, log_level="warning", access_log=False,
+                                lifespan="off")
+        # uvicorn re-raises SIGTERM after its own graceful shutdown: turn it into a normal
+        # exit so the executor hands running tasks back instead of dying with them.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
             uvicorn.Server(config).run()
         finally:

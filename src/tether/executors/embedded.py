@@ -25,6 +25,7 @@ from tether.transitions import Change, subscribe, unsubscribe
 
 log = logging.getLogger(__name__)
 STOP_FOR = {Status.PAUSING: "pause", Status.CANCELLING: "cancel"}
+CLAIM_AHEAD_SECONDS = 0.05
 
 
 class EmbeddedExecutor(Executor):
@@ -34,7 +35,10 @@ class EmbeddedExecutor(Executor):
 
     def __init__(self, workers: int | None = None, *, queues: list[str] | None = None,
                  poll_interval: float = 0.5, maintenance_interval: float = 1.0,
-                 lease: float = store.LEASE_SECONDS) -> None:
+                 lease: float = store.LEASE_SECONDS, prefetch: int = 32) -> None:
+        """``prefetch``: at most this many tasks claimed ahead per worker slot (they show
+        ``running`` while they wait). Claiming short tasks in batches is what makes them
+        fast; see ``_wanted``. 0 claims only for idle slots."""
         self._slots = max(1, workers or os.cpu_count() or 1)
         self.queues = queues
         self.worker_id = f"embedded:{os.getpid()}:{id(self):x}"
@@ -42,16 +46,32 @@ class EmbeddedExecutor(Executor):
         self.maintenance_interval = maintenance_interval
         self.lease = lease
         self._jobs: queue.SimpleQueue[store.Job | None] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(self._slots)
+        self._prefetch = max(0, prefetch)
+        self._inflight = 0  # claimed jobs not finished yet
+        self._avg_run: float | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._contexts: dict[int, TaskContext] = {}
+        self._early_stops: dict[int, str] = {}  # for claimed jobs not started yet
+        self._claimed: set[int] = set()
+        self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._runner = Runner(self.worker_id, register=self._contexts.__setitem__,
-                              unregister=self._forget)
+        self._successes = threading.Event()
+        self._runner = Runner(self.worker_id, register=self._remember, unregister=self._forget,
+                              on_success=self._successes.set)
+
+    def _remember(self, task_id: int, ctx: TaskContext) -> None:
+        with self._lock:
+            self._contexts[task_id] = ctx
+            kind = self._early_stops.pop(task_id, None)
+        if kind:
+            ctx.request_stop(kind)
 
     def _forget(self, task_id: int) -> None:
-        self._contexts.pop(task_id, None)
+        with self._lock:
+            self._contexts.pop(task_id, None)
+            self._claimed.discard(task_id)
+            self._early_stops.pop(task_id, None)
 
     @property
     def slots(self) -> int:
@@ -73,15 +93,18 @@ class EmbeddedExecutor(Executor):
         subscribe(self._on_change)
         self._spawn("tether-dispatcher", self._dispatch_loop)
         self._spawn("tether-maintenance", self._maintenance_loop)
+        self._spawn("tether-committer", self._commit_loop)
         for i in range(self._slots):
             self._spawn(f"tether-worker-{i}", self._work_loop)
 
     def stop(self, timeout: float = 10.0) -> None:
+        if not self._threads or self._stopping.is_set():
+            return  # never started, or already stopped
         deadline = time.monotonic() + timeout
         self._stopping.set()
         self._wake.set()
         unsubscribe(self._on_change)
-        dispatcher, *others = self._threads
+        dispatcher, *others = self._threads  # started first, see start()
         dispatcher.join(timeout)  # no new claims from here on
         for ctx in list(self._contexts.values()):
             ctx.request_stop("shutdown")
@@ -93,6 +116,9 @@ class EmbeddedExecutor(Executor):
             job = self._jobs.get()
             if job is not None:
                 self._runner.give_back(job)
+        self._successes.set()  # the committer writes what is left, then exits
+        self._runner.commit_successes()
+        connection.close()
         self._threads = [t for t in self._threads if t.is_alive()]
         if self._threads:
             log.warning("%d thread(s) did not stop in time; their tasks are recovered "
@@ -116,9 +142,16 @@ class EmbeddedExecutor(Executor):
                 self._wake.set()
             kind = STOP_FOR.get(change.dst)
             if kind:
-                ctx = self._contexts.get(change.task_id)
-                if ctx is not None:
-                    ctx.request_stop(kind)
+                self._deliver(change.task_id, kind)
+
+    def _deliver(self, task_id: int, kind: str) -> None:
+        """Stop a running task at its next control point, or a claimed one at its start."""
+        with self._lock:
+            ctx = self._contexts.get(task_id)
+            if ctx is None and task_id in self._claimed:
+                self._early_stops[task_id] = kind
+        if ctx is not None and ctx.stop_requested is None:
+            ctx.request_stop(kind)
 
     def wake(self) -> None:
         """Look for new work now (e.g. after tasks were queued by another process)."""
@@ -130,40 +163,42 @@ class EmbeddedExecutor(Executor):
             self._wake.wait(self.poll_interval)
             self._wake.clear()
             while not self._stopping.is_set():
-                free = self._acquire_free()
-                if self._stopping.is_set():
-                    for _ in range(free):
-                        self._idle.release()
-                    return
-                if not free:
+                want = self._wanted()
+                if want <= 0:
                     break
                 try:
-                    jobs = store.claim(self.worker_id, free, self.queues, self.lease)
+                    jobs = store.claim(self.worker_id, want, self.queues, self.lease)
                 except Exception:
                     log.exception("claiming work failed; retrying")
                     jobs = []
-                for _ in range(free - len(jobs)):
-                    self._idle.release()
+                with self._lock:
+                    self._claimed.update(job.task_id for job in jobs)
+                    self._inflight += len(jobs)
                 for job in jobs:
                     self._jobs.put(job)
-                if len(jobs) < free:
+                if len(jobs) < want:
                     break
 
-    def _acquire_free(self) -> int:
-        """Wait for at least one idle slot, then take every idle slot there is."""
-        while not self._idle.acquire(timeout=self.poll_interval):
-            if self._stopping.is_set():
-                return 0
-        n = 1
-        while self._idle.acquire(blocking=False):
-            n += 1
-        return n
+    def _wanted(self) -> int:
+        """How many jobs to claim now. Claim-ahead covers about CLAIM_AHEAD_SECONDS of
+        expected work (from a moving average of job durations): short tasks are claimed
+        in batches, long ones only for idle slots, so a task never waits long in
+        ``running`` for a slot (and a pause of such a task is honoured when it starts)."""
+        with self._lock:
+            ahead = 0
+            if self._avg_run is not None:
+                ahead = min(self._prefetch, int(CLAIM_AHEAD_SECONDS / max(self._avg_run, 1e-6)))
+            room = self._slots * (1 + ahead) - self._inflight
+            idle = self._inflight < self._slots
+        # claim in batches: when merely topping up the claim-ahead, wait for half of it
+        return room if idle or room * 2 >= self._slots * ahead else 0
 
     def _work_loop(self) -> None:
         while True:
             job = self._jobs.get()
             if job is None:
                 return
+            began = time.monotonic()
             try:
                 if self._stopping.is_set():
                     self._runner.give_back(job)
@@ -172,17 +207,31 @@ class EmbeddedExecutor(Executor):
             except Exception:
                 log.exception("job %s crashed the runner", job)
             finally:
-                self._idle.release()
+                took = time.monotonic() - began
+                with self._lock:
+                    self._inflight -= 1
+                    avg = self._avg_run
+                    self._avg_run = took if avg is None else 0.8 * avg + 0.2 * took
                 self._wake.set()
+
+    def _commit_loop(self) -> None:
+        """Write finished tasks' successes in batches while workers run the next ones."""
+        while not self._stopping.is_set():
+            self._successes.wait(self.poll_interval)
+            self._successes.clear()
+            try:
+                self._runner.commit_successes()
+            except Exception:
+                log.exception("recording successes failed; retrying")
+                time.sleep(self.poll_interval)
+                self._successes.set()
 
     def _maintenance_loop(self) -> None:
         while not self._stopping.wait(self.maintenance_interval):
             try:
                 store.heartbeat(self.worker_id, self.lease)
                 for task_id, status in store.pending_controls(self.worker_id).items():
-                    ctx = self._contexts.get(task_id)
-                    if ctx is not None and ctx.stop_requested is None:
-                        ctx.request_stop(STOP_FOR[Status(status)])
+                    self._deliver(task_id, STOP_FOR[Status(status)])
                 store.expire_paused(actor=self.worker_id)
                 store.release_lost(actor=self.worker_id)
                 delay = store.next_wakeup(self.queues)

@@ -39,7 +39,8 @@ def database(home_dir: Path) -> dict[str, Any]:
     url = os.environ.get("TETHER_DATABASE_URL") or f"sqlite:///{home_dir / 'tether.sqlite3'}"
     import dj_database_url
 
-    db: dict[str, Any] = dict(dj_database_url.parse(url))
+    db: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=600,
+                                                   conn_health_checks=True))
     if db["ENGINE"] == "django.db.backends.sqlite3":
         db["OPTIONS"] = {
             "transaction_mode": "IMMEDIATE",

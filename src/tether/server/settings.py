@@ -82,7 +82,6 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "tether.api.errors.exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"auth": os.environ.get("TETHER_AUTH_RATE", "30/min")},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Tether API",
@@ -95,11 +94,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"TaskStatus": "tether.states.STATUS_CHOICES"},
 }
 
 TETHER = {
     "EXECUTOR": os.environ.get("TETHER_EXECUTOR", "embedded"),
     "TOKEN_TTL": timedelta(days=float(os.environ.get("TETHER_TOKEN_TTL_DAYS", "30"))),
+    "AUTH_RATE": os.environ.get("TETHER_AUTH_RATE", "60/min"),
 }
 
 LOGGING = {
