@@ -21,6 +21,7 @@ from tether.models import Task
 from tether.states import Status
 from tether.transitions import record_creation, transition
 
+PAUSE_ROUTE = {Status.QUEUED: Status.PAUSED, Status.RUNNING: Status.PAUSING}
 QUEUE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 MAX_PAUSE_TIMEOUT = 7 * 24 * 3600.0
 
@@ -78,10 +79,8 @@ def get_visible(user: Any, task_id: int) -> Task:
 
 def pause(task_id: int, *, actor: str, reason: str = "requested") -> Status:
     """queued -> paused, running -> pausing (paused at the next control point)."""
-    with transaction.atomic():
-        status = _status(task_id, lock=True)
-        target = Status.PAUSED if status == Status.QUEUED else Status.PAUSING
-        return _move(task_id, target, actor=actor, reason=reason, action="pause")
+    [change] = transition(task_id, PAUSE_ROUTE, actor=actor, reason=reason, action="pause")
+    return change.dst
 
 
 def resume(task_id: int, *, actor: str, reason: str = "requested") -> Status:
@@ -114,11 +113,8 @@ def _nothing_to_undo(task: Task) -> bool:
         return False
 
 
-def _status(task_id: int, *, lock: bool = False) -> Status:
-    qs = Task.objects.filter(id=task_id)
-    if lock:
-        qs = qs.select_for_update()
-    status = qs.values_list("status", flat=True).first()
+def _status(task_id: int) -> Status:
+    status = Task.objects.filter(id=task_id).values_list("status", flat=True).first()
     if status is None:
         raise TaskNotFound()
     return Status(status)

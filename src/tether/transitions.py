@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +74,7 @@ def _implied_updates(dst: Status, now: Any) -> dict[str, Any]:
 
 def transition(
     ids: int | Sequence[int],
-    dst: Status,
+    dst: Status | Mapping[Status, Status],
     *,
     actor: str,
     reason: str = "",
@@ -89,12 +89,19 @@ def transition(
     status) and a missing task raises TaskNotFound; with a sequence, tasks that cannot
     move are skipped. ``only_from`` narrows the legal sources; ``token`` requires the
     caller to still own the task (fencing against a worker that lost its lease).
+    ``dst`` may map current statuses to targets (pause: queued -> paused, running ->
+    pausing) so that the choice and the change happen under one lock.
     """
     single = isinstance(ids, int)
     id_list = [ids] if isinstance(ids, int) else list(ids)
     if not id_list:
         return []
-    allowed = sources(dst) if only_from is None else sources(dst) & set(only_from)
+    if isinstance(dst, Mapping):
+        route = {src: to for src, to in dst.items() if src in sources(to)}
+    else:
+        route = dict.fromkeys(sources(dst), dst)
+    if only_from is not None:
+        route = {src: to for src, to in route.items() if src in set(only_from)}
     now = timezone.now()
     changes: list[Change] = []
     with transaction.atomic():
@@ -108,16 +115,17 @@ def transition(
             raise TaskNotFound()
         groups: dict[Status, list[int]] = defaultdict(list)
         for task_id, status in current.items():
-            if Status(status) in allowed:
+            if Status(status) in route:
                 groups[Status(status)].append(task_id)
         if single and not groups:
             raise IllegalTransition(action or f"move to {dst}", current[id_list[0]])
-        values = {**_implied_updates(dst, now), **(updates or {})}
         for src, group in groups.items():
+            to = route[src]
+            values = {**_implied_updates(to, now), **(updates or {})}
             n = Task.objects.filter(id__in=group, status=src).update(**values)
             if n != len(group):  # cannot happen while the rows are locked
                 raise RuntimeError(f"transition raced: {n} of {len(group)} rows moved")
-            changes += [Change(t, src, dst, reason) for t in group]
+            changes += [Change(t, src, to, reason) for t in group]
         TaskEvent.objects.bulk_create(
             TaskEvent(task_id=c.task_id, from_status=c.src, to_status=c.dst, at=now,
                       actor=actor, reason=reason)
