@@ -331,3 +331,17 @@ def test_serve_refuses_second_server_on_same_home(server: ServerFactory) -> None
     assert len(err.splitlines()) == 1, err
     assert "TETHER_HOME" in err
     assert httpx.get(f"{srv.url}/api/v1/health").status_code == 200
+
+
+def test_docs_admin_and_schema_over_http(server: ServerFactory) -> None:
+    """Pages that set cookies (CSRF) must survive the real HTTP server."""
+    srv = server(workers=1)
+    with httpx.Client(base_url=srv.url, timeout=10) as http:
+        docs = http.get("/docs/")
+        assert docs.status_code == 200 and "swagger" in docs.text.lower()
+        bundle = http.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
+        assert bundle.status_code == 200  # served locally: works with no internet
+        login = http.get("/admin/login/")
+        assert login.status_code == 200 and "csrftoken" in login.headers.get("set-cookie", "")
+        schema = http.get("/api/schema/", headers={"Accept": "application/json"})
+        assert schema.status_code == 200 and "/api/v1/tasks" in schema.json()["paths"]
