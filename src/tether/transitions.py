@@ -9,8 +9,10 @@ change appends a TaskEvent. Listeners are told after the transaction commits.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +53,33 @@ def unsubscribe(listener: Listener) -> None:
         _listeners.remove(listener)
 
 
+_waiters: dict[int, list[tuple[frozenset[Status], threading.Event]]] = defaultdict(list)
+_waiters_lock = threading.Lock()
+
+
+@contextmanager
+def watch(task_id: int, statuses: Iterable[Status]) -> Iterator[threading.Event]:
+    """An event set when this process commits a change of ``task_id`` to one of
+    ``statuses``. Enter it before causing the change so none is missed."""
+    entry = (frozenset(statuses), threading.Event())
+    with _waiters_lock:
+        _waiters[task_id].append(entry)
+    try:
+        yield entry[1]
+    finally:
+        with _waiters_lock:
+            _waiters[task_id].remove(entry)
+            if not _waiters[task_id]:
+                del _waiters[task_id]
+
+
 def _notify(changes: list[Change]) -> None:
+    if _waiters:
+        with _waiters_lock:
+            for c in changes:
+                for statuses, event in _waiters.get(c.task_id, ()):
+                    if c.dst in statuses:
+                        event.set()
     for listener in list(_listeners):
         try:
             listener(changes)

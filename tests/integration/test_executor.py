@@ -177,3 +177,24 @@ def test_expired_lease_is_reaped(transactional_db: None) -> None:
     assert store.release_lost() == 1
     requeued = Task.objects.get(pk=task.pk)
     assert requeued.status == "queued" and requeued.attempts == 2 and requeued.worker is None
+
+
+def test_control_answer_waits_for_the_pause_to_settle(executor: EmbeddedExecutor,
+                                                      settings: Any) -> None:
+    from datetime import timedelta
+
+    from rest_framework.test import APIClient
+
+    from tether.models import ApiToken
+
+    owner = user()
+    _, raw = ApiToken.issue(owner, ttl=timedelta(days=1))
+    c = APIClient()
+    c.credentials(HTTP_AUTHORIZATION=f"Token {raw}")
+    task = service.submit(owner, "it_ledger", {"steps": 1000, "step_ms": 2})
+    wait_status(task.pk, "running")
+    settings.TETHER = {**settings.TETHER, "CONTROL_WAIT": 2.0}
+    assert c.post(f"/api/v1/tasks/{task.pk}/pause").json()["status"] == "paused"
+    assert c.post(f"/api/v1/tasks/{task.pk}/resume").json()["status"] == "queued"
+    wait_status(task.pk, "running")
+    assert c.post(f"/api/v1/tasks/{task.pk}/cancel").json()["status"] == "cancelled"

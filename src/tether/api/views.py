@@ -25,6 +25,7 @@ from tether.api import serializers as s
 from tether.exceptions import InvalidParams
 from tether.models import ApiToken, Task, TaskEvent
 from tether.states import Status
+from tether.transitions import watch
 
 User = get_user_model()
 
@@ -207,8 +208,19 @@ class TaskEventsView(generics.ListAPIView[TaskEvent]):
         return super().get(request, *args, **kwargs)
 
 
+SETTLED = (Status.PAUSED, Status.CANCELLED, Status.FAILED, Status.SUCCEEDED)
+
+
+def in_process_executor() -> bool:
+    return settings.TETHER["EXECUTOR"] == "embedded"
+
+
 class ControlView(APIView):
-    """POST /tasks/{id}/pause|resume|cancel: 202 with the task, or 409 with its status."""
+    """POST /tasks/{id}/pause|resume|cancel: 202 with the task, or 409 with its status.
+
+    With the embedded executor the answer waits up to TETHER_CONTROL_WAIT_MS (default
+    100) for ``pausing``/``cancelling`` to settle, so it usually says ``paused`` or
+    ``cancelled`` already; otherwise it says ``pausing``/``cancelling``."""
 
     action_name = ""
 
@@ -219,6 +231,10 @@ class ControlView(APIView):
         body = s.ControlSerializer(data=request.data if isinstance(request.data, dict) else {})
         body.is_valid(raise_exception=True)
         operation = getattr(service, self.action_name)
-        operation(pk, actor=actor(request), reason=body.validated_data["reason"])
+        wait = cast(float, settings.TETHER["CONTROL_WAIT"]) if in_process_executor() else 0.0
+        with watch(pk, SETTLED) as settled:
+            reached = operation(pk, actor=actor(request), reason=body.validated_data["reason"])
+            if wait and reached in (Status.PAUSING, Status.CANCELLING):
+                settled.wait(wait)  # the embedded executor usually settles in a few ms
         task = Task.objects.select_related("owner").get(pk=pk)
         return Response(s.TaskSerializer(task).data, status=status.HTTP_202_ACCEPTED)
