@@ -66,6 +66,8 @@ class EmbeddedExecutor(Executor):
             kind = self._early_stops.pop(task_id, None)
         if kind:
             ctx.request_stop(kind)
+        if self._stopping.is_set():  # stop() may have asked the others already
+            ctx.request_stop("shutdown")
 
     def _forget(self, task_id: int) -> None:
         with self._lock:
