@@ -1,10 +1,15 @@
-"""The ``tether`` program: server commands here; client commands are added by modules."""
+"""The ``tether`` program: server commands and the HTTP client commands."""
 
 from __future__ import annotations
 
+import sys
+from typing import Annotated
+
+import httpx
 import typer
 
-from tether.cli import server
+from tether.cli import client, server
+from tether.cli.http import CliError
 
 app = typer.Typer(
     name="tether",
@@ -13,11 +18,34 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    server_url: Annotated[str | None, typer.Option(
+        "--server", metavar="URL", show_default=False,
+        help="Tether server for client commands (default: $TETHER_SERVER, the logged-in "
+             "server, else http://127.0.0.1:8000).")] = None,
+) -> None:
+    """Tether: long-running tasks you can pause, resume, cancel with rollback and watch."""
+    ctx.obj = {"server": server_url}
+
+
 server.register(app)
+client.register(app)
 
 
 def main() -> None:
-    app()
+    """Run the app; our errors and any HTTP failure become one line on stderr."""
+    try:
+        app()
+    except CliError as exc:
+        print(f"tether: {exc.message}", file=sys.stderr)
+        sys.exit(exc.code)
+    except httpx.HTTPError as exc:
+        print(f"tether: HTTP error: {exc}", file=sys.stderr)
+        sys.exit(3 if isinstance(exc, httpx.TransportError) else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover
