@@ -29,7 +29,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -42,6 +41,8 @@ from typing import Any
 
 import httpx
 
+from _common import log, stop_process_group
+
 HOST = "127.0.0.1"
 TARGET = {"p50": 20.0, "p99": 100.0}
 PASSWORD = "bench-Pass-12345"
@@ -53,8 +54,6 @@ STOPPING = {"paused": "pausing", "cancelled": "cancelling"}
 Sample = tuple[float, float, float | None]
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def free_port() -> int:
@@ -107,21 +106,9 @@ def tether_server(home: Path, port: int, workers: int | None,
             log("server log (last lines):\n  " + "\n  ".join(tail))
         raise
     finally:
-        stop_process_group(proc, "tether serve")
+        stop_process_group(proc, "tether serve", grace=15.0)
 
 
-def stop_process_group(proc: subprocess.Popen[bytes], name: str, grace: float = 15.0) -> None:
-    """SIGTERM (graceful: the server stops its executor), SIGKILL the group after ``grace``."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            log(f"{name} did not stop in {grace:g} s; killing it")
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(5)
 
 
 def expect(resp: httpx.Response, *codes: int) -> Any:

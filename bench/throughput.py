@@ -29,7 +29,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from _common import log, stop_process_group
+
 BENCH_DIR = Path(__file__).resolve().parent
 REDIS_URL = "redis://127.0.0.1:{port}/15"  # db 15 is flushed before and after
 TARGET_RATIO = 3.0
@@ -45,8 +46,6 @@ POLL = 0.02
 EXPECTED_HISTORY = [(None, "queued"), ("queued", "running"), ("running", "succeeded")]
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def wait_for(done: Callable[[], bool], timeout: float, what: str) -> None:
@@ -182,18 +181,6 @@ def celery_worker(concurrency: int, workdir: Path,
             log("celery worker log (last lines):\n  " + "\n  ".join(tail))
 
 
-def stop_process_group(proc: subprocess.Popen[bytes], name: str, grace: float = 10.0) -> None:
-    """SIGTERM the process (warm shutdown), then SIGKILL its whole group after ``grace``."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            log(f"{name} did not stop in {grace:g} s; killing it")
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # pool children left behind, if any
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(5)
 
 
 def run_celery(n: int, warmup: int, concurrency: int, timeout: float, workdir: Path,
