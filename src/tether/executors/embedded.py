@@ -17,14 +17,13 @@ import time
 from django.db import close_old_connections, connection
 
 from tether import store
-from tether.context import TaskContext
 from tether.executors.base import Capabilities, Executor
+from tether.executors.board import ControlBoard, maintenance_round
 from tether.runner import Runner
 from tether.states import Status
 from tether.transitions import Change, subscribe, unsubscribe
 
 log = logging.getLogger(__name__)
-STOP_FOR = {Status.PAUSING: "pause", Status.CANCELLING: "cancel"}
 CLAIM_AHEAD_SECONDS = 0.05
 
 
@@ -51,29 +50,12 @@ class EmbeddedExecutor(Executor):
         self._avg_run: float | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._contexts: dict[int, TaskContext] = {}
-        self._early_stops: dict[int, str] = {}  # for claimed jobs not started yet
-        self._claimed: set[int] = set()
+        self.board = ControlBoard()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._successes = threading.Event()
-        self._runner = Runner(self.worker_id, register=self._remember, unregister=self._forget,
-                              on_success=self._successes.set)
-
-    def _remember(self, task_id: int, ctx: TaskContext) -> None:
-        with self._lock:
-            self._contexts[task_id] = ctx
-            kind = self._early_stops.pop(task_id, None)
-        if kind:
-            ctx.request_stop(kind)
-        if self._stopping.is_set():  # stop() may have asked the others already
-            ctx.request_stop("shutdown")
-
-    def _forget(self, task_id: int) -> None:
-        with self._lock:
-            self._contexts.pop(task_id, None)
-            self._claimed.discard(task_id)
-            self._early_stops.pop(task_id, None)
+        self._runner = Runner(self.worker_id, register=self.board.remember,
+                              unregister=self.board.forget, on_success=self._successes.set)
 
     @property
     def slots(self) -> int:
@@ -81,7 +63,7 @@ class EmbeddedExecutor(Executor):
 
     @property
     def running(self) -> list[int]:
-        return list(self._contexts)
+        return self.board.running
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self, *, recover: bool = True) -> None:
@@ -108,8 +90,7 @@ class EmbeddedExecutor(Executor):
         unsubscribe(self._on_change)
         dispatcher, *others = self._threads  # started first, see start()
         dispatcher.join(timeout)  # no new claims from here on
-        for ctx in list(self._contexts.values()):
-            ctx.request_stop("shutdown")
+        self.board.shutdown()
         for _ in range(self._slots):
             self._jobs.put(None)
         for t in others:
@@ -142,18 +123,7 @@ class EmbeddedExecutor(Executor):
         for change in changes:
             if change.dst == Status.QUEUED or change.dst == Status.CANCELLING:
                 self._wake.set()
-            kind = STOP_FOR.get(change.dst)
-            if kind:
-                self._deliver(change.task_id, kind)
-
-    def _deliver(self, task_id: int, kind: str) -> None:
-        """Stop a running task at its next control point, or a claimed one at its start."""
-        with self._lock:
-            ctx = self._contexts.get(task_id)
-            if ctx is None and task_id in self._claimed:
-                self._early_stops[task_id] = kind
-        if ctx is not None and ctx.stop_requested is None:
-            ctx.request_stop(kind)
+        self.board.on_change(changes)
 
     def wake(self) -> None:
         """Look for new work now (e.g. after tasks were queued by another process)."""
@@ -173,8 +143,8 @@ class EmbeddedExecutor(Executor):
                 except Exception:
                     log.exception("claiming work failed; retrying")
                     jobs = []
+                self.board.claimed([job.task_id for job in jobs])
                 with self._lock:
-                    self._claimed.update(job.task_id for job in jobs)
                     self._inflight += len(jobs)
                 for job in jobs:
                     self._jobs.put(job)
@@ -231,11 +201,7 @@ class EmbeddedExecutor(Executor):
     def _maintenance_loop(self) -> None:
         while not self._stopping.wait(self.maintenance_interval):
             try:
-                store.heartbeat(self.worker_id, self.lease)
-                for task_id, status in store.pending_controls(self.worker_id).items():
-                    self._deliver(task_id, STOP_FOR[Status(status)])
-                store.expire_paused(actor=self.worker_id)
-                store.release_lost(actor=self.worker_id)
+                maintenance_round(self.worker_id, self.board, self.lease)
                 delay = store.next_wakeup(self.queues)
                 if delay is not None and delay <= self.maintenance_interval:
                     threading.Timer(delay, self._wake.set).start()
