@@ -98,6 +98,31 @@ def claim(worker: str, limit: int, queues: list[str] | None = None,
     return jobs
 
 
+def claim_task(worker: str, task_id: int, lease: float = LEASE_SECONDS) -> Job | None:
+    """Claim one given task for a delivered message (the claim guard): a queued task
+    becomes running, an unowned cancelling task is taken for rollback; anything else
+    (running elsewhere, paused, final, not yet due) is left alone and None returned, so
+    a redelivered or duplicate message never runs a task twice."""
+    now = timezone.now()
+    token = new_token()
+    own = {"worker": worker, "run_token": token,
+           "lease_expires_at": now + timedelta(seconds=lease)}
+    with transaction.atomic():
+        row = Task.objects.select_for_update().filter(id=task_id).values_list(
+            "status", "worker", "run_after").first()
+        if row is None:
+            return None
+        status, owner, run_after = row
+        if status == Status.CANCELLING and owner is None:
+            Task.objects.filter(id=task_id, worker__isnull=True).update(**own)
+            return _jobs([task_id], token, rollback=True)[0]
+        if status != Status.QUEUED or run_after > now:
+            return None
+        transition([task_id], Status.RUNNING, actor=worker, reason="claimed",
+                   only_from=[Status.QUEUED], updates=own)
+        return _jobs([task_id], token, rollback=False)[0]
+
+
 def heartbeat(worker: str, lease: float = LEASE_SECONDS) -> int:
     """Renew the lease of every task this worker holds."""
     until = timezone.now() + timedelta(seconds=lease)

@@ -68,25 +68,33 @@ def serve(
     from django.core.management import call_command
     from django.db import connection
 
+    from tether.executors.base import Executor
     from tether.executors.embedded import EmbeddedExecutor
 
     home = Path(settings.TETHER_HOME)
+    broker = str(settings.TETHER["BROKER_URL"])
+    check_services(broker if settings.TETHER["EXECUTOR"] == "celery" else None)
+    if settings.TETHER["EXECUTOR"] not in ("embedded", "celery"):
+        raise fail("TETHER_EXECUTOR must be 'embedded' or 'celery'")
+    if settings.TETHER["EXECUTOR"] == "celery" and not broker:
+        raise fail("TETHER_EXECUTOR=celery needs TETHER_BROKER_URL (redis://… or amqp://…)")
+    from tether.executors.celery_executor import CeleryExecutor
     if not port_free(host, port):
         raise fail(f"port {port} on {host} is in use; choose another with PORT=… or --port")
     with home_lock(home):
         if migrate:
             call_command("migrate", interactive=False, verbosity=0)
-        executor = None
-        if settings.TETHER["EXECUTOR"] == "embedded":
-            executor = EmbeddedExecutor(workers)
-            executor.start()
+        executor: Executor = (EmbeddedExecutor(workers)
+                              if settings.TETHER["EXECUTOR"] == "embedded" else CeleryExecutor())
+        executor.start()
         connection.close()
         url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
         typer.echo(f"Tether serving {url}  (API {url}/api/v1/, docs {url}/docs/, "
                    f"admin {url}/admin/)")
         typer.echo(f"  state in {home}, database {connection.vendor}, executor "
                    f"{settings.TETHER['EXECUTOR']}"
-                   + (f" with {executor.slots} worker slot(s)" if executor else ""))
+                   + (f" with {executor.slots} worker slot(s)" if executor.slots
+                      else f" (tasks run in `tether worker`; broker {redact(broker)})"))
         sys.stdout.flush()
         # WSGI: Django's sync views skip the per-middleware thread hops of its ASGI
         # handler, which more than halves request latency (see bench/control_latency.py).
@@ -99,8 +107,68 @@ def serve(
         try:
             uvicorn.Server(config).run()
         finally:
-            if executor is not None:
-                executor.stop(timeout=10)
+            executor.stop(timeout=10)
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        host = parts.hostname or ""
+        netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
+
+
+def check_services(broker: str | None) -> None:
+    """One clear line (password hidden) and exit 1 when the database or broker is down."""
+    from django.conf import settings
+    from django.db import connection
+
+    try:
+        connection.ensure_connection()
+    except Exception as exc:
+        db = settings.DATABASES["default"]
+        where = f"{db['ENGINE'].rsplit('.', 1)[-1]} {db.get('HOST') or ''} {db['NAME']}"
+        raise fail(f"cannot reach the database ({where.strip()}): "
+                   f"{str(exc).strip().splitlines()[0]}") from None
+    if broker:
+        from kombu import Connection
+
+        try:
+            with Connection(broker, connect_timeout=3) as conn:
+                conn.ensure_connection(max_retries=1)
+        except Exception as exc:
+            raise fail(f"cannot reach the broker at {redact(broker)}: {exc}") from None
+
+
+def worker(
+    queues: Annotated[str | None, typer.Option(
+        "--queues", "-Q", help="Comma-separated queues to take tasks from (default: all "
+                               "queues of the registered task types).")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, max=256,
+                                             help="Tasks run at once (threads).")] = 4,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+) -> None:
+    """Run a Celery worker for Tether tasks (needs TETHER_BROKER_URL and a shared
+    TETHER_DATABASE_URL). `celery inspect` and Flower work on it."""
+    setup_django()
+    from django.conf import settings
+
+    from tether import registry
+
+    broker = str(settings.TETHER["BROKER_URL"])
+    if not broker:
+        raise fail("tether worker needs TETHER_BROKER_URL (redis://… or amqp://…)")
+    check_services(broker)
+    from tether.executors.celery_executor import get_app
+
+    names = queues or ",".join(sorted({t.queue for t in registry.all_types()}))
+    get_app().worker_main(["worker", "-P", "threads", "-c", str(concurrency), "-Q", names,
+                           f"--loglevel={loglevel}", "-n", f"tether-{os.getpid()}@%h",
+                           "--without-gossip", "--without-mingle"])
 
 
 def migrate_cmd() -> None:
@@ -130,6 +198,7 @@ def manage(ctx: typer.Context) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command(rich_help_panel="Server")(serve)
+    app.command(rich_help_panel="Server")(worker)
     app.command("migrate", rich_help_panel="Server")(migrate_cmd)
     app.command(rich_help_panel="Server")(createsuperuser)
     app.command(rich_help_panel="Server", context_settings={
