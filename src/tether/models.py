@@ -30,6 +30,8 @@ class Task(models.Model):
     max_attempts = models.PositiveIntegerField(default=3)
     pause_timeout = models.FloatField(default=300.0)
     run_after = models.DateTimeField(default=timezone.now)
+    published_at = models.DateTimeField(null=True, blank=True,
+                                        help_text="last time a message was sent for it")
     worker = models.CharField(max_length=200, null=True, blank=True)
     run_token = models.CharField(max_length=64, null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from tether.models import Task
@@ -121,6 +121,24 @@ def claim_task(worker: str, task_id: int, lease: float = LEASE_SECONDS) -> Job |
         transition([task_id], Status.RUNNING, actor=worker, reason="claimed",
                    only_from=[Status.QUEUED], updates=own)
         return _jobs([task_id], token, rollback=False)[0]
+
+
+def stale_queued(older_than: float, limit: int = 500) -> list[tuple[int, str]]:
+    """Queued tasks whose message may be lost (broker restarted, or down at submit):
+    due, unclaimed, and not published for ``older_than`` seconds. Each is marked as
+    published by this call (a conditional update), so one reaper re-publishes it."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than)
+    due = Task.objects.filter(status=Status.QUEUED, worker__isnull=True,
+                              run_after__lte=cutoff).filter(
+        Q(published_at__isnull=True) | Q(published_at__lt=cutoff))
+    picked: list[tuple[int, str]] = []
+    for task_id, queue in due.order_by("id").values_list("id", "queue")[:limit]:
+        mine = Task.objects.filter(id=task_id, status=Status.QUEUED).filter(
+            Q(published_at__isnull=True) | Q(published_at__lt=cutoff))
+        if mine.update(published_at=now):
+            picked.append((task_id, queue))
+    return picked
 
 
 def heartbeat(worker: str, lease: float = LEASE_SECONDS) -> int:

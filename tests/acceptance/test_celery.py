@@ -42,7 +42,7 @@ def services() -> Iterator[dict[str, str]]:
 
     redis.Redis.from_url(REDIS).flushdb()
     yield {"TETHER_DATABASE_URL": f"{PG}/{name}", "TETHER_BROKER_URL": REDIS,
-           "TETHER_LEASE_SECONDS": "3"}
+           "TETHER_LEASE_SECONDS": "3", "TETHER_REPUBLISH_SECONDS": "2"}
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -144,3 +144,33 @@ def test_worker_killed_mid_task_loses_and_duplicates_nothing(
     assert pg_rows(services, tid) == list(range(1, 401))
     reasons = [e["reason"] for e in events(c, tid)]
     assert "worker lost (lease expired)" in reasons
+
+
+def test_lost_messages_are_republished(server: ServerFactory, worker: WorkerFactory,
+                                       services: dict[str, str]) -> None:
+    """The broker loses every queued message (this Redis keeps nothing on disk, as after
+    a restart): every task still reaches a final status."""
+    import redis
+
+    srv = server(**services)
+    c = login(srv)
+    ids = [submit(c, "add", {"operand1": i, "operand2": 1})["id"] for i in range(200)]
+    redis.Redis.from_url(REDIS).flushdb()  # all 200 messages gone
+    worker()
+    for task_id in ids:
+        assert wait_for(c, task_id, "succeeded", timeout=90)["status"] == "succeeded"
+
+
+def test_cancel_while_no_worker_runs_it_never(server: ServerFactory, worker: WorkerFactory,
+                                              services: dict[str, str]) -> None:
+    srv = server(**services)
+    c = login(srv)
+    tid = submit(c, "ledger", {"steps": 50, "step_ms": 1})["id"]
+    assert c.post(f"/tasks/{tid}/cancel").json()["status"] == "cancelled"
+    worker()  # its message is still in the queue: the claim guard must ignore it
+    probe = submit(c, "add", {"operand1": 1, "operand2": 1})["id"]
+    wait_for(c, probe, "succeeded")
+    time.sleep(3)  # past one re-publish round
+    assert c.get(f"/tasks/{tid}").json()["status"] == "cancelled"
+    assert "running" not in [e["to_status"] for e in events(c, tid)]
+    assert pg_rows(services, tid) == []

@@ -85,6 +85,7 @@ class Publisher:
         try:
             self.app.send_task(EXECUTE, args=[task_id], queue=queue,
                                countdown=delay or None)
+            Task.objects.filter(id=task_id).update(published_at=timezone.now())
         except Exception as exc:  # stored anyway; the reaper publishes it again
             log.error("could not publish task %s to queue %s: %s", task_id, queue, exc)
 
@@ -124,6 +125,7 @@ class WorkerRuntime:
         self.worker_id = f"celery:{socket.gethostname()}:{os.getpid()}"
         self.board = ControlBoard()
         self.lease = float(lease or settings.TETHER["LEASE_SECONDS"])  # type: ignore[arg-type]
+        self.republish_after = float(settings.TETHER["REPUBLISH_SECONDS"])  # type: ignore[arg-type]
         self.interval = interval
         self.runner = Runner(self.worker_id, register=self.board.remember,
                              unregister=self.board.forget)
@@ -146,6 +148,9 @@ class WorkerRuntime:
         while not self.board.stopping.wait(self.interval):
             try:
                 maintenance_round(self.worker_id, self.board, self.lease)
+                for task_id, queue in store.stale_queued(self.republish_after):
+                    log.info("re-publishing task %s (its message may be lost)", task_id)
+                    self.publisher.publish(task_id, queue)
             except Exception:
                 log.exception("maintenance failed; retrying")
             finally:

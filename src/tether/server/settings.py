@@ -102,6 +102,7 @@ TETHER = {
     "EXECUTOR": os.environ.get("TETHER_EXECUTOR", "celery" if BROKER_URL else "embedded"),
     "BROKER_URL": BROKER_URL,
     "LEASE_SECONDS": float(os.environ.get("TETHER_LEASE_SECONDS", "30")),
+    "REPUBLISH_SECONDS": float(os.environ.get("TETHER_REPUBLISH_SECONDS", "60")),
     "TOKEN_TTL": timedelta(days=float(os.environ.get("TETHER_TOKEN_TTL_DAYS", "30"))),
     "AUTH_RATE": os.environ.get("TETHER_AUTH_RATE", "60/min"),
     "CONTROL_WAIT": float(os.environ.get("TETHER_CONTROL_WAIT_MS", "100")) / 1000,
