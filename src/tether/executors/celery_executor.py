@@ -72,10 +72,13 @@ class Publisher:
             rows = Task.objects.filter(id__in=runnable).values_list(
                 "id", "queue", "run_after", "worker")
             now = timezone.now()
-            for task_id, queue, run_after, worker in rows:
-                if worker is None:  # queued, or a cancel nobody is rolling back yet
-                    delay = max((run_after - now).total_seconds(), 0.0)
-                    self.publish(task_id, queue, delay)
+            todo = [(i, q, r) for i, q, r, worker in rows
+                    if worker is None]  # queued, or a cancel nobody is rolling back yet
+            # stamped before sending, in one statement: a worker claiming the task must
+            # not wait for a per-task update's row lock
+            Task.objects.filter(id__in=[i for i, _, _ in todo]).update(published_at=now)
+            for task_id, queue, run_after in todo:
+                self.publish(task_id, queue, max((run_after - now).total_seconds(), 0.0))
         for c in changes:
             kind = STOP_FOR.get(c.dst)
             if kind:
@@ -85,7 +88,6 @@ class Publisher:
         try:
             self.app.send_task(EXECUTE, args=[task_id], queue=queue,
                                countdown=delay or None)
-            Task.objects.filter(id=task_id).update(published_at=timezone.now())
         except Exception as exc:  # stored anyway; the reaper publishes it again
             log.error("could not publish task %s to queue %s: %s", task_id, queue, exc)
 
