@@ -87,18 +87,17 @@ class Runner:
 
     def give_back(self, job: Job) -> None:
         """Return a claimed job that was never started (the executor is stopping)."""
-        self._requeue_for_shutdown(job, self.context(job))
+        self._requeue_for_shutdown(job)
 
     # -- outcomes -----------------------------------------------------------------
     def _execute(self, job: Job, ctx: TaskContext) -> None:
         try:
             ttype = registry.get_type(job.type)
-            result = ttype.func(ctx, **job.params)
-            ctx.flush()
+            result = ttype.func(ctx, **job.params)  # its final progress is written on success
         except (PauseSignal, CancelSignal):
             self._after_signal(job, ctx)
         except ShutdownSignal:
-            self._requeue_for_shutdown(job, ctx)
+            self._requeue_for_shutdown(job)
         except LeaseLostSignal:
             log.warning("task %s: lease lost, stopping without writing", job.task_id)
         except Exception as exc:  # the task failed; never let it take the worker down
@@ -191,7 +190,11 @@ class Runner:
             transition([job.task_id], Status.FAILED, actor=self.worker, reason=message,
                        token=job.token, updates={"error": message})
 
-    def _requeue_for_shutdown(self, job: Job, ctx: TaskContext) -> None:
+    def _release(self, job: Job) -> None:
+        """Give up ownership without a status change (a rollback resumes elsewhere)."""
+        Task.objects.filter(id=job.task_id, run_token=job.token).update(**RELEASE)
+
+    def _requeue_for_shutdown(self, job: Job) -> None:
         status = self._current(job)
         if status == Status.RUNNING:
             transition([job.task_id], Status.QUEUED, actor=self.worker,
@@ -199,7 +202,7 @@ class Runner:
         elif status == Status.PAUSING:
             self._pause(job)
         elif status == Status.CANCELLING:
-            Task.objects.filter(id=job.task_id, run_token=job.token).update(**RELEASE)
+            self._release(job)
 
     def _rollback(self, job: Job, ctx: TaskContext) -> None:
         ctx.begin_rollback()
@@ -208,7 +211,7 @@ class Runner:
             if ttype.rollback is not None:
                 ttype.rollback(ctx)
         except ShutdownSignal:
-            Task.objects.filter(id=job.task_id, run_token=job.token).update(**RELEASE)
+            self._release(job)
             return  # the next start resumes the rollback
         except LeaseLostSignal:
             return  # the new owner rolls back

@@ -16,7 +16,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from tether import registry
-from tether.exceptions import IllegalTransition, InvalidParams, TaskNotFound, UnknownTaskType
+from tether.exceptions import InvalidParams, TaskNotFound, UnknownTaskType
 from tether.models import Task
 from tether.states import Status
 from tether.transitions import record_creation, transition
@@ -113,17 +113,8 @@ def _nothing_to_undo(task: Task) -> bool:
         return False
 
 
-def _status(task_id: int) -> Status:
-    status = Task.objects.filter(id=task_id).values_list("status", flat=True).first()
-    if status is None:
-        raise TaskNotFound()
-    return Status(status)
-
-
 def _move(task_id: int, target: Status, *, actor: str, reason: str, action: str,
           only_from: Sequence[Status] | None = None) -> Status:
-    changes = transition(task_id, target, actor=actor, reason=reason, action=action,
-                         only_from=only_from)
-    if not changes:  # pragma: no cover - transition raises for a single id
-        raise IllegalTransition(action, _status(task_id))
+    transition(task_id, target, actor=actor, reason=reason, action=action,
+               only_from=only_from)  # raises IllegalTransition / TaskNotFound
     return target

@@ -66,6 +66,12 @@ def new_token() -> str:
     return uuid.uuid4().hex
 
 
+def _ownership(worker: str, lease: float) -> dict[str, Any]:
+    """Column values that make ``worker`` the owner of a task, with a fresh run token."""
+    return {"worker": worker, "run_token": new_token(),
+            "lease_expires_at": timezone.now() + timedelta(seconds=lease)}
+
+
 def claim(worker: str, limit: int, queues: list[str] | None = None,
           lease: float = LEASE_SECONDS) -> list[Job]:
     """Take up to ``limit`` queued tasks (queued -> running) and cancelling tasks that
@@ -73,9 +79,8 @@ def claim(worker: str, limit: int, queues: list[str] | None = None,
     if limit <= 0:
         return []
     now = timezone.now()
-    token = new_token()
-    lease_until = now + timedelta(seconds=lease)
-    own = {"worker": worker, "run_token": token, "lease_expires_at": lease_until}
+    own = _ownership(worker, lease)
+    token = own["run_token"]
     jobs: list[Job] = []
     with transaction.atomic():
         orphans = Task.objects.filter(status=Status.CANCELLING, worker__isnull=True)
@@ -104,9 +109,8 @@ def claim_task(worker: str, task_id: int, lease: float = LEASE_SECONDS) -> Job |
     (running elsewhere, paused, final, not yet due) is left alone and None returned, so
     a redelivered or duplicate message never runs a task twice."""
     now = timezone.now()
-    token = new_token()
-    own = {"worker": worker, "run_token": token,
-           "lease_expires_at": now + timedelta(seconds=lease)}
+    own = _ownership(worker, lease)
+    token = own["run_token"]
     with transaction.atomic():
         row = Task.objects.select_for_update().filter(id=task_id).values_list(
             "status", "worker", "run_after").first()
