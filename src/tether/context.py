@@ -50,6 +50,8 @@ class TaskContext:
         self._flush_interval = flush_interval
         self._stop: str | None = None
         self._rolling_back = False
+        self.in_task_code = False  # set by the runner while the task function runs
+        self.terminated = False  # set when a CancelSignal was forced into its thread
         self._done: float = 0
         self._total: float | None = None
         self._unit: str | None = None
@@ -76,6 +78,10 @@ class TaskContext:
         self._rolling_back = True
         if self._stop in ("pause", "cancel"):
             self._stop = None
+
+    @property
+    def rolling_back(self) -> bool:
+        return self._rolling_back
 
     @property
     def stop_requested(self) -> str | None:

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from tether import registry
+from tether import registry, store
 from tether.context import TaskContext
 from tether.exceptions import (
     CancelSignal,
@@ -85,6 +85,26 @@ class Runner:
         finally:
             self._unregister(job.task_id)
 
+    def take_over(self, task_id: int, lease: float) -> threading.Thread | None:
+        """Roll back a cancelled task of ours whose thread is stuck (see
+        ControlBoard.overdue): a new run token fences the stuck run, and a new thread
+        runs the rollback."""
+        job = store.take_over(self.worker, task_id, lease)
+        if job is None:
+            return None
+        thread = threading.Thread(target=self._guarded_run, args=(job,),
+                                  name=f"tether-rollback-{task_id}", daemon=True)
+        thread.start()
+        return thread
+
+    def _guarded_run(self, job: Job) -> None:
+        try:
+            self.run(job)
+        except Exception:
+            log.exception("rollback of task %s failed", job.task_id)
+        finally:
+            connection.close()
+
     def give_back(self, job: Job) -> None:
         """Return a claimed job that was never started (the executor is stopping)."""
         self._requeue_for_shutdown(job)
@@ -93,8 +113,14 @@ class Runner:
     def _execute(self, job: Job, ctx: TaskContext) -> None:
         try:
             ttype = registry.get_type(job.type)
-            result = ttype.func(ctx, **job.params)  # its final progress is written on success
+            ctx.in_task_code = True
+            try:
+                result = ttype.func(ctx, **job.params)  # final progress written on success
+            finally:
+                ctx.in_task_code = False
         except (PauseSignal, CancelSignal):
+            if ctx.terminated:  # forced in at any bytecode: the connection may be torn
+                connection.close()
             self._after_signal(job, ctx)
         except ShutdownSignal:
             self._requeue_for_shutdown(job)

@@ -73,29 +73,37 @@ def _ownership(worker: str, lease: float) -> dict[str, Any]:
 
 
 def claim(worker: str, limit: int, queues: list[str] | None = None,
-          lease: float = LEASE_SECONDS) -> list[Job]:
+          lease: float = LEASE_SECONDS, first: int | None = None) -> list[Job]:
     """Take up to ``limit`` queued tasks (queued -> running) and cancelling tasks that
-    nobody is rolling back. Safe against concurrent claimers."""
+    nobody is rolling back. Safe against concurrent claimers (SKIP LOCKED).
+
+    ``first``: a task to take before any other (the one a delivered message names);
+    with ``limit=1`` only that task is considered. This is the claim guard: a task that
+    is running elsewhere, paused, final or not due is never taken, so a redelivered or
+    duplicate message never runs a task twice."""
     if limit <= 0:
         return []
     now = timezone.now()
     own = _ownership(worker, lease)
     token = own["run_token"]
+    only_first = first is not None and limit == 1
     jobs: list[Job] = []
     with transaction.atomic():
         orphans = Task.objects.filter(status=Status.CANCELLING, worker__isnull=True)
-        if queues:
+        if only_first:
+            orphans = orphans.filter(id__in=[first])
+        elif queues:
             orphans = orphans.filter(queue__in=queues)
-        orphan_ids = list(orphans.select_for_update(skip_locked=True)
-                          .values_list("id", flat=True)[:limit])
+        orphan_ids = _lock_ids(orphans, first, limit)
         if orphan_ids:
             Task.objects.filter(id__in=orphan_ids, worker__isnull=True).update(**own)
             jobs += _jobs(orphan_ids, token, rollback=True)
         ready = Task.objects.filter(status=Status.QUEUED, run_after__lte=now)
-        if queues:
+        if only_first:
+            ready = ready.filter(id__in=[first])
+        elif queues:
             ready = ready.filter(queue__in=queues)
-        ids = list(ready.order_by("id").select_for_update(skip_locked=True)
-                   .values_list("id", flat=True)[: limit - len(jobs)])
+        ids = _lock_ids(ready, first, limit - len(jobs))
         if ids:
             moved = transition(ids, Status.RUNNING, actor=worker, reason="claimed",
                                only_from=[Status.QUEUED], updates=own)
@@ -103,28 +111,38 @@ def claim(worker: str, limit: int, queues: list[str] | None = None,
     return jobs
 
 
-def claim_task(worker: str, task_id: int, lease: float = LEASE_SECONDS) -> Job | None:
-    """Claim one given task for a delivered message (the claim guard): a queued task
-    becomes running, an unowned cancelling task is taken for rollback; anything else
-    (running elsewhere, paused, final, not yet due) is left alone and None returned, so
-    a redelivered or duplicate message never runs a task twice."""
-    now = timezone.now()
+def _lock_ids(rows: Any, first: int | None, limit: int) -> list[int]:
+    """Lock up to ``limit`` of ``rows`` (``first`` before the oldest others), skipping
+    rows another claimer holds."""
+    if limit <= 0:
+        return []
+    ids: list[int] = []
+    if first is not None:
+        ids = list(rows.filter(id=first).select_for_update(skip_locked=True)
+                   .values_list("id", flat=True))
+    if len(ids) < limit:
+        others = rows.exclude(id=first) if first is not None else rows
+        ids += others.order_by("id").select_for_update(skip_locked=True).values_list(
+            "id", flat=True)[: limit - len(ids)]
+    return ids
+
+
+def claimable(task_id: int) -> bool:
+    """A cheap, lock-free look: could a message for ``task_id`` still claim it? (Queued,
+    or cancelling with nobody rolling it back.) ``claim`` decides for certain."""
+    row = Task.objects.filter(id=task_id).values_list("status", "worker").first()
+    return row is not None and (row[0] == Status.QUEUED
+                                or (row[0] == Status.CANCELLING and row[1] is None))
+
+
+def take_over(worker: str, task_id: int, lease: float = LEASE_SECONDS) -> Job | None:
+    """A fresh run token on a cancelling task ``worker`` holds, for a rollback that
+    replaces a stuck run (whose later writes the new token fences off)."""
     own = _ownership(worker, lease)
-    token = own["run_token"]
-    with transaction.atomic():
-        row = Task.objects.select_for_update().filter(id=task_id).values_list(
-            "status", "worker", "run_after").first()
-        if row is None:
-            return None
-        status, owner, run_after = row
-        if status == Status.CANCELLING and owner is None:
-            Task.objects.filter(id=task_id, worker__isnull=True).update(**own)
-            return _jobs([task_id], token, rollback=True)[0]
-        if status != Status.QUEUED or run_after > now:
-            return None
-        transition([task_id], Status.RUNNING, actor=worker, reason="claimed",
-                   only_from=[Status.QUEUED], updates=own)
-        return _jobs([task_id], token, rollback=False)[0]
+    if not Task.objects.filter(id=task_id, worker=worker,
+                               status=Status.CANCELLING).update(**own):
+        return None
+    return _jobs([task_id], own["run_token"], rollback=True)[0]
 
 
 def stale_queued(older_than: float, limit: int = 500) -> list[tuple[int, str]]:
@@ -145,10 +163,15 @@ def stale_queued(older_than: float, limit: int = 500) -> list[tuple[int, str]]:
     return picked
 
 
-def heartbeat(worker: str, lease: float = LEASE_SECONDS) -> int:
-    """Renew the lease of every task this worker holds."""
+def heartbeat(worker: str, task_ids: list[int], lease: float = LEASE_SECONDS) -> int:
+    """Renew the lease of the tasks this worker still works on. A task whose runner
+    died without releasing it (a crashed thread) is not renewed, so it is recovered
+    when its lease runs out."""
+    if not task_ids:
+        return 0
     until = timezone.now() + timedelta(seconds=lease)
-    return Task.objects.filter(worker=worker).update(lease_expires_at=until)
+    return Task.objects.filter(worker=worker, id__in=task_ids).update(
+        lease_expires_at=until)
 
 
 def pending_controls(worker: str) -> dict[int, str]:

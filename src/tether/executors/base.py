@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -43,3 +44,11 @@ class Executor(ABC):
     def check(self) -> list[str]:
         """Configuration problems, as sentences; empty when all is well."""
         return []
+
+
+def seconds_setting(name: str, default: float) -> float:
+    """A duration from ``settings.TETHER`` (e.g. LEASE_SECONDS, CANCEL_GRACE)."""
+    from django.conf import settings
+
+    conf: dict[str, Any] = getattr(settings, "TETHER", {})
+    return float(conf.get(name, default))

@@ -1,15 +1,57 @@
-"""Live task contexts of one worker process, and delivery of pause/cancel to them."""
+"""Live task contexts of one worker process, delivery of pause/cancel to them, and
+hard termination of tasks that ignore a cancel."""
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import threading
+import time
+from collections.abc import Callable
 
 from tether import store
 from tether.context import TaskContext
+from tether.exceptions import CancelSignal
 from tether.states import Status
 from tether.transitions import Change
 
+log = logging.getLogger(__name__)
 STOP_FOR = {Status.PAUSING: "pause", Status.CANCELLING: "cancel"}
+CLAIM_AHEAD_SECONDS = 0.05
+
+
+class Pace:
+    """Moving average of job durations, and from it how many jobs to claim ahead: about
+    CLAIM_AHEAD_SECONDS of expected work. Short tasks are claimed in batches (one
+    transaction for many), long ones one at a time, so a claimed task never waits long
+    in ``running`` before it starts."""
+
+    def __init__(self, prefetch: int = 32, horizon: float = CLAIM_AHEAD_SECONDS) -> None:
+        self.prefetch = max(0, prefetch)
+        self.horizon = horizon
+        self.average: float | None = None
+        self._lock = threading.Lock()
+
+    def record(self, seconds: float) -> None:
+        with self._lock:
+            avg = self.average
+            self.average = seconds if avg is None else 0.8 * avg + 0.2 * seconds
+
+    def ahead(self) -> int:
+        avg = self.average
+        if avg is None:
+            return 0
+        return min(self.prefetch, int(self.horizon / max(avg, 1e-6)))
+
+
+def raise_in_thread(thread_id: int, exc: type[BaseException]) -> bool:
+    """Raise ``exc`` asynchronously in another thread of this process. It arrives at
+    the thread's next Python bytecode (not inside a blocking C call)."""
+    done = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
+                                                      ctypes.py_object(exc))
+    if done > 1:  # "should never happen": undo
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+    return done == 1
 
 
 class ControlBoard:
@@ -18,6 +60,9 @@ class ControlBoard:
 
     def __init__(self) -> None:
         self._contexts: dict[int, TaskContext] = {}
+        self._threads: dict[int, int] = {}  # task id -> id of the thread running it
+        self._cancelled_at: dict[int, float] = {}  # task id -> first cancel delivery
+        self._terminated: dict[int, float] = {}  # task id -> when it was hard-terminated
         self._early_stops: dict[int, str] = {}
         self._claimed: set[int] = set()
         self._lock = threading.Lock()
@@ -31,9 +76,19 @@ class ControlBoard:
         with self._lock:
             self._claimed.update(task_ids)
 
+    def holds(self, task_id: int) -> bool:
+        """Whether this process has claimed (or runs) ``task_id``."""
+        return task_id in self._claimed or task_id in self._contexts
+
+    def held(self) -> list[int]:
+        with self._lock:
+            return list(self._claimed | set(self._contexts))
+
     def remember(self, task_id: int, ctx: TaskContext) -> None:
+        """Called by the thread that is about to run the task."""
         with self._lock:
             self._contexts[task_id] = ctx
+            self._threads[task_id] = threading.get_ident()
             kind = self._early_stops.pop(task_id, None)
         if kind:
             ctx.request_stop(kind)
@@ -43,6 +98,9 @@ class ControlBoard:
     def forget(self, task_id: int) -> None:
         with self._lock:
             self._contexts.pop(task_id, None)
+            self._threads.pop(task_id, None)
+            self._cancelled_at.pop(task_id, None)
+            self._terminated.pop(task_id, None)
             self._claimed.discard(task_id)
             self._early_stops.pop(task_id, None)
 
@@ -52,6 +110,8 @@ class ControlBoard:
             ctx = self._contexts.get(task_id)
             if ctx is None and task_id in self._claimed:
                 self._early_stops[task_id] = kind
+            if ctx is not None and kind == "cancel":
+                self._cancelled_at.setdefault(task_id, time.monotonic())
         if ctx is not None and ctx.stop_requested is None:
             ctx.request_stop(kind)
 
@@ -73,9 +133,44 @@ class ControlBoard:
             self.deliver(task_id, STOP_FOR[Status(status)])
 
 
-def maintenance_round(worker: str, board: ControlBoard, lease: float) -> None:
-    """Renew leases, honour stored control requests, expire pauses, reap lost leases."""
-    store.heartbeat(worker, lease)
+    def overdue(self, grace: float, take_over: Callable[[int], object]) -> list[int]:
+        """Hard-terminate tasks still running ``grace`` seconds after a cancel reached
+        them: raise CancelSignal in their thread (the runner then rolls back as after a
+        cooperative stop). A thread blocked in a C call does not see it; ``grace``
+        seconds later ``take_over(task_id)`` is called to roll back from elsewhere
+        (the stuck thread's writes are fenced by its run token)."""
+        now = time.monotonic()
+        acted: list[int] = []
+        with self._lock:
+            late = [(t, self._contexts.get(t), self._threads.get(t))
+                    for t, at in self._cancelled_at.items() if now - at >= grace]
+        for task_id, ctx, thread_id in late:
+            if ctx is None or thread_id is None or ctx.rolling_back:
+                continue  # stopped, or its rollback runs (a rollback is never cut short)
+            if not ctx.in_task_code and task_id not in self._terminated:
+                continue  # between the task function and the runner's bookkeeping
+            first = self._terminated.setdefault(task_id, now)
+            if first == now:
+                log.warning("task %s ignored a cancel for %gs: terminating it", task_id,
+                            grace)
+                ctx.terminated = True
+                raise_in_thread(thread_id, CancelSignal)
+                acted.append(task_id)
+            elif now - first >= grace:
+                log.warning("task %s is stuck outside Python code: rolling it back from "
+                            "another thread", task_id)
+                self.forget(task_id)
+                take_over(task_id)
+                acted.append(task_id)
+        return acted
+
+
+def maintenance_round(worker: str, board: ControlBoard, lease: float, grace: float,
+                      take_over: Callable[[int], object]) -> None:
+    """Renew leases, honour stored control requests, terminate tasks that ignore a
+    cancel, expire pauses, reap lost leases."""
+    store.heartbeat(worker, board.held(), lease)
     board.poll_controls(worker)
+    board.overdue(grace, take_over)
     store.expire_paused(actor=worker)
     store.release_lost(actor=worker)

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 from celery import Celery, signals
@@ -23,8 +24,8 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from tether import store
-from tether.executors.base import Capabilities, Executor
-from tether.executors.board import STOP_FOR, ControlBoard, maintenance_round
+from tether.executors.base import Capabilities, Executor, seconds_setting
+from tether.executors.board import STOP_FOR, ControlBoard, Pace, maintenance_round
 from tether.models import Task
 from tether.runner import Runner
 from tether.states import Status
@@ -103,7 +104,7 @@ class CeleryExecutor(Executor):
 
     name = "celery"
     capabilities = Capabilities(pause=True, push_control=True, distributed=True,
-                                hard_terminate=False, in_process=False)
+                                hard_terminate=True, in_process=False)
 
     def __init__(self) -> None:
         self.publisher = Publisher(get_app())
@@ -121,35 +122,54 @@ class CeleryExecutor(Executor):
 
 # -- the worker side --------------------------------------------------------------------
 class WorkerRuntime:
-    """Per worker process: live contexts, a maintenance thread, the runner."""
+    """Per worker process: live contexts, the runner, a committer thread (successes
+    are written in groups) and a maintenance thread.
 
-    def __init__(self, lease: float | None = None, interval: float = 1.0) -> None:
+    A delivered message claims its task plus, for short tasks, other due tasks of this
+    worker's queues in the same transaction (see Pace); their own messages then find
+    them taken and are dropped at once. So a busy worker pays one claim and one commit
+    per batch, not per task, while a long task is still claimed only when a thread is
+    free for it."""
+
+    def __init__(self, lease: float | None = None, interval: float = 1.0,
+                 queues: list[str] | None = None, prefetch: int = 32) -> None:
         self.worker_id = f"celery:{socket.gethostname()}:{os.getpid()}"
         self.board = ControlBoard()
-        self.lease = float(lease or settings.TETHER["LEASE_SECONDS"])  # type: ignore[arg-type]
-        self.republish_after = float(settings.TETHER["REPUBLISH_SECONDS"])  # type: ignore[arg-type]
+        self.lease = lease or seconds_setting("LEASE_SECONDS", store.LEASE_SECONDS)
+        self.republish_after = seconds_setting("REPUBLISH_SECONDS", 60.0)
+        self.grace = seconds_setting("CANCEL_GRACE", 10.0)
         self.interval = interval
+        self.queues = queues
+        self.pace = Pace(prefetch)
+        self._successes = threading.Event()
         self.runner = Runner(self.worker_id, register=self.board.remember,
-                             unregister=self.board.forget)
+                             unregister=self.board.forget, on_success=self._successes.set)
         self.publisher = Publisher(get_app())
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         subscribe(self.publisher)  # retries and reaped tasks are published again
         subscribe(self.board.on_change)
-        self._thread = threading.Thread(target=self._loop, name="tether-maintenance",
-                                        daemon=True)
-        self._thread.start()
+        for name, target in (("tether-maintenance", self._loop),
+                             ("tether-committer", self._commit_loop)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
         """Running tasks stop at their next control point and are re-queued (and, by
         the still-subscribed publisher, published again) before the worker exits."""
         self.board.shutdown()
 
+    def flush(self) -> None:
+        """Write the successes still waiting (at worker exit)."""
+        self.runner.commit_successes()
+
     def _loop(self) -> None:
         while not self.board.stopping.wait(self.interval):
             try:
-                maintenance_round(self.worker_id, self.board, self.lease)
+                maintenance_round(self.worker_id, self.board, self.lease, self.grace,
+                                  self._take_over)
                 for task_id, queue in store.stale_queued(self.republish_after):
                     log.info("re-publishing task %s (its message may be lost)", task_id)
                     self.publisher.publish(task_id, queue)
@@ -158,13 +178,42 @@ class WorkerRuntime:
             finally:
                 close_old_connections()
 
+    def _take_over(self, task_id: int) -> None:
+        self.runner.take_over(task_id, self.lease)
+
+    def _commit_loop(self) -> None:
+        while True:
+            self._successes.wait(1.0)
+            self._successes.clear()
+            try:
+                self.runner.commit_successes()
+            except Exception:
+                log.exception("recording successes failed; retrying")
+                close_old_connections()
+                time.sleep(0.5)
+                self._successes.set()
+
     def execute(self, task_id: int) -> None:
-        job = store.claim_task(self.worker_id, task_id, self.lease)
-        if job is None:
-            log.info("task %s: not claimable (already running, paused or final)", task_id)
+        if self.board.holds(task_id) or self.board.stopping.is_set():
+            return  # claimed here with an earlier batch (or shutting down: redelivered)
+        if not store.claimable(task_id):
+            log.debug("task %s: not claimable (running, paused or final)", task_id)
             return
-        self.board.claimed([task_id])
-        self.runner.run(job)
+        # batches only from this worker's own queues (known once the worker is ready)
+        batch = 1 + self.pace.ahead() if self.queues else 1
+        jobs = store.claim(self.worker_id, batch, self.queues, self.lease, first=task_id)
+        self.board.claimed([job.task_id for job in jobs])
+        for i, job in enumerate(jobs):
+            if self.board.stopping.is_set():
+                for rest in jobs[i:]:
+                    self.runner.give_back(rest)
+                    self.board.forget(rest.task_id)
+                return
+            began = time.monotonic()
+            try:
+                self.runner.run(job)
+            finally:
+                self.pace.record(time.monotonic() - began)
 
 
 _runtime: WorkerRuntime | None = None
@@ -197,11 +246,20 @@ def tether_control(state: Any, task_id: int, kind: str) -> dict[str, Any]:
 
 
 @signals.worker_ready.connect
-def _on_worker_ready(**_: Any) -> None:
-    runtime()
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    rt = runtime()
+    consumer = getattr(sender, "task_consumer", None)
+    if consumer is not None:  # claim batches only from the queues this worker serves
+        rt.queues = sorted({q.name for q in consumer.queues})
 
 
 @signals.worker_shutting_down.connect
 def _on_shutdown(**_: Any) -> None:
     if _runtime is not None:
         _runtime.stop()
+
+
+@signals.worker_shutdown.connect
+def _on_exit(**_: Any) -> None:
+    if _runtime is not None:
+        _runtime.flush()

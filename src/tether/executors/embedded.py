@@ -17,24 +17,24 @@ import time
 from django.db import close_old_connections, connection
 
 from tether import store
-from tether.executors.base import Capabilities, Executor
-from tether.executors.board import ControlBoard, maintenance_round
+from tether.executors.base import Capabilities, Executor, seconds_setting
+from tether.executors.board import ControlBoard, Pace, maintenance_round
 from tether.runner import Runner
 from tether.states import Status
 from tether.transitions import Change, subscribe, unsubscribe
 
 log = logging.getLogger(__name__)
-CLAIM_AHEAD_SECONDS = 0.05
 
 
 class EmbeddedExecutor(Executor):
     name = "embedded"
     capabilities = Capabilities(pause=True, push_control=True, distributed=False,
-                                hard_terminate=False, in_process=True)
+                                hard_terminate=True, in_process=True)
 
     def __init__(self, workers: int | None = None, *, queues: list[str] | None = None,
                  poll_interval: float = 0.5, maintenance_interval: float = 1.0,
-                 lease: float = store.LEASE_SECONDS, prefetch: int = 32) -> None:
+                 lease: float = store.LEASE_SECONDS, prefetch: int = 32,
+                 cancel_grace: float | None = None) -> None:
         """``prefetch``: at most this many tasks claimed ahead per worker slot (they show
         ``running`` while they wait). Claiming short tasks in batches is what makes them
         fast; see ``_wanted``. 0 claims only for idle slots."""
@@ -45,9 +45,10 @@ class EmbeddedExecutor(Executor):
         self.maintenance_interval = maintenance_interval
         self.lease = lease
         self._jobs: queue.SimpleQueue[store.Job | None] = queue.SimpleQueue()
-        self._prefetch = max(0, prefetch)
+        self._pace = Pace(prefetch)
         self._inflight = 0  # claimed jobs not finished yet
-        self._avg_run: float | None = None
+        self.cancel_grace = (cancel_grace if cancel_grace is not None
+                             else seconds_setting("CANCEL_GRACE", 10.0))
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self.board = ControlBoard()
@@ -152,14 +153,11 @@ class EmbeddedExecutor(Executor):
                     break
 
     def _wanted(self) -> int:
-        """How many jobs to claim now. Claim-ahead covers about CLAIM_AHEAD_SECONDS of
-        expected work (from a moving average of job durations): short tasks are claimed
-        in batches, long ones only for idle slots, so a task never waits long in
-        ``running`` for a slot (and a pause of such a task is honoured when it starts)."""
+        """How many jobs to claim now (see Pace): short tasks are claimed in batches,
+        long ones only for idle slots, so a task never waits long in ``running`` for a
+        slot (and a pause of such a task is honoured when it starts)."""
+        ahead = self._pace.ahead()
         with self._lock:
-            ahead = 0
-            if self._avg_run is not None:
-                ahead = min(self._prefetch, int(CLAIM_AHEAD_SECONDS / max(self._avg_run, 1e-6)))
             room = self._slots * (1 + ahead) - self._inflight
             idle = self._inflight < self._slots
         # claim in batches: when merely topping up the claim-ahead, wait for half of it
@@ -179,12 +177,13 @@ class EmbeddedExecutor(Executor):
             except Exception:
                 log.exception("job %s crashed the runner", job)
             finally:
-                took = time.monotonic() - began
+                self._pace.record(time.monotonic() - began)
                 with self._lock:
                     self._inflight -= 1
-                    avg = self._avg_run
-                    self._avg_run = took if avg is None else 0.8 * avg + 0.2 * took
                 self._wake.set()
+
+    def _take_over(self, task_id: int) -> None:
+        self._runner.take_over(task_id, self.lease)
 
     def _commit_loop(self) -> None:
         """Write finished tasks' successes in batches while workers run the next ones."""
@@ -201,7 +200,8 @@ class EmbeddedExecutor(Executor):
     def _maintenance_loop(self) -> None:
         while not self._stopping.wait(self.maintenance_interval):
             try:
-                maintenance_round(self.worker_id, self.board, self.lease)
+                maintenance_round(self.worker_id, self.board, self.lease,
+                                  self.cancel_grace, self._take_over)
                 delay = store.next_wakeup(self.queues)
                 if delay is not None and delay <= self.maintenance_interval:
                     threading.Timer(delay, self._wake.set).start()
@@ -209,3 +209,4 @@ class EmbeddedExecutor(Executor):
                 log.exception("maintenance failed; retrying")
             finally:
                 close_old_connections()
+

@@ -106,6 +106,7 @@ TETHER = {
     "TOKEN_TTL": timedelta(days=float(os.environ.get("TETHER_TOKEN_TTL_DAYS", "30"))),
     "AUTH_RATE": os.environ.get("TETHER_AUTH_RATE", "60/min"),
     "CONTROL_WAIT": float(os.environ.get("TETHER_CONTROL_WAIT_MS", "100")) / 1000,
+    "CANCEL_GRACE": float(os.environ.get("TETHER_CANCEL_GRACE_SECONDS", "10")),
 }
 
 LOGGING = {
