@@ -66,3 +66,30 @@ def it_bad_rollback(ctx: TaskContext) -> None:
     while True:
         time.sleep(0.005)
         ctx.progress(1)
+
+
+STUCK: dict[int, threading.Event] = {}  # task id -> set when its stuck call returns
+
+
+def _undo_stubborn(ctx: TaskContext) -> None:
+    with connection.cursor() as cur:
+        cur.execute(LEDGER_DDL)
+        cur.execute("DELETE FROM it_ledger WHERE task_id = %s", [ctx.task_id])
+
+
+@task(name="it_stubborn", rollback=_undo_stubborn, params={"type": "object"})
+def it_stubborn(ctx: TaskContext, *, block_seconds: float = 0) -> None:
+    """Writes one ledger row, then ignores control requests: a pure-Python busy loop,
+    or (``block_seconds``) one long blocking call, like a stuck socket read."""
+    with ctx.atomic({"step": 1}), connection.cursor() as cur:
+        cur.execute(LEDGER_DDL)
+        cur.execute("INSERT INTO it_ledger (task_id, step) VALUES (%s, 1)", [ctx.task_id])
+    ctx.progress(1)
+    if block_seconds:
+        try:
+            time.sleep(block_seconds)
+            ctx.checkpoint({"step": 2})  # would be fenced off: a new owner rolled back
+        finally:
+            STUCK.setdefault(ctx.task_id, threading.Event()).set()
+    while True:
+        sum(range(1000))

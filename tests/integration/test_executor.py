@@ -198,3 +198,58 @@ def test_control_answer_waits_for_the_pause_to_settle(executor: EmbeddedExecutor
     assert c.post(f"/api/v1/tasks/{task.pk}/resume").json()["status"] in ("queued", "running")
     wait_status(task.pk, "running")
     assert c.post(f"/api/v1/tasks/{task.pk}/cancel").json()["status"] == "cancelled"
+
+
+def _grace_executor(grace: float) -> EmbeddedExecutor:
+    ex = EmbeddedExecutor(2, poll_interval=0.05, maintenance_interval=0.05,
+                          cancel_grace=grace)
+    ex.start()
+    return ex
+
+
+def test_task_ignoring_cancel_is_terminated_after_grace_then_rolled_back(
+        transactional_db: None) -> None:
+    ex = _grace_executor(0.3)
+    try:
+        task = service.submit(user(), "it_stubborn", {})
+        wait_status(task.pk, "running")
+        deadline = time.monotonic() + 5
+        while t.ledger_rows(task.pk) != [1] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        service.cancel(task.pk, actor="test")
+        time.sleep(0.15)
+        assert Task.objects.get(pk=task.pk).status == "cancelling"  # within its grace
+        done = wait_status(task.pk, "cancelled", timeout=10)
+        assert t.ledger_rows(task.pk) == []  # rolled back
+        assert done.worker is None
+        # the slot is free again: both slots run new work
+        others = [service.submit(user(), "add", {"operand1": i, "operand2": 1})
+                  for i in range(4)]
+        for other in others:
+            wait_status(other.pk, "succeeded")
+    finally:
+        ex.stop(timeout=5)
+
+
+def test_task_stuck_in_blocking_call_is_rolled_back_and_fenced(
+        transactional_db: None) -> None:
+    ex = _grace_executor(0.2)
+    try:
+        task = service.submit(user(), "it_stubborn", {"block_seconds": 1.5})
+        wait_status(task.pk, "running")
+        deadline = time.monotonic() + 5
+        while t.ledger_rows(task.pk) != [1] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        service.cancel(task.pk, actor="test")
+        # rolled back from another thread while the stuck call still blocks
+        done = wait_status(task.pk, "cancelled", timeout=1.2)
+        assert not t.STUCK.get(task.pk, threading.Event()).is_set()
+        assert t.ledger_rows(task.pk) == []
+        # when the call returns, the old run stops and writes nothing
+        assert t.STUCK.setdefault(task.pk, threading.Event()).wait(5)
+        time.sleep(0.1)
+        after = Task.objects.get(pk=task.pk)
+        assert after.status == "cancelled" and after.checkpoint == done.checkpoint
+        assert history(task.pk)[-1] == ("cancelling", "cancelled")
+    finally:
+        ex.stop(timeout=5)
