@@ -46,6 +46,14 @@ class IllegalTransition(TetherError):
         self.status = status
 
 
+class ServiceUnavailable(TetherError):
+    """A service Tether needs (the broker) cannot be reached; nothing was created."""
+
+    code = "broker_unavailable"
+    http_status = 503
+    default_message = "The message broker is unreachable; try again shortly."
+
+
 class LeaseLost(TetherError):
     """This worker no longer owns the task (another took it over); stop without writing."""
 

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import transaction
@@ -24,6 +24,19 @@ from tether.transitions import record_creation, transition
 PAUSE_ROUTE = {Status.QUEUED: Status.PAUSED, Status.RUNNING: Status.PAUSING}
 QUEUE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 MAX_PAUSE_TIMEOUT = 7 * 24 * 3600.0
+_admission_checks: list[Callable[[], None]] = []
+
+
+def add_admission_check(check: Callable[[], None]) -> None:
+    """Run ``check`` before every submission; it raises (e.g. ServiceUnavailable when
+    the broker is down) to refuse the submission before anything is written."""
+    if check not in _admission_checks:
+        _admission_checks.append(check)
+
+
+def remove_admission_check(check: Callable[[], None]) -> None:
+    if check in _admission_checks:
+        _admission_checks.remove(check)
 
 
 def _build(owner: Any, type_name: str, params: Any, queue: str | None,
@@ -54,6 +67,8 @@ def submit_many(owner: Any, type_name: str, params_list: Sequence[Any], *,
                 queue: str | None = None, pause_timeout: float | None = None) -> list[Task]:
     """Validate and queue many tasks of one type in one transaction (all or nothing)."""
     tasks = [_build(owner, type_name, p, queue, pause_timeout) for p in params_list]
+    for check in list(_admission_checks):
+        check()
     with transaction.atomic():
         Task.objects.bulk_create(tasks, batch_size=500)
         record_creation(tasks, actor=_actor(owner))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any, cast
 
@@ -215,12 +216,21 @@ def in_process_executor() -> bool:
     return settings.TETHER["EXECUTOR"] == "embedded"
 
 
+def _poll_settled(task_id: int, wait: float, every: float = 0.005) -> None:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        time.sleep(every)
+        if Task.objects.filter(pk=task_id, status__in=SETTLED).exists():
+            return
+
+
 class ControlView(APIView):
     """POST /tasks/{id}/pause|resume|cancel: 202 with the task, or 409 with its status.
 
-    With the embedded executor the answer waits up to TETHER_CONTROL_WAIT_MS (default
-    100) for ``pausing``/``cancelling`` to settle, so it usually says ``paused`` or
-    ``cancelled`` already; otherwise it says ``pausing``/``cancelling``."""
+    The answer waits up to TETHER_CONTROL_WAIT_MS (default 100) for ``pausing`` or
+    ``cancelling`` to settle, so it usually says ``paused`` or ``cancelled`` already;
+    otherwise it says ``pausing``/``cancelling``. The embedded executor's change is
+    heard in-process; a Celery worker's is seen by re-reading the row every 5 ms."""
 
     action_name = ""
 
@@ -231,10 +241,13 @@ class ControlView(APIView):
         body = s.ControlSerializer(data=request.data if isinstance(request.data, dict) else {})
         body.is_valid(raise_exception=True)
         operation = getattr(service, self.action_name)
-        wait = cast(float, settings.TETHER["CONTROL_WAIT"]) if in_process_executor() else 0.0
+        wait = cast(float, settings.TETHER["CONTROL_WAIT"])
         with watch(pk, SETTLED) as settled:
             reached = operation(pk, actor=actor(request), reason=body.validated_data["reason"])
             if wait and reached in (Status.PAUSING, Status.CANCELLING):
-                settled.wait(wait)  # the embedded executor usually settles in a few ms
+                if in_process_executor():
+                    settled.wait(wait)  # the embedded executor usually settles in a few ms
+                else:
+                    _poll_settled(pk, wait)
         task = Task.objects.select_related("owner").get(pk=pk)
         return Response(s.TaskSerializer(task).data, status=status.HTTP_202_ACCEPTED)

@@ -23,10 +23,12 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from tether import store
+from tether import service, store
+from tether.exceptions import ServiceUnavailable
 from tether.executors.base import Capabilities, Executor, seconds_setting
 from tether.executors.board import STOP_FOR, ControlBoard, Pace, maintenance_round
 from tether.models import Task
+from tether.redaction import redact
 from tether.runner import Runner
 from tether.states import Status
 from tether.transitions import Change, subscribe, unsubscribe
@@ -64,8 +66,33 @@ def get_app() -> Celery:
 class Publisher:
     """Transition listener that turns committed status changes into broker messages."""
 
+    HEALTH_TTL = 1.0  # seconds a broker check is trusted
+
     def __init__(self, app: Celery) -> None:
         self.app = app
+        self._checked: tuple[float, str | None] = (-1e9, None)  # (when, error or None)
+
+    def ensure_broker(self) -> None:
+        """Raise ServiceUnavailable when the broker cannot be reached (checked at most
+        once a second; a failed publish forces a new check). Submissions call this
+        first, so a broker outage refuses them before anything is written. A broker
+        lost between this check and the publish costs no task: the row is committed
+        and the reaper publishes it again."""
+        when, error = self._checked
+        now = time.monotonic()
+        if now - when > self.HEALTH_TTL:
+            error = None
+            try:
+                with self.app.connection_for_write() as conn:
+                    conn.ensure_connection(max_retries=1, interval_start=0,
+                                           interval_step=0, timeout=2)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            self._checked = (now, error)
+        if error is not None:
+            raise ServiceUnavailable(
+                f"the message broker at {redact(str(self.app.conf.broker_url))} is "
+                f"unreachable ({error}); nothing was submitted, try again shortly")
 
     def __call__(self, changes: list[Change]) -> None:
         runnable = [c.task_id for c in changes if c.dst in (Status.QUEUED, Status.CANCELLING)]
@@ -90,6 +117,7 @@ class Publisher:
             self.app.send_task(EXECUTE, args=[task_id], queue=queue,
                                countdown=delay or None)
         except Exception as exc:  # stored anyway; the reaper publishes it again
+            self._checked = (-1e9, None)
             log.error("could not publish task %s to queue %s: %s", task_id, queue, exc)
 
     def broadcast(self, task_id: int, kind: str) -> None:
@@ -115,8 +143,10 @@ class CeleryExecutor(Executor):
 
     def start(self) -> None:
         subscribe(self.publisher)
+        service.add_admission_check(self.publisher.ensure_broker)
 
     def stop(self, timeout: float = 10.0) -> None:
+        service.remove_admission_check(self.publisher.ensure_broker)
         unsubscribe(self.publisher)
 
 
