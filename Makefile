@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PORT ?= 8000
 PYTEST_ARGS ?=
 PG_URL ?= postgres://postgres@127.0.0.1:5432/tether
+MY_URL ?= mysql://root@127.0.0.1:3306/tether
 
 .PHONY: serve test install lint typecheck bench lock clean
 
@@ -30,6 +31,11 @@ test: install  ## lint, type-check, run the whole test suite
 	  TETHER_HOME=$(CURDIR)/.tether-test-pg TETHER_DATABASE_URL=$(PG_URL) \
 	    $(BIN)/pytest -q tests/integration; \
 	elif [ $$rc -eq 2 ]; then exit 1; fi
+	@rc=0; $(BIN)/python -m tests.services mariadb || rc=$$?; \
+	if [ $$rc -eq 0 ]; then echo "engine, executor and API suite again on MariaDB/MySQL:"; \
+	  TETHER_HOME=$(CURDIR)/.tether-test-my TETHER_DATABASE_URL=$(MY_URL) \
+	    $(BIN)/pytest -q tests/integration; \
+	elif [ $$rc -eq 2 ]; then exit 1; fi
 
 lint: install
 	$(BIN)/ruff check src tests bench
@@ -49,4 +55,4 @@ lock:  ## re-pin dependencies after editing pyproject.toml
 	$(BIN)/uv pip compile requirements/build.in --generate-hashes --python-version 3.11 -o requirements/build.txt
 
 clean:
-	rm -rf $(VENV) .tether-test .tether-test-pg .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tether-test .tether-test-pg .tether-test-my .pytest_cache .mypy_cache .ruff_cache

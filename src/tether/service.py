@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -70,7 +70,11 @@ def submit_many(owner: Any, type_name: str, params_list: Sequence[Any], *,
     for check in list(_admission_checks):
         check()
     with transaction.atomic():
-        Task.objects.bulk_create(tasks, batch_size=500)
+        if connection.features.can_return_rows_from_bulk_insert:
+            Task.objects.bulk_create(tasks, batch_size=500)
+        else:  # MySQL has no INSERT … RETURNING: bulk_create would leave the ids unset
+            for t in tasks:
+                t.save(force_insert=True)
         record_creation(tasks, actor=_actor(owner))
     return tasks
 

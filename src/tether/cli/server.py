@@ -13,6 +13,8 @@ from typing import IO, Annotated
 
 import typer
 
+from tether.redaction import redact
+
 
 def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tether.server.settings")
@@ -110,30 +112,24 @@ def serve(
             executor.stop(timeout=10)
 
 
-def redact(url: str) -> str:
-    """The URL with its password hidden, for messages."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        host = parts.hostname or ""
-        netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        parts = parts._replace(netloc=netloc)
-    return urlunsplit(parts)
-
-
 def check_services(broker: str | None) -> None:
     """One clear line (password hidden) and exit 1 when the database or broker is down."""
     from django.conf import settings
     from django.db import connection
 
+    db = settings.DATABASES["default"]
+    host = f"{db.get('HOST') or ''}" + (f":{db['PORT']}" if db.get("PORT") else "")
+    where = " ".join(str(p) for p in (db["ENGINE"].rsplit(".", 1)[-1], host, db["NAME"]) if p)
     try:
         connection.ensure_connection()
     except Exception as exc:
-        db = settings.DATABASES["default"]
-        where = f"{db['ENGINE'].rsplit('.', 1)[-1]} {db.get('HOST') or ''} {db['NAME']}"
-        raise fail(f"cannot reach the database ({where.strip()}): "
+        raise fail(f"cannot reach the database ({where}): "
                    f"{str(exc).strip().splitlines()[0]}") from None
+    features = connection.features
+    if features.has_select_for_update and not features.has_select_for_update_skip_locked:
+        # workers claim tasks with it (MariaDB has it from 10.6 on, MySQL from 8.0)
+        raise fail(f"the database ({where}) has no SELECT … FOR UPDATE SKIP LOCKED; Tether "
+                   "needs PostgreSQL, MariaDB 10.6+ or MySQL 8.0+")
     if broker:
         from kombu import Connection
 

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether.server.config import database
+
+
+def db_for(url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
+    monkeypatch.setenv("TETHER_DATABASE_URL", url)
+    return database(tmp_path)
+
+
+def test_mysql_runs_on_pymysql(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    db = db_for("mysql://root:secret@127.0.0.1:3306/tether", monkeypatch, tmp_path)
+    assert db["ENGINE"] == "django.db.backends.mysql" and db["NAME"] == "tether"
+    assert sys.modules["MySQLdb"].__name__ == "pymysql"
+    # Django's mysql backend refuses mysqlclient older than 1.4.3
+    assert sys.modules["MySQLdb"].version_info >= (1, 4, 3)
+    options = db["OPTIONS"]
+    assert options["charset"] == "utf8mb4"
+    assert options["isolation_level"] == "read committed"
+    assert "STRICT_TRANS_TABLES" in options["init_command"]
+    assert "time_zone='+00:00'" in options["init_command"]
+    assert options["ssl_disabled"] is True  # loopback: no per-connection TLS setup
+    assert db["TEST"] == {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
+
+
+def test_mysql_remote_keeps_tls_and_url_options(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    remote = db_for("mysql://u:p@db.example:3306/t?connect_timeout=5", monkeypatch, tmp_path)
+    assert "ssl_disabled" not in remote["OPTIONS"]
+    assert remote["OPTIONS"]["connect_timeout"] == 5
+    local_tls = db_for("mysql://u:p@localhost/t?ssl-ca=/etc/ca.pem", monkeypatch, tmp_path)
+    assert local_tls["OPTIONS"]["ssl"] == {"ca": "/etc/ca.pem"}
+    assert "ssl_disabled" not in local_tls["OPTIONS"]
+
+
+def test_sqlite_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("TETHER_DATABASE_URL", raising=False)
+    db = database(tmp_path)
+    assert db["ENGINE"] == "django.db.backends.sqlite3"
+    assert db["NAME"] == str(tmp_path / "tether.sqlite3")
