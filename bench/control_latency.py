@@ -26,11 +26,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,11 +38,10 @@ from typing import Any
 
 import httpx
 
-from _common import log, stop_process_group
+import _common
+from _common import expect, free_port, log, login, summary, tether_env
 
-HOST = "127.0.0.1"
 TARGET = {"p50": 20.0, "p99": 100.0}
-PASSWORD = "bench-Pass-12345"
 COUNTDOWN = {"type": "countdown", "params": {"seconds": 30, "tick_ms": 1}}
 WAIT_TIMEOUT = 30.0  # per wait inside a trial
 STOPPING = {"paused": "pausing", "cancelled": "cancelling"}
@@ -54,75 +50,15 @@ STOPPING = {"paused": "pausing", "cancelled": "cancelling"}
 Sample = tuple[float, float, float | None]
 
 
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def tether_executable() -> list[str]:
-    exe = Path(sys.executable).parent / "tether"
-    if exe.exists():
-        return [str(exe)]
-    return [sys.executable, "-m", "tether.cli.main"]
-
-
 @contextlib.contextmanager
 def tether_server(home: Path, port: int, workers: int | None,
                   startup_timeout: float) -> Iterator[str]:
-    """Run ``tether serve`` in its own process group; yield its base URL; stop it."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("TETHER_") and k != "DJANGO_SETTINGS_MODULE"}
-    env.update(TETHER_HOME=str(home), TETHER_EXECUTOR="embedded", TETHER_LOG_LEVEL="WARNING")
-    cmd = [*tether_executable(), "serve", "--host", HOST, "--port", str(port)]
-    if workers:
-        cmd += ["--workers", str(workers)]
-    log_path = home.parent / "server.log"
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    base = f"http://{HOST}:{port}"
-    try:
-        deadline = time.monotonic() + startup_timeout
-        with httpx.Client(base_url=base, timeout=2, trust_env=False) as c:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"tether serve exited with code {proc.returncode}")
-                try:
-                    if c.get("/api/v1/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"tether serve not healthy after {startup_timeout:g} s")
-                time.sleep(0.1)
-        log(f"server: {' '.join(cmd)} is up at {base} (TETHER_HOME={home})")
+    """Run ``tether serve`` (embedded executor) in its own process group; yield its URL."""
+    env = tether_env(TETHER_HOME=str(home), TETHER_EXECUTOR="embedded",
+                     TETHER_LOG_LEVEL="WARNING")
+    extra = ["--workers", str(workers)] if workers else []
+    with _common.tether_server(home, port, env, startup_timeout, extra) as base:
         yield base
-    except BaseException:
-        tail = log_path.read_text(errors="replace").strip().splitlines()[-20:]
-        if tail:
-            log("server log (last lines):\n  " + "\n  ".join(tail))
-        raise
-    finally:
-        stop_process_group(proc, "tether serve", grace=15.0)
-
-
-
-
-def expect(resp: httpx.Response, *codes: int) -> Any:
-    if resp.status_code not in codes:
-        raise RuntimeError(f"{resp.request.method} {resp.request.url.path} -> "
-                           f"{resp.status_code}: {resp.text[:300]}")
-    return resp.json() if resp.content else {}
-
-
-def login(base: str) -> str:
-    with httpx.Client(base_url=base, timeout=10, trust_env=False) as c:
-        creds = {"username": "bench", "password": PASSWORD}
-        expect(c.post("/api/v1/auth/register", json=creds), 201)
-        return str(expect(c.post("/api/v1/auth/token", json=creds), 200)["token"])
 
 
 class Trials:
@@ -183,22 +119,8 @@ class Trials:
         return self.control(self.running_task(), "cancel", "cancelled")
 
 
-def percentile(sorted_ms: list[float], p: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    rank = max(1, math.ceil(p / 100 * len(sorted_ms)))
-    return sorted_ms[rank - 1]
-
-
 def column(rows: list[Sample], i: int) -> list[float]:
     return [x for row in rows if (x := row[i]) is not None]
-
-
-def summary(ms: list[float]) -> dict[str, float | None]:
-    if not ms:
-        return {"p50": None, "p99": None, "max": None, "mean": None}
-    s = sorted(ms)
-    return {"p50": round(percentile(s, 50), 2), "p99": round(percentile(s, 99), 2),
-            "max": round(s[-1], 2), "mean": round(sum(s) / len(s), 2)}
 
 
 def main() -> int:

@@ -216,7 +216,7 @@ def in_process_executor() -> bool:
     return settings.TETHER["EXECUTOR"] == "embedded"
 
 
-def _poll_settled(task_id: int, wait: float, every: float = 0.005) -> None:
+def _poll_settled(task_id: int, wait: float, every: float = 0.002) -> None:
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         time.sleep(every)
@@ -230,7 +230,7 @@ class ControlView(APIView):
     The answer waits up to TETHER_CONTROL_WAIT_MS (default 100) for ``pausing`` or
     ``cancelling`` to settle, so it usually says ``paused`` or ``cancelled`` already;
     otherwise it says ``pausing``/``cancelling``. The embedded executor's change is
-    heard in-process; a Celery worker's is seen by re-reading the row every 5 ms."""
+    heard in-process; a Celery worker's is seen by re-reading its status every 2 ms."""
 
     action_name = ""
 
