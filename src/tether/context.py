@@ -94,9 +94,20 @@ class TaskContext:
     def _raise_stop(self) -> None:
         kind = self._stop
         assert kind is not None
-        if kind != "lease_lost":
+        if kind not in ("lease_lost", "pause"):
             self.flush()
+        # a pause leaves pending writes to the runner, which makes them part of the
+        # transition to ``paused`` (one transaction: see pending_writes)
         raise SIGNALS[kind]()
+
+    def pending_writes(self) -> dict[str, Any]:
+        """Progress and checkpoint not written yet, as column values."""
+        values: dict[str, Any] = {}
+        if self._progress_dirty:
+            values["progress"] = self.progress_snapshot()
+        if self._state_dirty:
+            values["checkpoint"] = dict(self.state)
+        return values
 
     # -- progress ----------------------------------------------------------------
     def progress(

@@ -137,6 +137,14 @@ class Runner:
         return None if status is None else Status(status)
 
     def _after_signal(self, job: Job, ctx: TaskContext) -> None:
+        if ctx.stop_requested == "pause":  # the usual case: one transaction writes the
+            # last progress and checkpoint and moves pausing -> paused
+            if transition([job.task_id], Status.PAUSED, actor=self.worker,
+                          reason="reached checkpoint", token=job.token,
+                          only_from=[Status.PAUSING], updates=ctx.pending_writes()):
+                return
+            with contextlib.suppress(LeaseLostSignal):
+                ctx.flush()  # cancelled meanwhile: keep what it did for the rollback
         status = self._current(job)
         if status == Status.CANCELLING:
             self._rollback(job, ctx)
