@@ -1,0 +1,70 @@
+"""Type inference and cell parsing for CSV datasets (pure logic)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+
+from tether.datasets.types import PARSERS, CellError, clean_names, infer
+
+
+def test_infers_the_narrowest_type_per_column() -> None:
+    header = ["id", "price", "ok", "day", "at", "at_utc", "name", "empty"]
+    rows = [
+        ["1", "2.5", "true", "2024-01-31", "2024-01-31 10:00:00", "2024-01-31T10:00:00Z",
+         "a", ""],
+        ["-7", "3", "no", "2023-12-01", "2024-02-01T11:30", "2024-02-01 11:30:00+02:00",
+         "b, with comma", "NA"],
+        ["", "NA", "NULL", "", "", "", "", ""],
+    ]
+    assert [c["type"] for c in infer(header, rows)] == [
+        "integer", "float", "boolean", "date", "timestamp", "timestamptz", "text", "text"]
+
+
+def test_a_later_value_widens_the_type_for_all_earlier_ones() -> None:
+    # "2" is an integer but not a boolean: "yes" must not make the column boolean
+    assert infer(["x"], [["2"], ["yes"]])[0]["type"] == "text"
+    assert infer(["x"], [["1"], ["0"], ["yes"]])[0]["type"] == "boolean"
+    assert infer(["x"], [["1"], ["1.5"]])[0]["type"] == "float"
+    assert infer(["x"], [["2024-01-01"], ["2024-01-01 10:00"]])[0]["type"] == "text"
+
+
+def test_custom_null_values() -> None:
+    assert infer(["x"], [["-"], ["5"]], nulls=["-"])[0]["type"] == "integer"
+    assert infer(["x"], [["-"], ["5"]])[0]["type"] == "text"
+
+
+@pytest.mark.parametrize(("kind", "text", "value"), [
+    ("integer", "+42", 42),
+    ("float", "1e3", 1000.0),
+    ("boolean", "Y", True),
+    ("date", "2024-02-29", date(2024, 2, 29)),
+    ("timestamp", "2024-02-29 23:59:59.5", datetime(2024, 2, 29, 23, 59, 59, 500000)),
+    ("timestamptz", "2024-02-29T23:59:59+01:00",
+     datetime(2024, 2, 29, 23, 59, 59, tzinfo=timezone(timedelta(hours=1)))),
+    ("text", 'say "hi"\nthere', 'say "hi"\nthere'),
+])
+def test_parsers_accept(kind: str, text: str, value: object) -> None:
+    assert PARSERS[kind](text) == value
+
+
+@pytest.mark.parametrize(("kind", "text"), [
+    ("integer", "1.0"), ("integer", "99999999999999999999"), ("float", "1,5"),
+    ("boolean", "maybe"), ("date", "2023-02-29"), ("date", "31/01/2024"),
+    ("timestamp", "2024-01-01T10:00Z"), ("timestamptz", "2024-01-01T10:00"),
+    ("text", "nul\x00byte"),
+])
+def test_parsers_refuse_with_a_reason(kind: str, text: str) -> None:
+    with pytest.raises(CellError) as err:
+        PARSERS[kind](text)
+    assert str(err.value)
+
+
+def test_column_names_are_checked() -> None:
+    assert clean_names([" id ", "", "unit price"]) == ["id", "column_2", "unit price"]
+    for bad in (["a;drop table x"], ['a"b'], ["../etc"], ["1abc"]):
+        with pytest.raises(CellError):
+            clean_names(bad)
+    with pytest.raises(CellError, match="twice"):
+        clean_names(["A", "a"])
