@@ -68,3 +68,25 @@ def test_column_names_are_checked() -> None:
             clean_names(bad)
     with pytest.raises(CellError, match="twice"):
         clean_names(["A", "a"])
+
+
+def test_generated_data_parses_back_with_the_expected_types() -> None:
+    import csv
+    import io
+
+    from tether.datasets import generate
+
+    buf = io.StringIO()
+    assert generate.write(buf, 2_000, seed=7) == 2_000
+    reader = csv.reader(io.StringIO(buf.getvalue()))
+    header, *data = list(reader)
+    assert header == generate.HEADER and len(data) == 2_000
+    assert [int(r[0]) for r in data] == list(range(1, 2_001))
+    assert any("\n" in r[8] for r in data) and any('"' in r[8] for r in data)
+    assert any("," in r[1] for r in data)
+    types = [c["type"] for c in infer(header, data)]
+    assert types == ["integer", "text", "text", "float", "integer", "boolean",
+                     "timestamptz", "date", "text"]
+    again = io.StringIO()
+    generate.write(again, 2_000, seed=7)
+    assert again.getvalue() == buf.getvalue()  # same seed, same file

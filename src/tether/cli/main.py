@@ -8,7 +8,7 @@ from typing import Annotated
 import httpx
 import typer
 
-from tether.cli import client, server
+from tether.cli import client, datasets, server
 from tether.cli.http import CliError
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ def root(
 
 server.register(app)
 client.register(app)
+datasets.register(app)
 
 
 def main() -> None:
