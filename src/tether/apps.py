@@ -12,7 +12,9 @@ class TetherConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        import tether.tasks  # noqa: F401  (registers the built-in task types)
+        import tether.datasets.exporter
+        import tether.datasets.importer
+        import tether.tasks  # noqa: F401  (registers the built-in task types: csv_import, …)
 
         for module in filter(None, os.environ.get("TETHER_TASK_MODULES", "").split(",")):
             importlib.import_module(module.strip())

@@ -107,3 +107,42 @@ class ApiToken(models.Model):
     @property
     def is_valid(self) -> bool:
         return self.revoked_at is None and self.expires_at > timezone.now()
+
+
+class Upload(models.Model):
+    """A file received by the API, kept under a server-generated name until the task
+    that imports it is done with it."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                              related_name="tether_uploads")
+    path = models.CharField(max_length=300, help_text="relative to TETHER_HOME/uploads")
+    original_name = models.CharField(max_length=255, blank=True, default="")
+    size = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"upload#{self.pk} ({self.original_name})"
+
+
+class Dataset(models.Model):
+    """A table created or filled by CSV imports, owned by a user. ``table`` is the
+    server-generated name of the database table holding its rows."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                              related_name="tether_datasets")
+    name = models.CharField(max_length=64)
+    table = models.CharField(max_length=63, unique=True)
+    columns = models.JSONField(default=list)
+    row_count = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_import_at = models.DateTimeField(null=True, blank=True)
+    last_import_task = models.ForeignKey(Task, null=True, blank=True,
+                                         on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"],
+                                               name="tether_dataset_owner_name")]
+
+    def __str__(self) -> str:
+        return f"dataset {self.name} ({self.row_count} rows)"

@@ -1,0 +1,193 @@
+"""CSV import and export through the embedded executor, on the test database (SQLite,
+and PostgreSQL / MariaDB in the later runs of `make test`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from tests.integration.conftest import wait_status
+from tether import service
+from tether.datasets import generate, sql
+from tether.datasets.files import data_dir, export_path, new_upload_path
+from tether.executors.embedded import EmbeddedExecutor
+from tether.models import Dataset, Task, Upload
+
+
+def user(name: str = "importer") -> Any:
+    return get_user_model().objects.get_or_create(username=name)[0]
+
+
+def upload(owner: Any, text: str | bytes) -> Upload:
+    path = new_upload_path()
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return Upload.objects.create(owner=owner, path=path.name, size=path.stat().st_size)
+
+
+def run_import(owner: Any, text: str | bytes, **params: Any) -> Task:
+    up = upload(owner, text)
+    task = service.submit(owner, "csv_import", {"upload": up.pk, **params})
+    return wait_status(task.pk, "succeeded", "failed", timeout=60)
+
+
+def rows_of(ds: Dataset) -> list[tuple[Any, ...]]:
+    return list(sql.iter_rows(ds.table, ds.columns))
+
+
+def dataset_tables() -> set[str]:
+    with connection.cursor() as cur:
+        return {t for t in connection.introspection.table_names(cur)
+                if t.startswith(("tstg_", "tds_"))}
+
+
+@pytest.fixture(autouse=True)
+def _clean_up(transactional_db: None) -> Any:
+    yield
+    for kind in ("uploads", "exports"):
+        shutil.rmtree(data_dir(kind), ignore_errors=True)
+    for table in dataset_tables():  # the test database outlives the test
+        sql.drop_table(table)
+
+
+def test_import_infers_types_and_exports_back(executor: EmbeddedExecutor) -> None:
+    buf = io.StringIO()
+    generate.write(buf, 3000, seed=3)
+    done = run_import(user(), buf.getvalue(), dataset="orders")
+    assert done.status == "succeeded", done.error
+    assert done.result["rows"] == 3000
+    ds = Dataset.objects.get(name="orders")
+    assert ds.row_count == 3000
+    assert [c["type"] for c in ds.columns] == ["integer", "text", "text", "float", "integer",
+                                               "boolean", "timestamptz", "date", "text"]
+    assert not sql.table_exists(sql.staging_name(done.pk))
+    assert not any(data_dir("uploads").iterdir())  # the upload is removed when done
+    exp = service.submit(user(), "csv_export", {"dataset": "orders", "raw": True})
+    finished = wait_status(exp.pk, "succeeded", "failed", timeout=60)
+    assert finished.status == "succeeded", finished.error
+    out = export_path(exp.pk).read_text()
+    source = list(csv.reader(io.StringIO(buf.getvalue())))
+    back = list(csv.reader(io.StringIO(out)))
+    assert back[0] == source[0] and len(back) == len(source)
+    for a, b in zip(source[1:50], back[1:50], strict=True):
+        assert int(a[0]) == int(b[0]) and a[1] == b[1] and a[8] == b[8]
+        assert float(a[3]) == float(b[3])
+        assert (a[5] == "true") == (b[5] in ("true", "t"))
+
+
+def test_bad_row_fails_naming_the_line_and_leaves_nothing(executor: EmbeddedExecutor) -> None:
+    text = "id,amount\n1,2.5\n2,3.5\n3,abc\n4,1\n"
+    done = run_import(user(), text, dataset="bad",
+                      columns=[{"name": "id", "type": "integer"},
+                               {"name": "amount", "type": "float"}])
+    assert done.status == "failed"
+    assert "line 4" in done.error and "abc" in done.error
+    assert not Dataset.objects.filter(name="bad").exists()
+    assert not sql.table_exists(sql.staging_name(done.pk))
+
+
+def test_skip_mode_reports_skipped_lines(executor: EmbeddedExecutor) -> None:
+    text = "id,amount\n1,2.5\n2,x\n3\n4,1\n"
+    done = run_import(user(), text, dataset="skippy", on_error="skip",
+                      columns=[{"name": "id", "type": "integer"},
+                               {"name": "amount", "type": "float"}])
+    assert done.status == "succeeded", done.error
+    assert done.result["rows"] == 2 and done.result["skipped_count"] == 2
+    assert [s["line"] for s in done.result["skipped_lines"]] == [3, 4]
+
+
+def test_append_and_replace(executor: EmbeddedExecutor) -> None:
+    me = user()
+    assert run_import(me, "a,b\n1,x\n", dataset="d").status == "succeeded"
+    assert run_import(me, "a,b\n2,y\n", dataset="d", mode="append").status == "succeeded"
+    ds = Dataset.objects.get(name="d")
+    assert rows_of(ds) == [(1, "x"), (2, "y")] and ds.row_count == 2
+    again = run_import(me, "a,b\n3,z\n", dataset="d")
+    assert again.status == "failed" and "exists already" in again.error
+    assert run_import(me, "c\n9\n", dataset="d", mode="replace").status == "succeeded"
+    ds.refresh_from_db()
+    assert rows_of(ds) == [(9,)] and ds.columns == [{"name": "c", "type": "integer"}]
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    (b"", "empty"),
+    (b"\xff\xfe\x00binary\x00garbage", "not UTF-8"),
+    (b"a,b\n1,\"unterminated\n", "not valid CSV"),
+    (b"bad;name,b\n1,2\n", "not allowed"),
+])
+def test_bad_files_fail_clearly(executor: EmbeddedExecutor, text: bytes, reason: str) -> None:
+    done = run_import(user(), text, dataset="x")
+    assert done.status == "failed" and reason in done.error, done.error
+    assert not Dataset.objects.exists()
+
+
+def test_bom_quoted_newlines_header_only_and_big_field(executor: EmbeddedExecutor) -> None:
+    me = user()
+    big = "x" * (10 * 1024 * 1024)
+    text = '\ufeffid,note\n1,"line one\nline two"\n2,' + big + "\n"
+    done = run_import(me, text, dataset="bom")
+    assert done.status == "succeeded", done.error
+    ds = Dataset.objects.get(name="bom")
+    assert ds.columns[0]["name"] == "id"
+    assert rows_of(ds) == [(1, "line one\nline two"), (2, big)]
+    head = run_import(me, "a,b\n", dataset="empty")
+    assert head.status == "succeeded" and head.result["rows"] == 0
+
+
+def test_pause_resume_equals_uninterrupted(executor: EmbeddedExecutor,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from tether.datasets import importer
+
+    monkeypatch.setattr(importer, "BATCH_ROWS", 200)
+    buf = io.StringIO()
+    generate.write(buf, 20_000, seed=5)
+    me = user()
+    up = upload(me, buf.getvalue())
+    task = service.submit(me, "csv_import", {"upload": up.pk, "dataset": "paused"})
+    for _ in range(3):
+        deadline = time.monotonic() + 20
+        while not (Task.objects.get(pk=task.pk).checkpoint or {}).get("loaded"):
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        try:
+            service.pause(task.pk, actor="test")
+        except Exception:
+            break  # finished already
+        if wait_status(task.pk, "paused", "succeeded").status == "succeeded":
+            break
+        assert not Dataset.objects.filter(name="paused").exists()  # nothing visible yet
+        service.resume(task.pk, actor="test")
+    done = wait_status(task.pk, "succeeded", timeout=60)
+    ds = Dataset.objects.get(name="paused")
+    assert [r[0] for r in rows_of(ds)] == list(range(1, 20_001))  # none lost, none twice
+    assert done.result["rows"] == 20_000
+
+
+def test_cancel_leaves_no_trace(executor: EmbeddedExecutor,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from tether.datasets import importer
+
+    monkeypatch.setattr(importer, "BATCH_ROWS", 100)
+    buf = io.StringIO()
+    generate.write(buf, 20_000, seed=6)
+    me = user()
+    before = dataset_tables()
+    up = upload(me, buf.getvalue())
+    task = service.submit(me, "csv_import", {"upload": up.pk, "dataset": "gone"})
+    deadline = time.monotonic() + 20
+    while not (Task.objects.get(pk=task.pk).checkpoint or {}).get("loaded"):
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    service.cancel(task.pk, actor="test")
+    assert wait_status(task.pk, "cancelled", "succeeded").status == "cancelled"
+    assert not Dataset.objects.filter(name="gone").exists()
+    assert not sql.table_exists(sql.staging_name(task.pk))
+    assert not Path(data_dir("uploads") / up.path).exists()
+    assert dataset_tables() == before
