@@ -34,7 +34,7 @@ from tether.exceptions import (
 from tether.models import Task
 from tether.states import Status
 from tether.store import DjangoStore, Job
-from tether.transitions import RELEASE, transition
+from tether.transitions import release, transition
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 300.0
@@ -226,7 +226,7 @@ class Runner:
 
     def _release(self, job: Job) -> None:
         """Give up ownership without a status change (a rollback resumes elsewhere)."""
-        Task.objects.filter(id=job.task_id, run_token=job.token).update(**RELEASE)
+        release(job.task_id, token=job.token)
 
     def _requeue_for_shutdown(self, job: Job) -> None:
         status = self._current(job)

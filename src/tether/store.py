@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from tether.models import Task
 from tether.states import Status
-from tether.transitions import RELEASE, transition
+from tether.transitions import release, transition
 
 LEASE_SECONDS = 30.0
 
@@ -146,18 +146,20 @@ def take_over(worker: str, task_id: int, lease: float = LEASE_SECONDS) -> Job | 
 
 
 def stale_queued(older_than: float, limit: int = 500) -> list[tuple[int, str]]:
-    """Queued tasks whose message may be lost (broker restarted, or down at submit):
-    due, unclaimed, and not published for ``older_than`` seconds. Each is marked as
-    published by this call (a conditional update), so one reaper re-publishes it."""
+    """Tasks whose message may be lost (broker restarted, or down when it was sent):
+    due queued tasks, and cancelling tasks nobody rolls back, unclaimed and not
+    published for ``older_than`` seconds. Each is marked as published by this call (a
+    conditional update), so one reaper re-publishes it."""
     now = timezone.now()
     cutoff = now - timedelta(seconds=older_than)
-    due = Task.objects.filter(status=Status.QUEUED, worker__isnull=True,
-                              run_after__lte=cutoff).filter(
-        Q(published_at__isnull=True) | Q(published_at__lt=cutoff))
+    unpublished = Q(published_at__isnull=True) | Q(published_at__lt=cutoff)
+    waiting = (Q(status=Status.QUEUED, run_after__lte=cutoff)
+               | Q(status=Status.CANCELLING, updated_at__lte=cutoff))
+    due = Task.objects.filter(waiting, unpublished, worker__isnull=True)
     picked: list[tuple[int, str]] = []
     for task_id, queue in due.order_by("id").values_list("id", "queue")[:limit]:
-        mine = Task.objects.filter(id=task_id, status=Status.QUEUED).filter(
-            Q(published_at__isnull=True) | Q(published_at__lt=cutoff))
+        mine = Task.objects.filter(unpublished, id=task_id, worker__isnull=True,
+                                   status__in=[Status.QUEUED, Status.CANCELLING])
         if mine.update(published_at=now):
             picked.append((task_id, queue))
     return picked
@@ -201,10 +203,10 @@ def release_lost(*, worker_prefix: str | None = None, expired_only: bool = True,
                                 updates={"attempts": F("attempts") + 1}))
         elif status == Status.PAUSING:
             n += len(transition([task_id], Status.PAUSED, actor=actor, reason=reason))
-        elif status == Status.CANCELLING:
-            n += Task.objects.filter(id=task_id, status=status).update(**RELEASE)
+        elif status == Status.CANCELLING:  # its rollback resumes on another worker
+            n += release(task_id, status=Status.CANCELLING)
         else:  # queued/paused/final rows keep no owner
-            Task.objects.filter(id=task_id, status=status).update(**RELEASE)
+            release(task_id, status=Status(status))
     return n
 
 

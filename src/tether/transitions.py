@@ -164,6 +164,26 @@ def transition(
     return changes
 
 
+def release(task_id: int, *, token: str | None = None,
+            status: Status | None = None) -> bool:
+    """Give up ownership without a status change (a rollback to resume elsewhere, or
+    a queued/paused/final row that kept an owner). Listeners hear a cancelling task's
+    release as a change to ``cancelling`` so it is handed to a worker again."""
+    qs = Task.objects.filter(id=task_id)
+    if token is not None:
+        qs = qs.filter(run_token=token)
+    if status is not None:
+        qs = qs.filter(status=status)
+    with transaction.atomic():
+        row = qs.select_for_update().values_list("status", flat=True).first()
+        if row is None or not qs.update(**RELEASE):
+            return False
+        if row == Status.CANCELLING:
+            changes = [Change(task_id, Status.CANCELLING, Status.CANCELLING, "released")]
+            transaction.on_commit(lambda: _notify(changes))
+    return True
+
+
 def record_creation(tasks: Sequence[Task], *, actor: str) -> None:
     """Append the first event (None -> queued) for new tasks; call inside their transaction."""
     TaskEvent.objects.bulk_create(

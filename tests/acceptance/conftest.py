@@ -258,3 +258,64 @@ def events(client: httpx.Client, task_id: int) -> list[dict[str, Any]]:
     r = client.get(f"/tasks/{task_id}/events")
     assert r.status_code == 200, r.text
     return list(r.json())
+
+
+def ledger_steps(database_url: str, task_id: int) -> list[int]:
+    """Steps the ``ledger`` task type recorded in ``acc_ledger`` for ``task_id``, read
+    straight from the database a deployment uses: ``sqlite:///PATH``, ``postgres://…``
+    (``postgresql://``) or ``mysql://…`` (MariaDB). A missing table means no rows."""
+    from urllib.parse import unquote, urlsplit
+
+    url = urlsplit(database_url)
+    query = "SELECT step FROM acc_ledger WHERE task_id = {} ORDER BY step"
+    if url.scheme == "sqlite":
+        path = Path(unquote(url.path[1:])).resolve()  # sqlite:////abs or sqlite:///rel
+        con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            if not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                               "AND name = 'acc_ledger'").fetchone():
+                return []
+            rows = con.execute(query.format("?"), (task_id,)).fetchall()
+        finally:
+            con.close()
+    elif url.scheme in ("postgres", "postgresql"):
+        import psycopg
+
+        with psycopg.connect(database_url.replace("postgres://", "postgresql://", 1),
+                             autocommit=True) as pg:
+            found = pg.execute("SELECT to_regclass('acc_ledger')").fetchone()
+            if not found or found[0] is None:
+                return []
+            rows = pg.execute(query.format("%s"), [task_id]).fetchall()
+    elif url.scheme in ("mysql", "mariadb"):
+        import pymysql
+
+        my = pymysql.connect(host=url.hostname or "127.0.0.1", port=url.port or 3306,
+                             user=unquote(url.username or "root"),
+                             password=unquote(url.password or ""),
+                             database=url.path.lstrip("/"), autocommit=True)
+        try:
+            with my.cursor() as cur:
+                cur.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = "
+                            "DATABASE() AND table_name = 'acc_ledger'")
+                if not cur.fetchone():
+                    return []
+                cur.execute(query.format("%s"), [task_id])
+                rows = list(cur.fetchall())
+        finally:
+            my.close()
+    else:
+        raise ValueError(f"ledger_steps: unsupported database URL {database_url!r}")
+    return [int(r[0]) for r in rows]
+
+
+# The Celery fixtures (PostgreSQL + Redis, `tether worker`) for every test in this folder.
+# Imported last: that module uses the helpers above.
+from tests.acceptance.celery_fixtures import (  # noqa: E402, F401
+    celery_env,
+    pg_database,
+    private_redis,
+    services,
+    worker,
+)
+

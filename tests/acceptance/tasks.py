@@ -1,7 +1,8 @@
 """Test-only task types, loaded by the server under test via TETHER_TASK_MODULES.
 
 ``ledger`` writes one row per step into ``acc_ledger`` inside ``ctx.atomic``; its
-rollback deletes the task's rows. With ``hold_rollback`` the rollback first waits while
+rollback deletes the task's rows (``ledger_durable``: the same, with 20 attempts, so it
+survives many worker kills). With ``hold_rollback`` the rollback first waits while
 the file ``$TETHER_HOME/hold-rollback`` exists, so a test can keep a task in
 ``cancelling`` for as long as it needs (e.g. across a server kill). While it waits it
 reports progress (a control point) unless ``rollback_progress`` is false; then it only
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
 from tether import task
 from tether.context import TaskContext
@@ -29,7 +30,9 @@ MAX_HOLD_SECONDS = 120.0
 
 
 def _ensure_table() -> None:
-    with connection.cursor() as cur:
+    with transaction.atomic(), connection.cursor() as cur:
+        if connection.vendor == "postgresql":  # concurrent CREATE … IF NOT EXISTS can
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('acc_ledger'))")  # clash
         cur.execute(CREATE_LEDGER)
 
 
@@ -50,7 +53,7 @@ def _undo_ledger(ctx: TaskContext) -> None:
         cur.execute("DELETE FROM acc_ledger WHERE task_id = %s", [ctx.task_id])
 
 
-@task(name="ledger", rollback=_undo_ledger, params={
+LEDGER_PARAMS = {
     "type": "object",
     "properties": {
         "steps": {"type": "integer", "minimum": 1, "maximum": 100_000},
@@ -60,7 +63,10 @@ def _undo_ledger(ctx: TaskContext) -> None:
     },
     "required": ["steps"],
     "additionalProperties": False,
-})
+}
+
+
+@task(name="ledger", rollback=_undo_ledger, params=LEDGER_PARAMS)
 def ledger(ctx: TaskContext, *, steps: int, step_ms: int = 5, hold_rollback: bool = False,
            rollback_progress: bool = True) -> dict[str, Any]:
     """Write one acc_ledger row per step, each in one transaction with its checkpoint."""
@@ -74,6 +80,11 @@ def ledger(ctx: TaskContext, *, steps: int, step_ms: int = 5, hold_rollback: boo
                         [ctx.task_id, i + 1])
         ctx.progress(i + 1, total=steps, unit="rows")
     return {"steps": steps, "started_from": start, "attempt": ctx.attempt}
+
+
+# the same task with room for many worker losses (each one costs an attempt)
+task(name="ledger_durable", rollback=_undo_ledger, params=LEDGER_PARAMS,
+     max_attempts=20)(ledger)
 
 
 @task(name="flaky", retry_backoff=0.1, max_attempts=3, params={

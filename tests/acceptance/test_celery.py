@@ -4,87 +4,19 @@ on PostgreSQL + Redis. Needs both services: skipped locally without them, failed
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
-import psycopg
-import pytest
 
+from tests.acceptance.celery_fixtures import REDIS, WorkerFactory, pg_rows
 from tests.acceptance.conftest import (
-    TETHER,
     ServerFactory,
     events,
     login,
-    server_env,
     submit,
     wait_for,
     wait_progress,
-    wait_until,
 )
-from tests.conftest import require_port
-
-PG = "postgresql://postgres@127.0.0.1:5432"
-REDIS = "redis://127.0.0.1:6379/12"
-
-
-@pytest.fixture
-def services() -> Iterator[dict[str, str]]:
-    require_port("PostgreSQL", 5432)
-    require_port("Redis", 6379)
-    name = f"tether_acc_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    import redis
-
-    redis.Redis.from_url(REDIS).flushdb()
-    yield {"TETHER_DATABASE_URL": f"{PG}/{name}", "TETHER_BROKER_URL": REDIS,
-           "TETHER_LEASE_SECONDS": "3", "TETHER_REPUBLISH_SECONDS": "2"}
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-WorkerFactory = Callable[..., subprocess.Popen[bytes]]
-
-
-@pytest.fixture
-def worker(tmp_path: Path, services: dict[str, str]) -> Iterator[WorkerFactory]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: str) -> subprocess.Popen[bytes]:
-        log = tmp_path / f"worker-{len(procs) + 1}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen([str(TETHER), "worker", "-c", "2", *args], cwd=tmp_path,
-                                    env=server_env(tmp_path, **services), stdout=out,
-                                    stderr=subprocess.STDOUT)
-        procs.append(proc)
-        wait_until(lambda: "ready." in log.read_text(errors="replace")
-                   or proc.poll() is not None, "worker ready", timeout=30)
-        assert proc.poll() is None, log.read_text()
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-
-def pg_rows(services: dict[str, str], task_id: int) -> list[int]:
-    with psycopg.connect(services["TETHER_DATABASE_URL"]) as conn:
-        exists = conn.execute("SELECT to_regclass('acc_ledger')").fetchone()
-        if not exists or exists[0] is None:
-            return []
-        rows = conn.execute("SELECT step FROM acc_ledger WHERE task_id = %s ORDER BY step",
-                            [task_id]).fetchall()
-    return [r[0] for r in rows]
 
 
 def test_pause_resume_cancel_across_processes(server: ServerFactory, worker: WorkerFactory,

@@ -1,0 +1,367 @@
+"""The contract of DESIGN.md, checked through the HTTP API with the same assertions on
+every deployment (see conftest.py). Test task types: tests/acceptance/tasks.py."""
+
+from __future__ import annotations
+
+import time
+from itertools import pairwise
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.acceptance.conftest import (
+    events,
+    get_task,
+    submit,
+    wait_for,
+    wait_progress,
+    wait_until,
+)
+from tests.conformance.conftest import (
+    FINAL,
+    Deployment,
+    all_slots_busy,
+    assert_error,
+    statuses,
+    task_ids,
+    wait_ledger,
+)
+
+LONG = {"steps": 5000, "step_ms": 5}  # a ledger task that runs until it is stopped
+
+
+def pause_and_wait(client: httpx.Client, task_id: int) -> dict[str, Any]:
+    r = client.post(f"/tasks/{task_id}/pause")
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] in ("pausing", "paused"), r.json()
+    return wait_for(client, task_id, "paused")
+
+
+def test_submit_runs_to_success_with_result_and_history(deployment: Deployment,
+                                                        api: httpx.Client) -> None:
+    add = submit(api, "add", {"operand1": 2, "operand2": 3.5})
+    assert add["status"] == "queued" and add["type"] == "add", add
+    assert add["params"] == {"operand1": 2, "operand2": 3.5}
+    fib = submit(api, "fibonacci", {"n": 90})["id"]
+    steps = submit(api, "ledger", {"steps": 3, "step_ms": 0})["id"]
+
+    task = wait_for(api, add["id"], FINAL)
+    assert task["status"] == "succeeded", task
+    assert task["result"]["sum"] == 5.5, task
+    assert task["error"] in (None, ""), task
+    assert task["attempts"] == 1
+    assert task["created_at"] and task["started_at"] and task["finished_at"], task
+    assert wait_for(api, fib, FINAL)["result"]["value"] == "2880067194370816120"
+    done = wait_for(api, steps, FINAL)
+    assert done["status"] == "succeeded", done
+    assert done["result"] == {"steps": 3, "started_from": 0, "attempt": 1}
+    assert deployment.ledger(steps) == [1, 2, 3]
+
+    for task_id in (add["id"], fib, steps):
+        history = events(api, task_id)
+        assert statuses(history) == ["queued", "running", "succeeded"], history
+        assert history[0]["from_status"] is None
+        for prev, e in pairwise(history):
+            assert e["from_status"] == prev["to_status"], history
+        for e in history:
+            assert isinstance(e["actor"], str) and e["actor"], e
+            assert isinstance(e["reason"], str) and e["reason"], e
+            assert e["at"], e
+
+
+def test_progress_is_visible_while_running(deployment: Deployment, api: httpx.Client) -> None:
+    tid = submit(api, "ledger", {"steps": 100, "step_ms": 10})["id"]
+    seen: list[dict[str, Any]] = []
+
+    def running_progress() -> bool:
+        task = get_task(api, tid)
+        assert task["status"] in ("queued", "running"), task
+        progress = task["progress"] or {}
+        if task["status"] == "running" and progress.get("done"):
+            seen.append(progress)
+        return len({p["done"] for p in seen}) >= 3 and any(p["rate"] for p in seen)
+
+    wait_until(running_progress, f"task {tid}: live progress")
+    dones = [p["done"] for p in seen]
+    assert dones == sorted(dones), dones
+    for p in seen:
+        assert p["total"] == 100 and p["unit"] == "rows", p
+        assert 0 < p["done"] < 100, p
+        assert p["percent"] == round(p["done"] / 100 * 100, 2), p
+    live = next(p for p in seen if p["rate"])
+    assert live["rate"] > 0 and live["eta_seconds"] is not None and live["eta_seconds"] >= 0
+
+    task = wait_for(api, tid, FINAL)
+    assert task["status"] == "succeeded", task
+    assert task["progress"]["done"] == task["progress"]["total"] == 100
+    assert task["progress"]["percent"] == 100
+
+
+def test_pause_running_then_resume_applies_each_step_once(deployment: Deployment,
+                                                          api: httpx.Client) -> None:
+    tid = submit(api, "ledger", {"steps": 120, "step_ms": 5})["id"]
+    wait_ledger(deployment, tid, 10)
+    paused = pause_and_wait(api, tid)
+    assert paused["paused_at"], paused
+    at_pause = deployment.ledger(tid)
+    assert at_pause == list(range(1, len(at_pause) + 1)), at_pause
+    assert 10 <= len(at_pause) < 120
+    assert get_task(api, tid)["status"] == "paused"
+    assert deployment.ledger(tid) == at_pause  # a paused task does not run on
+
+    r = api.post(f"/tasks/{tid}/resume")
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] in ("queued", "running"), r.json()
+    task = wait_for(api, tid, FINAL)
+    assert task["status"] == "succeeded", task
+    assert task["result"]["started_from"] == len(at_pause), task  # from its checkpoint
+    assert deployment.ledger(tid) == list(range(1, 121))  # every step exactly once
+    history = events(api, tid)
+    assert statuses(history) == [
+        "queued", "running", "pausing", "paused", "queued", "running", "succeeded"]
+    username = task["owner"]
+    by_move = {(e["from_status"], e["to_status"]): e for e in history}
+    assert by_move[("running", "pausing")]["actor"] == f"user:{username}"
+    assert by_move[("paused", "queued")]["actor"] == f"user:{username}"
+
+
+def test_cancel_running_rolls_back_its_ledger_rows(deployment: Deployment,
+                                                  api: httpx.Client) -> None:
+    keep = submit(api, "ledger", {"steps": 4, "step_ms": 0})["id"]
+    assert wait_for(api, keep, FINAL)["status"] == "succeeded"
+    tid = submit(api, "ledger", LONG)["id"]
+    wait_ledger(deployment, tid, 5)
+
+    r = api.post(f"/tasks/{tid}/cancel")
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] in ("cancelling", "cancelled"), r.json()
+    task = wait_for(api, tid, FINAL)
+    assert task["status"] == "cancelled", task
+    assert deployment.ledger(tid) == []  # the rollback undid its rows
+    assert deployment.ledger(keep) == [1, 2, 3, 4]  # and only its rows
+    history = events(api, tid)
+    assert statuses(history)[-2:] == ["cancelling", "cancelled"], history
+    assert history[-2]["from_status"] in ("running", "pausing"), history
+
+
+def test_cancel_queued_task_never_runs(deployment: Deployment, api: httpx.Client) -> None:
+    with all_slots_busy(deployment, api):
+        tid = submit(api, "ledger", {"steps": 3, "step_ms": 0})["id"]
+        assert get_task(api, tid)["status"] == "queued"
+        r = api.post(f"/tasks/{tid}/cancel")
+        assert r.status_code == 202, r.text
+        assert r.json()["status"] == "cancelled", r.json()  # nothing to undo: at once
+    # the slots are free again: a later task runs, the cancelled one still does not
+    probe = submit(api, "add", {"operand1": 1, "operand2": 1})["id"]
+    assert wait_for(api, probe, FINAL)["status"] == "succeeded"
+    task = get_task(api, tid)
+    assert task["status"] == "cancelled", task
+    assert task["started_at"] is None, task
+    assert statuses(events(api, tid)) == ["queued", "cancelling", "cancelled"]
+    assert deployment.ledger(tid) == []
+
+
+# Known bugs, both from claiming ahead of free threads (see conftest.py, PRIMER_SECONDS).
+EMBEDDED_CLAIMS_AHEAD = (
+    "embedded executor claims a queued task into 'running' while every slot is held by a "
+    "long task (board.Pace / EmbeddedExecutor._wanted); a cancel of it then waits for a "
+    "free slot in 'cancelling'")
+CELERY_BATCHES_LONG_TASKS = (
+    "a Celery worker claims a batch of tasks in one thread and runs them one after the "
+    "other (WorkerRuntime.execute): a long task batched behind another stays 'running' "
+    "without starting while other threads are idle")
+
+
+def short_burst(client: httpx.Client, n: int = 25) -> None:
+    """Run ``n`` short tasks: the executors' recent average task duration becomes short."""
+    burst = [submit(client, "add", {"operand1": i, "operand2": 0})["id"] for i in range(n)]
+    for task_id in burst:
+        assert wait_for(client, task_id, FINAL)["status"] == "succeeded"
+
+
+def test_after_short_tasks_long_ones_start_at_once_and_the_next_one_waits_queued(
+        request: pytest.FixtureRequest, deployment: Deployment, api: httpx.Client) -> None:
+    """Whatever ran before (here: many short tasks): as many long tasks as there are free
+    slots all start at once (a task shown ``running`` runs), and a task submitted while
+    they run waits ``queued``, not claimed, so a cancel ends it at once."""
+    if deployment.name == "embedded-sqlite":  # fails at "waits queued", deterministically
+        request.applymarker(pytest.mark.xfail(strict=True, reason=EMBEDDED_CLAIMS_AHEAD))
+    else:  # fails at "start at once" unless the messages arrive one by one: not strict
+        request.applymarker(pytest.mark.xfail(strict=False, reason=CELERY_BATCHES_LONG_TASKS))
+    short_burst(api)
+    longs = [submit(api, "countdown", {"seconds": 600, "tick_ms": 20})["id"]
+             for _ in range(deployment.slots)]
+
+    def not_started() -> list[dict[str, Any]]:
+        tasks = [get_task(api, task_id) for task_id in longs]
+        return [t for t in tasks if not (t["progress"] or {}).get("done")]
+
+    deadline = time.monotonic() + 2  # a free slot starts a task within milliseconds
+    while (waiting := not_started()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not waiting, [(t["id"], t["status"], t["started_at"]) for t in waiting]
+
+    tid = submit(api, "ledger", {"steps": 3, "step_ms": 0})["id"]
+    deadline = time.monotonic() + 0.5  # a claim follows a submit within milliseconds
+    while time.monotonic() < deadline:
+        assert get_task(api, tid)["status"] == "queued"
+        time.sleep(0.05)
+    r = api.post(f"/tasks/{tid}/cancel")
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "cancelled", r.json()
+
+
+def test_pause_queued_task_then_resume(deployment: Deployment, api: httpx.Client) -> None:
+    with all_slots_busy(deployment, api):
+        tid = submit(api, "ledger", {"steps": 5, "step_ms": 0})["id"]
+        r = api.post(f"/tasks/{tid}/pause")
+        assert r.status_code == 202, r.text
+        assert r.json()["status"] == "paused", r.json()  # it held no slot: paused at once
+        r = api.post(f"/tasks/{tid}/resume")
+        assert r.status_code == 202, r.text
+        assert r.json()["status"] == "queued", r.json()
+    task = wait_for(api, tid, FINAL)
+    assert task["status"] == "succeeded", task
+    assert deployment.ledger(tid) == [1, 2, 3, 4, 5]
+    assert statuses(events(api, tid)) == ["queued", "paused", "queued", "running",
+                                          "succeeded"]
+
+
+def test_cancel_paused_task_rolls_back(deployment: Deployment, api: httpx.Client) -> None:
+    tid = submit(api, "ledger", LONG)["id"]
+    wait_ledger(deployment, tid, 5)
+    pause_and_wait(api, tid)
+    assert deployment.ledger(tid)
+
+    r = api.post(f"/tasks/{tid}/cancel")
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] in ("cancelling", "cancelled"), r.json()
+    task = wait_for(api, tid, FINAL)
+    assert task["status"] == "cancelled", task
+    assert deployment.ledger(tid) == []
+    assert statuses(events(api, tid))[-3:] == ["paused", "cancelling", "cancelled"]
+
+
+def test_failing_task_is_retried_then_fails_and_flaky_one_succeeds(
+        deployment: Deployment, api: httpx.Client) -> None:
+    fid = submit(api, "flaky", {})["id"]
+    aid = submit(api, "always_fails", {})["id"]
+
+    flaky = wait_for(api, fid, FINAL)
+    assert flaky["status"] == "succeeded", flaky
+    assert flaky["attempts"] == 2 and flaky["result"] == {"attempt": 2}, flaky
+    history = events(api, fid)
+    assert statuses(history) == ["queued", "running", "queued", "running", "succeeded"]
+    assert "retry" in history[2]["reason"], history
+    assert "flaky failure on attempt 1" in history[2]["reason"], history
+
+    failed = wait_for(api, aid, FINAL)
+    assert failed["status"] == "failed", failed
+    assert failed["attempts"] == failed["max_attempts"] == 2, failed
+    assert "always fails (attempt 2)" in failed["error"], failed
+    assert failed["result"] is None, failed
+    assert statuses(events(api, aid)) == ["queued", "running", "queued", "running", "failed"]
+
+
+def test_illegal_transitions_answer_409_and_change_nothing(deployment: Deployment,
+                                                          api: httpx.Client) -> None:
+    def refused(task_id: int, action: str, current: str) -> None:
+        before = events(api, task_id)
+        err = assert_error(api.post(f"/tasks/{task_id}/{action}"), 409, "illegal_transition")
+        assert err["status"] == current, err
+        assert get_task(api, task_id)["status"] == current
+        assert events(api, task_id) == before
+
+    finished = submit(api, "add", {"operand1": 1, "operand2": 2})["id"]
+    assert wait_for(api, finished, FINAL)["status"] == "succeeded"
+    for action in ("pause", "resume", "cancel"):
+        refused(finished, action, "succeeded")
+
+    tid = submit(api, "ledger", LONG)["id"]
+    wait_ledger(deployment, tid, 1)
+    err = assert_error(api.post(f"/tasks/{tid}/resume"), 409, "illegal_transition")
+    assert err["status"] in ("running", "pausing"), err
+    pause_and_wait(api, tid)
+    refused(tid, "pause", "paused")
+    assert api.post(f"/tasks/{tid}/cancel").status_code == 202
+    assert wait_for(api, tid, FINAL)["status"] == "cancelled"
+    for action in ("pause", "resume", "cancel"):
+        refused(tid, action, "cancelled")
+
+
+def test_another_users_task_is_404(deployment: Deployment, api: httpx.Client) -> None:
+    tid = submit(api, "ledger", LONG)["id"]
+    wait_ledger(deployment, tid, 1)
+    with deployment.login() as other:
+        for method, path in [("GET", f"/tasks/{tid}"), ("GET", f"/tasks/{tid}/events"),
+                             ("POST", f"/tasks/{tid}/pause"),
+                             ("POST", f"/tasks/{tid}/resume"),
+                             ("POST", f"/tasks/{tid}/cancel")]:
+            assert_error(other.request(method, path), 404, "not_found")
+        assert task_ids(other) == []
+        assert_error(other.get("/tasks/987654321"), 404, "not_found")  # same as missing
+    assert get_task(api, tid)["status"] == "running"  # nothing changed
+    assert statuses(events(api, tid)) == ["queued", "running"]
+    assert tid in task_ids(api)
+
+
+def test_bad_params_answer_400_and_create_nothing(deployment: Deployment,
+                                                 api: httpx.Client) -> None:
+    done = submit(api, "add", {"operand1": 1, "operand2": 1})["id"]
+    before = task_ids(api)
+    err = assert_error(api.post("/tasks", json={"type": "no-such-type", "params": {}}), 400)
+    assert "no-such-type" in err["message"], err
+    for params in ({"seconds": -1}, {"seconds": "ten"}, {"seconds": 1, "extra": 1}, {}):
+        err = assert_error(api.post("/tasks", json={"type": "countdown", "params": params}),
+                           400)
+        assert err["message"], err
+    err = assert_error(api.post("/tasks", json={"type": "fibonacci", "params": {"n": 10**9}}),
+                       400)
+    assert "n" in err["message"], err
+    assert_error(api.post("/tasks", json={"type": "add", "params": {"operand1": 1,
+                                                                     "operand2": 1},
+                                          "queue": "no spaces allowed"}), 400)
+    assert_error(api.post("/tasks", json={"params": {}}), 400)
+    assert_error(api.post("/tasks", content=b'{"type": "add", "params": {',
+                          headers={"Content-Type": "application/json"}), 400)
+    assert_error(api.get("/tasks", params={"status": "sleeping"}), 400)
+    assert task_ids(api) == before  # nothing was created
+    assert wait_for(api, done, FINAL)["status"] == "succeeded"
+
+
+def test_pause_expiry_cancels_with_rollback(deployment: Deployment, api: httpx.Client) -> None:
+    task = submit(api, "ledger", LONG, pause_timeout=1)
+    assert task["pause_timeout"] == 1
+    tid = task["id"]
+    wait_ledger(deployment, tid, 3)
+    r = api.post(f"/tasks/{tid}/pause")
+    assert r.status_code == 202, r.text
+    task = wait_for(api, tid, FINAL)
+    assert task["status"] == "cancelled", task
+    assert deployment.ledger(tid) == []
+    history = events(api, tid)
+    assert statuses(history) == [
+        "queued", "running", "pausing", "paused", "cancelling", "cancelled"], history
+    expired = [(e["from_status"], e["to_status"]) for e in history
+               if e["reason"] == "pause_expired"]
+    assert expired == [("paused", "cancelling")], history
+
+
+def test_list_filters_by_status_and_type(deployment: Deployment, api: httpx.Client) -> None:
+    done = submit(api, "add", {"operand1": 1, "operand2": 1})["id"]
+    assert wait_for(api, done, FINAL)["status"] == "succeeded"
+    paused = submit(api, "ledger", LONG)["id"]
+    wait_ledger(deployment, paused, 1)
+    pause_and_wait(api, paused)
+    running = submit(api, "countdown", {"seconds": 600})["id"]
+    wait_progress(api, running, 1)
+
+    assert task_ids(api) == [running, paused, done]  # newest first
+    assert task_ids(api, status="succeeded") == [done]
+    assert task_ids(api, status="running") == [running]
+    assert task_ids(api, status="running,paused") == [running, paused]
+    assert task_ids(api, status="cancelled") == []
+    assert task_ids(api, type="add") == [done]
+    assert task_ids(api, status="paused", type="ledger") == [paused]
+    assert task_ids(api, status="running", type="add") == []
