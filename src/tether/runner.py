@@ -90,10 +90,13 @@ class Runner:
         ControlBoard.overdue): a new run token fences the stuck run, and a new thread
         runs the rollback."""
         job = store.take_over(self.worker, task_id, lease)
-        if job is None:
-            return None
+        return None if job is None else self.run_in_thread(job)
+
+    def run_in_thread(self, job: Job) -> threading.Thread:
+        """Run ``job`` in a new thread (a rollback taking over, or a claimed job that
+        was paused or cancelled before it started)."""
         thread = threading.Thread(target=self._guarded_run, args=(job,),
-                                  name=f"tether-rollback-{task_id}", daemon=True)
+                                  name=f"tether-settle-{job.task_id}", daemon=True)
         thread.start()
         return thread
 
@@ -101,13 +104,14 @@ class Runner:
         try:
             self.run(job)
         except Exception:
-            log.exception("rollback of task %s failed", job.task_id)
+            log.exception("task %s: settling failed", job.task_id)
         finally:
             connection.close()
 
-    def give_back(self, job: Job) -> None:
-        """Return a claimed job that was never started (the executor is stopping)."""
-        self._requeue_for_shutdown(job)
+    def give_back(self, job: Job, reason: str = "server shutdown") -> None:
+        """Return a claimed job that was never started (the executor is stopping, or no
+        thread became free for it); no attempt is used."""
+        self._requeue_for_shutdown(job, reason)
 
     # -- outcomes -----------------------------------------------------------------
     def _execute(self, job: Job, ctx: TaskContext) -> None:
@@ -228,11 +232,11 @@ class Runner:
         """Give up ownership without a status change (a rollback resumes elsewhere)."""
         release(job.task_id, token=job.token)
 
-    def _requeue_for_shutdown(self, job: Job) -> None:
+    def _requeue_for_shutdown(self, job: Job, reason: str = "server shutdown") -> None:
         status = self._current(job)
         if status == Status.RUNNING:
             transition([job.task_id], Status.QUEUED, actor=self.worker,
-                       reason="server shutdown", token=job.token)
+                       reason=reason, token=job.token)
         elif status == Status.PAUSING:
             self._pause(job)
         elif status == Status.CANCELLING:

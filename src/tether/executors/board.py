@@ -8,16 +8,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from tether import store
 from tether.context import TaskContext
 from tether.exceptions import CancelSignal
 from tether.states import Status
+from tether.store import Job
 from tether.transitions import Change
 
 log = logging.getLogger(__name__)
 STOP_FOR = {Status.PAUSING: "pause", Status.CANCELLING: "cancel"}
 CLAIM_AHEAD_SECONDS = 0.05
+HAND_BACK_AFTER = 1.0  # a claimed task not started this long goes back to the queue
 
 
 class Pace:
@@ -43,6 +46,12 @@ class Pace:
             return 0
         return min(self.prefetch, int(self.horizon / max(avg, 1e-6)))
 
+    def stall(self) -> None:
+        """Claimed tasks waited too long (long tasks hold the threads): claim none
+        ahead until short ones finish again."""
+        with self._lock:
+            self.average = max(self.average or 0.0, 2 * self.horizon)
+
 
 def raise_in_thread(thread_id: int, exc: type[BaseException]) -> bool:
     """Raise ``exc`` asynchronously in another thread of this process. It arrives at
@@ -65,16 +74,46 @@ class ControlBoard:
         self._terminated: dict[int, float] = {}  # task id -> when it was hard-terminated
         self._early_stops: dict[int, str] = {}
         self._claimed: set[int] = set()
+        self._waiting: dict[int, tuple[Job, float]] = {}  # claimed, not started yet
         self._lock = threading.Lock()
         self.stopping = threading.Event()
+        self.settle: Callable[[Job], object] | None = None
+        """Set by the executor: runs a claimed job that got a pause/cancel before it
+        started right away (in another thread), so the request is not kept waiting
+        behind the task occupying the thread it was claimed for."""
 
     @property
     def running(self) -> list[int]:
         return list(self._contexts)
 
-    def claimed(self, task_ids: list[int]) -> None:
+    def claimed(self, jobs: list[Job]) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._claimed.update(task_ids)
+            for job in jobs:
+                self._claimed.add(job.task_id)
+                self._waiting[job.task_id] = (job, now)
+
+    def take(self, job: Job) -> bool:
+        """Whether the caller may start ``job``: it was claimed here and neither settled
+        early nor handed back meanwhile. Exactly one caller gets True."""
+        with self._lock:
+            entry = self._waiting.get(job.task_id)
+            if entry is None or entry[0] is not job:
+                return False
+            del self._waiting[job.task_id]
+            return True
+
+    def stale_waiting(self, max_wait: float = HAND_BACK_AFTER) -> list[Job]:
+        """Take the claimed jobs that waited longer than ``max_wait`` to start (for
+        the executor to hand back to the queue)."""
+        limit = time.monotonic() - max_wait
+        with self._lock:
+            late = [job for job, at in self._waiting.values() if at < limit]
+            for job in late:
+                del self._waiting[job.task_id]
+                self._claimed.discard(job.task_id)
+                self._early_stops.pop(job.task_id, None)
+        return late
 
     def holds(self, task_id: int) -> bool:
         """Whether this process has claimed (or runs) ``task_id``."""
@@ -102,16 +141,22 @@ class ControlBoard:
             self._cancelled_at.pop(task_id, None)
             self._terminated.pop(task_id, None)
             self._claimed.discard(task_id)
+            self._waiting.pop(task_id, None)
             self._early_stops.pop(task_id, None)
 
     def deliver(self, task_id: int, kind: str) -> None:
         """Stop a running task at its next control point, or a claimed one at its start."""
+        early: Job | None = None
         with self._lock:
             ctx = self._contexts.get(task_id)
             if ctx is None and task_id in self._claimed:
                 self._early_stops[task_id] = kind
+                if self.settle is not None and task_id in self._waiting:
+                    early = self._waiting.pop(task_id)[0]
             if ctx is not None and kind == "cancel":
                 self._cancelled_at.setdefault(task_id, time.monotonic())
+        if early is not None and self.settle is not None:
+            self.settle(early)  # pause/roll back now, not after the task ahead of it
         if ctx is not None and ctx.stop_requested is None:
             ctx.request_stop(kind)
 
@@ -174,3 +219,15 @@ def maintenance_round(worker: str, board: ControlBoard, lease: float, grace: flo
     board.overdue(grace, take_over)
     store.expire_paused(actor=worker)
     store.release_lost(actor=worker)
+
+
+def hand_back_waiting(board: ControlBoard, runner: Any, pace: Pace) -> int:
+    """Give claimed jobs that found no free thread for HAND_BACK_AFTER seconds back to
+    the queue (no attempt used), so they show ``queued`` and any free worker may take
+    them; and claim none ahead until short tasks finish again."""
+    late = board.stale_waiting()
+    for job in late:
+        runner.give_back(job, reason="handed back: no free worker thread")
+    if late:
+        pace.stall()
+    return len(late)

@@ -26,7 +26,13 @@ from django.utils import timezone
 from tether import service, store
 from tether.exceptions import ServiceUnavailable
 from tether.executors.base import Capabilities, Executor, seconds_setting
-from tether.executors.board import STOP_FOR, ControlBoard, Pace, maintenance_round
+from tether.executors.board import (
+    STOP_FOR,
+    ControlBoard,
+    Pace,
+    hand_back_waiting,
+    maintenance_round,
+)
 from tether.models import Task
 from tether.redaction import redact
 from tether.runner import Runner
@@ -174,6 +180,7 @@ class WorkerRuntime:
         self._successes = threading.Event()
         self.runner = Runner(self.worker_id, register=self.board.remember,
                              unregister=self.board.forget, on_success=self._successes.set)
+        self.board.settle = self.runner.run_in_thread
         self.publisher = Publisher(get_app())
         self._threads: list[threading.Thread] = []
 
@@ -200,6 +207,7 @@ class WorkerRuntime:
             try:
                 maintenance_round(self.worker_id, self.board, self.lease, self.grace,
                                   self._take_over)
+                hand_back_waiting(self.board, self.runner, self.pace)
                 for task_id, queue in store.stale_queued(self.republish_after):
                     log.info("re-publishing task %s (its message may be lost)", task_id)
                     self.publisher.publish(task_id, queue)
@@ -232,13 +240,14 @@ class WorkerRuntime:
         # batches only from this worker's own queues (known once the worker is ready)
         batch = 1 + self.pace.ahead() if self.queues else 1
         jobs = store.claim(self.worker_id, batch, self.queues, self.lease, first=task_id)
-        self.board.claimed([job.task_id for job in jobs])
-        for i, job in enumerate(jobs):
+        self.board.claimed(jobs)
+        for job in jobs:
+            if not self.board.take(job):
+                continue  # paused/cancelled early, or handed back to idle threads
             if self.board.stopping.is_set():
-                for rest in jobs[i:]:
-                    self.runner.give_back(rest)
-                    self.board.forget(rest.task_id)
-                return
+                self.runner.give_back(job)
+                self.board.forget(job.task_id)
+                continue
             began = time.monotonic()
             try:
                 self.runner.run(job)

@@ -18,7 +18,7 @@ from django.db import close_old_connections, connection
 
 from tether import store
 from tether.executors.base import Capabilities, Executor, seconds_setting
-from tether.executors.board import ControlBoard, Pace, maintenance_round
+from tether.executors.board import ControlBoard, Pace, hand_back_waiting, maintenance_round
 from tether.runner import Runner
 from tether.states import Status
 from tether.transitions import Change, subscribe, unsubscribe
@@ -57,6 +57,7 @@ class EmbeddedExecutor(Executor):
         self._successes = threading.Event()
         self._runner = Runner(self.worker_id, register=self.board.remember,
                               unregister=self.board.forget, on_success=self._successes.set)
+        self.board.settle = self._runner.run_in_thread
 
     @property
     def slots(self) -> int:
@@ -98,7 +99,7 @@ class EmbeddedExecutor(Executor):
             t.join(max(0.0, deadline - time.monotonic()))
         while not self._jobs.empty():  # claimed but never started: give them back
             job = self._jobs.get()
-            if job is not None:
+            if job is not None and self.board.take(job):
                 self._runner.give_back(job)
         self._successes.set()  # the committer writes what is left, then exits
         self._runner.commit_successes()
@@ -144,7 +145,7 @@ class EmbeddedExecutor(Executor):
                 except Exception:
                     log.exception("claiming work failed; retrying")
                     jobs = []
-                self.board.claimed([job.task_id for job in jobs])
+                self.board.claimed(jobs)
                 with self._lock:
                     self._inflight += len(jobs)
                 for job in jobs:
@@ -169,15 +170,17 @@ class EmbeddedExecutor(Executor):
             if job is None:
                 return
             began = time.monotonic()
+            mine = self.board.take(job)  # else settled early or handed back already
             try:
-                if self._stopping.is_set():
+                if mine and self._stopping.is_set():
                     self._runner.give_back(job)
-                else:
+                elif mine:
                     self._runner.run(job)
             except Exception:
                 log.exception("job %s crashed the runner", job)
             finally:
-                self._pace.record(time.monotonic() - began)
+                if mine:
+                    self._pace.record(time.monotonic() - began)
                 with self._lock:
                     self._inflight -= 1
                 self._wake.set()
@@ -202,6 +205,8 @@ class EmbeddedExecutor(Executor):
             try:
                 maintenance_round(self.worker_id, self.board, self.lease,
                                   self.cancel_grace, self._take_over)
+                if hand_back_waiting(self.board, self._runner, self._pace):
+                    self._wake.set()
                 delay = store.next_wakeup(self.queues)
                 if delay is not None and delay <= self.maintenance_interval:
                     threading.Timer(delay, self._wake.set).start()
