@@ -214,4 +214,3 @@ class EmbeddedExecutor(Executor):
                 log.exception("maintenance failed; retrying")
             finally:
                 close_old_connections()
-
