@@ -162,7 +162,11 @@ def celery_worker(concurrency: int, workdir: Path,
     """Run a Celery worker subprocess (own process group) and stop it afterwards."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("DJANGO_SETTINGS_MODULE", "TETHER_HOME")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH_DIR),
+    # only the app module on the path: bench/csv.py would shadow the stdlib's csv
+    appdir = workdir / "celery-app"
+    appdir.mkdir(exist_ok=True)
+    shutil.copy(BENCH_DIR / "_celery_noop.py", appdir / "_celery_noop.py")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(appdir),
                                                       env.get("PYTHONPATH", "")]))
     env["BENCH_CELERY_BROKER"] = broker
     cmd = [sys.executable, "-m", "celery", "-A", "_celery_noop", "worker",

@@ -94,10 +94,11 @@ class TaskContext:
     def _raise_stop(self) -> None:
         kind = self._stop
         assert kind is not None
-        if kind not in ("lease_lost", "pause"):
+        if kind not in ("lease_lost", "pause", "cancel"):
             self.flush()
-        # a pause leaves pending writes to the runner, which makes them part of the
-        # transition to ``paused`` (one transaction: see pending_writes)
+        # a pause or cancel leaves pending writes to the runner, which writes them with
+        # the next status change (one transaction: see pending_writes), or before the
+        # rollback runs
         raise SIGNALS[kind]()
 
     def pending_writes(self) -> dict[str, Any]:

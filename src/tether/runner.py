@@ -141,14 +141,20 @@ class Runner:
         return None if status is None else Status(status)
 
     def _after_signal(self, job: Job, ctx: TaskContext) -> None:
-        if ctx.stop_requested == "pause":  # the usual case: one transaction writes the
-            # last progress and checkpoint and moves pausing -> paused
-            if transition([job.task_id], Status.PAUSED, actor=self.worker,
-                          reason="reached checkpoint", token=job.token,
-                          only_from=[Status.PAUSING], updates=ctx.pending_writes()):
-                return
-            with contextlib.suppress(LeaseLostSignal):
-                ctx.flush()  # cancelled meanwhile: keep what it did for the rollback
+        # The usual cases take one transaction: the last progress and checkpoint are
+        # written with the move pausing -> paused, or cancelling -> cancelled for a
+        # type without a rollback hook.
+        quick: tuple[Status, Status, str] | None = None
+        if ctx.stop_requested == "pause":
+            quick = (Status.PAUSING, Status.PAUSED, "reached checkpoint")
+        elif ctx.stop_requested == "cancel" and not self._has_rollback(job):
+            quick = (Status.CANCELLING, Status.CANCELLED, "rollback done")
+        if quick and transition([job.task_id], quick[1], actor=self.worker, reason=quick[2],
+                                token=job.token, only_from=[quick[0]],
+                                updates=ctx.pending_writes()):
+            return
+        with contextlib.suppress(LeaseLostSignal):
+            ctx.flush()  # keep what it did, for the rollback or the next run
         status = self._current(job)
         if status == Status.CANCELLING:
             self._rollback(job, ctx)
@@ -242,9 +248,17 @@ class Runner:
         elif status == Status.CANCELLING:
             self._release(job)
 
+    @staticmethod
+    def _has_rollback(job: Job) -> bool:
+        try:
+            return registry.get_type(job.type).rollback is not None
+        except TetherError:
+            return True  # unknown type: take the careful path
+
     def _rollback(self, job: Job, ctx: TaskContext) -> None:
         ctx.begin_rollback()
         try:
+            ctx.flush()  # the checkpoint a resumed rollback will start from
             ttype = registry.get_type(job.type)
             if ttype.rollback is not None:
                 ttype.rollback(ctx)

@@ -112,14 +112,13 @@ def cancel(task_id: int, *, actor: str, reason: str = "requested") -> Status:
     """-> cancelling; the rollback hook runs, then cancelled. A task nobody holds that
     has nothing to undo (no checkpoint, or no rollback hook) is cancelled at once."""
     with transaction.atomic():
-        task = Task.objects.select_for_update().filter(id=task_id).first()
-        if task is None:
-            raise TaskNotFound()
-        _move(task_id, Status.CANCELLING, actor=actor, reason=reason, action="cancel")
-        if task.worker is None and task.status in (Status.QUEUED, Status.PAUSED) \
-                and _nothing_to_undo(task):
-            transition(task_id, Status.CANCELLED, actor=actor, reason="nothing to undo")
-            return Status.CANCELLED
+        [change] = transition(task_id, Status.CANCELLING, actor=actor, reason=reason,
+                              action="cancel")  # locks the row until commit
+        if change.src in (Status.QUEUED, Status.PAUSED):
+            task = Task.objects.only("type", "checkpoint", "worker").get(id=task_id)
+            if task.worker is None and _nothing_to_undo(task):
+                transition(task_id, Status.CANCELLED, actor=actor, reason="nothing to undo")
+                return Status.CANCELLED
     return Status.CANCELLING
 
 

@@ -45,7 +45,7 @@ def test_stop_takes_effect_at_next_control_point(kind: str, signal: type) -> Non
         ctx.checkpoint({"i": 5}, sync=False)  # a control point: records the state, then stops
     with pytest.raises(signal):
         ctx.progress(2)
-    if kind == "pause":  # left for the runner's transition to paused (one transaction)
+    if kind != "shutdown":  # left for the runner's next status change (one transaction)
         assert ctx.pending_writes()["checkpoint"] == {"i": 5}
         assert ctx.pending_writes()["progress"]["done"] == 2
         return

@@ -101,6 +101,10 @@ class Publisher:
                 f"unreachable ({error}); nothing was submitted, try again shortly")
 
     def __call__(self, changes: list[Change]) -> None:
+        for c in changes:  # first: a running task stops sooner
+            kind = STOP_FOR.get(c.dst)
+            if kind and c.src != c.dst:
+                self.broadcast(c.task_id, kind)
         runnable = [c.task_id for c in changes if c.dst in (Status.QUEUED, Status.CANCELLING)]
         if runnable:
             rows = Task.objects.filter(id__in=runnable).values_list(
@@ -113,10 +117,6 @@ class Publisher:
             Task.objects.filter(id__in=[i for i, _, _ in todo]).update(published_at=now)
             for task_id, queue, run_after in todo:
                 self.publish(task_id, queue, max((run_after - now).total_seconds(), 0.0))
-        for c in changes:
-            kind = STOP_FOR.get(c.dst)
-            if kind:
-                self.broadcast(c.task_id, kind)
 
     def publish(self, task_id: int, queue: str, delay: float = 0.0) -> None:
         try:
