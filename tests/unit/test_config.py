@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tether.server.config import database
+from tether.server.config import database, env_bytes
 
 
 def db_for(url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
@@ -44,3 +44,22 @@ def test_sqlite_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     db = database(tmp_path)
     assert db["ENGINE"] == "django.db.backends.sqlite3"
     assert db["NAME"] == str(tmp_path / "tether.sqlite3")
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (None, 123), ("", 123), ("1048576", 1048576), ("512M", 512 * 1024**2),
+    ("2G", 2 * 1024**3), ("2GiB", 2 * 1024**3), ("1.5k", 1536), ("10 MB", 10 * 1024**2),
+])
+def test_env_bytes(monkeypatch: pytest.MonkeyPatch, raw: str | None, expected: int) -> None:
+    if raw is None:
+        monkeypatch.delenv("TETHER_MAX_UPLOAD_BYTES", raising=False)
+    else:
+        monkeypatch.setenv("TETHER_MAX_UPLOAD_BYTES", raw)
+    assert env_bytes("TETHER_MAX_UPLOAD_BYTES", 123) == expected
+
+
+@pytest.mark.parametrize("raw", ["lots", "2X", "-1", "G"])
+def test_env_bytes_refuses_nonsense(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("TETHER_MAX_UPLOAD_BYTES", raw)
+    with pytest.raises(ValueError, match="TETHER_MAX_UPLOAD_BYTES"):
+        env_bytes("TETHER_MAX_UPLOAD_BYTES", 123)

@@ -3,7 +3,8 @@ line and an exit code: 1 server refused, 2 usage, 3 server unreachable."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -73,15 +74,22 @@ class Api:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _headers(self, auth: bool) -> dict[str, str]:
+        if auth and self.token:  # without a token the server answers 401: NOT_LOGGED_IN
+            return {"Authorization": f"Token {self.token}"}
+        return {}
+
     def request(self, method: str, path: str, *, json: Any = None,
                 params: dict[str, Any] | None = None, auth: bool = True,
-                task_id: int | None = None) -> Any:
-        headers = {}
-        if auth and self.token:  # without a token the server answers 401: NOT_LOGGED_IN
-            headers["Authorization"] = f"Token {self.token}"
+                task_id: int | None = None, data: dict[str, Any] | None = None,
+                files: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        """``data`` + ``files``: a multipart form; file objects are streamed, not read
+        into memory. ``timeout``: seconds to wait for each read (default: the client's)."""
         try:
-            response = self._client.request(method, path, json=json, params=params,
-                                             headers=headers)
+            response = self._client.request(
+                method, path, json=json, params=params, headers=self._headers(auth),
+                data=data, files=files,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
         except httpx.TransportError as exc:
             raise unreachable(self.server, exc) from None
         if response.status_code >= 400:
@@ -110,11 +118,35 @@ class Api:
             message = f"HTTP {status}"
         return ApiError(message, status, code, body)
 
+    def download(self, path: str, out: BinaryIO,
+                 progress: Callable[[int, int | None], None] | None = None) -> int:
+        """Stream the body of GET ``path`` into ``out``; returns the bytes written.
+        ``progress(done, total)`` is called after each chunk (total from Content-Length)."""
+        written = 0
+        try:
+            with self._client.stream("GET", path, headers=self._headers(True)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise self._error(response, auth=True, task_id=None)
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                for chunk in response.iter_bytes(1 << 20):
+                    out.write(chunk)
+                    written += len(chunk)
+                    if progress is not None:
+                        progress(written, total)
+        except httpx.TransportError as exc:
+            raise unreachable(self.server, exc) from None
+        return written
+
     def get(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw)
 
     def post(self, path: str, **kw: Any) -> Any:
         return self.request("POST", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.request("DELETE", path, **kw)
 
     def task(self, task_id: int) -> dict[str, Any]:
         return dict(self.get(f"/tasks/{task_id}", task_id=task_id))

@@ -9,7 +9,7 @@ import socket
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, Annotated, Any, cast
 
 import typer
 
@@ -53,6 +53,9 @@ def port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+WSGI_THREADS = 10  # requests served at once (a long upload or download holds one)
 
 
 def serve(
@@ -100,9 +103,16 @@ def serve(
         sys.stdout.flush()
         # WSGI: Django's sync views skip the per-middleware thread hops of its ASGI
         # handler, which more than halves request latency (see bench/control_latency.py).
-        config = uvicorn.Config("tether.server.wsgi:application", interface="wsgi",
-                                host=host, port=port, log_level="warning", access_log=False,
-                                lifespan="off")
+        # a2wsgi, unlike uvicorn's own WSGI adapter, streams request bodies to the app (a
+        # CSV upload goes to disk as it arrives, never whole into memory) and applies
+        # backpressure to streamed responses (an export download is read as it is sent).
+        from a2wsgi import WSGIMiddleware
+
+        from tether.server.wsgi import application
+
+        config = uvicorn.Config(WSGIMiddleware(cast(Any, application), workers=WSGI_THREADS),
+                                interface="asgi3", host=host, port=port, log_level="warning",
+                                access_log=False, lifespan="off")
         # uvicorn re-raises SIGTERM after its own graceful shutdown: turn it into a normal
         # exit so the executor hands running tasks back instead of dying with them.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

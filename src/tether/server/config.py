@@ -15,6 +15,27 @@ def env_bool(name: str, default: bool = False) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def env_bytes(name: str, default: int) -> int:
+    """A size in bytes from the environment: ``1048576``, ``512M``, ``2G`` (binary units;
+    an optional trailing ``B``/``iB`` is ignored)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    text = raw.upper().removesuffix("IB").removesuffix("B").strip()
+    unit = text[-1] if text and text[-1] in UNITS else ""
+    number = text[: len(text) - len(unit)].strip()
+    try:
+        value = float(number) * UNITS[unit]
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a size (e.g. 2147483648, 512M, 2G)") from None
+    if value < 0:
+        raise ValueError(f"{name}={raw!r} must not be negative")
+    return int(value)
+
+
 def home() -> Path:
     """State directory: ``$TETHER_HOME`` or ``./.tether``."""
     path = Path(os.environ.get("TETHER_HOME") or ".tether").expanduser().resolve()

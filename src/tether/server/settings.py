@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from tether.server.config import database, env_bool, home, secret_key
+from tether.server.config import database, env_bool, env_bytes, home, secret_key
 
 TETHER_HOME = home()
 PRODUCTION = env_bool("TETHER_PRODUCTION")
@@ -107,6 +107,8 @@ TETHER = {
     "AUTH_RATE": os.environ.get("TETHER_AUTH_RATE", "60/min"),
     "CONTROL_WAIT": float(os.environ.get("TETHER_CONTROL_WAIT_MS", "100")) / 1000,
     "CANCEL_GRACE": float(os.environ.get("TETHER_CANCEL_GRACE_SECONDS", "10")),
+    # largest CSV file POST /api/v1/datasets/import accepts (bytes; 512M, 2G also work)
+    "MAX_UPLOAD_BYTES": env_bytes("TETHER_MAX_UPLOAD_BYTES", 2 * 1024**3),
 }
 
 LOGGING = {
