@@ -48,6 +48,8 @@ bench: install  ## print benchmark figures (see README, Performance)
 	$(BIN)/python bench/progress_overhead.py
 	$(BIN)/python bench/control_latency.py
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/celery_throughput.py
+	$(BIN)/python bench/celery_control_latency.py
 
 lock:  ## re-pin dependencies after editing pyproject.toml
 	$(BIN)/pip install -q uv
