@@ -107,3 +107,21 @@ def always_fails(ctx: TaskContext) -> None:
     """Raise every time."""
     ctx.progress(0, total=1, unit="tries")
     raise ValueError(f"always fails (attempt {ctx.attempt})")
+
+
+@task(name="stubborn", rollback=_undo_ledger, params={
+    "type": "object",
+    "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 600,
+                               "default": 600}},
+    "additionalProperties": False,
+})
+def stubborn(ctx: TaskContext, *, seconds: float = 600) -> None:
+    """Write ledger step 1, then compute for ``seconds`` without any control point: only
+    hard termination stops it."""
+    _ensure_table()
+    with ctx.atomic({"step": 1}), connection.cursor() as cur:
+        cur.execute("INSERT INTO acc_ledger (task_id, step) VALUES (%s, 1)", [ctx.task_id])
+    ctx.progress(1, total=2, unit="steps")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sum(range(1000))

@@ -63,7 +63,8 @@ WORKERS = 2
 WORKER_CONCURRENCY = 2
 # every test registers and logs in fresh users: no rate limit, fast password hashing
 COMMON_ENV = {"TETHER_AUTH_RATE": "100000/min",
-              "TETHER_APPS": "tests.conformance.fast_passwords"}
+              "TETHER_APPS": "tests.conformance.fast_passwords",
+              "TETHER_CANCEL_GRACE_SECONDS": "1"}
 CELERY_ENV = {"TETHER_LEASE_SECONDS": "3", "TETHER_REPUBLISH_SECONDS": "2"}
 
 FINAL = ("succeeded", "failed", "cancelled")

@@ -144,6 +144,23 @@ def test_cancel_running_rolls_back_its_ledger_rows(deployment: Deployment,
     assert history[-2]["from_status"] in ("running", "pausing"), history
 
 
+def test_task_ignoring_cancel_is_terminated_after_grace_and_rolled_back(
+        deployment: Deployment, api: httpx.Client) -> None:
+    """A task that reaches no control point is hard-terminated TETHER_CANCEL_GRACE_SECONDS
+    (1 s here) after a cancel, then rolled back; its thread is free again."""
+    tid = submit(api, "stubborn", {})["id"]
+    wait_ledger(deployment, tid, 1)
+    r = api.post(f"/tasks/{tid}/cancel")
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "cancelling", r.json()  # it ignores the request
+    task = wait_for(api, tid, FINAL, timeout=15)
+    assert task["status"] == "cancelled", task
+    assert deployment.ledger(tid) == []
+    assert statuses(events(api, tid))[-2:] == ["cancelling", "cancelled"]
+    probe = submit(api, "add", {"operand1": 1, "operand2": 1})["id"]
+    assert wait_for(api, probe, FINAL)["status"] == "succeeded"
+
+
 def test_cancel_queued_task_never_runs(deployment: Deployment, api: httpx.Client) -> None:
     with all_slots_busy(deployment, api):
         tid = submit(api, "ledger", {"steps": 3, "step_ms": 0})["id"]
