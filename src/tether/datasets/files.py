@@ -1,5 +1,13 @@
 """Where uploads and exports live (server-generated names under TETHER_HOME), and
-reading CSV records with line numbers, byte progress and clear errors."""
+reading CSV records with line numbers, byte progress and clear errors.
+
+``Source`` reads an upload as bytes, forward from a byte offset that is always at a
+record boundary: ``block`` hands out runs of whole records as raw bytes (for loaders that
+check them cheaply and pass them on as they are), ``records`` parses records one at a
+time with the csv module (for everything else, and to name the line of a bad one). Its
+``offset`` and ``line`` after a record are what an import checkpoints, so a resumed
+run seeks there instead of parsing its way back.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tether.exceptions import TetherError
 
@@ -107,6 +115,156 @@ class Records:
         self._text.close()
 
     def __enter__(self) -> Records:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+BOM = b"\xef\xbb\xbf"
+READ_BYTES = 1 << 20
+
+
+class Mark(NamedTuple):
+    """A position in a Source: byte offset of the next record, lines before it."""
+
+    offset: int
+    line: int
+
+
+class Source:
+    """An uploaded CSV file as bytes, read forward from a record boundary.
+
+    ``offset`` is the byte offset of the next unread record, ``line`` the number of
+    physical lines before it (a line ends at \\n, \\r\\n or \\r, as the csv module
+    counts them). A UTF-8 byte order mark at the start of the file is skipped.
+    """
+
+    def __init__(self, path: Path, delimiter: str = ",", at: Mark | None = None) -> None:
+        self.path = path
+        self.delimiter = delimiter
+        self.size = os.path.getsize(path)
+        self._file = open(path, "rb")  # noqa: SIM115 (closed by close / __exit__)
+        self.start = len(BOM) if self._file.read(len(BOM)) == BOM else 0
+        self._file.seek(self.start)
+        self._buf = b""
+        self._base = self.start  # file offset of _buf[0]
+        self._eof = False
+        self.offset, self.line = self.start, 0
+        if at is not None:
+            self.seek(at)
+
+    # -- position -------------------------------------------------------------------
+    def mark(self) -> Mark:
+        return Mark(self.offset, self.line)
+
+    def seek(self, at: Mark) -> None:
+        """Continue from ``at`` (an earlier ``mark()``, or a checkpointed one)."""
+        offset = max(at.offset, self.start)
+        if self._base <= offset <= self._base + len(self._buf):
+            self.offset, self.line = offset, at.line
+            return
+        self._file.seek(offset)
+        self._buf, self._base, self._eof = b"", offset, False
+        self.offset, self.line = offset, at.line
+
+    @property
+    def at_end(self) -> bool:
+        return self.offset >= self.size
+
+    def _more(self, want: int = READ_BYTES) -> bool:
+        """Read at least ``want`` more bytes into the buffer (dropping the consumed
+        part); False at the end of the file."""
+        if self._eof:
+            return False
+        data = self._file.read(max(want, READ_BYTES))
+        if not data:
+            self._eof = True
+            return False
+        keep = self.offset - self._base
+        self._buf = self._buf[keep:] + data
+        self._base = self.offset
+        return True
+
+    # -- raw blocks -----------------------------------------------------------------
+    def block(self, size: int) -> bytes:
+        """About ``size`` bytes from ``offset`` that end at a record boundary (found by
+        quote parity: a newline after an even number of quote characters), not
+        consumed yet; longer when a single record is longer; b"" at the end of the
+        file. A block of malformed quoting may end inside what the csv module sees as a
+        record: loaders must check blocks before they trust them."""
+        while True:
+            start = self.offset - self._base
+            have = len(self._buf) - start
+            if have < size and self._more(size - have):
+                continue
+            buf = self._buf
+            end = start + size
+            if self._eof and len(buf) <= end:
+                return buf[start:]
+            cut = buf.rfind(b"\n", start, end)
+            quotes = buf.count(b'"', start, cut + 1) if cut >= 0 else 0
+            while cut >= start and quotes & 1:
+                prev = buf.rfind(b"\n", start, cut)
+                quotes -= buf.count(b'"', max(prev + 1, start), cut + 1)
+                cut = prev
+            if cut >= start:
+                return buf[start:cut + 1]
+            size *= 2  # one record (or odd quoting) longer than the block: look further
+
+    def advance(self, nbytes: int, lines: int) -> None:
+        """Consume ``nbytes`` of a block (whole records) spanning ``lines`` lines."""
+        self.offset += nbytes
+        self.line += lines
+
+    # -- parsed records ---------------------------------------------------------------
+    def _lines(self) -> Iterator[str]:
+        """Decoded physical lines from ``offset``, consuming each as it is handed out."""
+        while True:
+            i = self.offset - self._base
+            buf = self._buf
+            nl = buf.find(b"\n", i)
+            cr = buf.find(b"\r", i, nl if nl >= 0 else len(buf))
+            if cr >= 0 and cr + 1 != nl:
+                if cr + 1 == len(buf) and self._more():
+                    continue  # a \r at the end of the buffer: \r\n or a lone \r?
+                end = cr + 1
+            elif nl >= 0:
+                end = nl + 1
+            elif self._more():
+                continue
+            elif i < len(buf):
+                end = len(buf)  # the last line, without a line break
+            else:
+                return
+            raw = buf[i:end]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"line {self.line + 1}: the file is not UTF-8 text (byte "
+                                f"0x{raw[exc.start]:02x} cannot be decoded)") from None
+            self.offset += len(raw)
+            self.line += 1
+            yield text
+
+    def records(self, until: int | None = None) -> Iterator[tuple[list[str], int]]:
+        """Records parsed by the csv module, with the number of the line each ends on,
+        from ``offset`` until it reaches ``until`` (or the end of the file). After each
+        record ``offset``/``line`` are just past it."""
+        reader = csv.reader(self._lines(), delimiter=self.delimiter, strict=True)
+        while until is None or self.offset < until:
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise DataError(f"line {self.line + 1}: not valid CSV ({exc})") from None
+            yield record, self.line
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Source:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,14 +13,22 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
+import sqlite3
+import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime
+from itertools import chain
 from typing import IO, Any
 
-from django.db import connection
+from django.db import connection, transaction
+
+log = logging.getLogger(__name__)
 
 ROW_KEY = "_rid"
+SQLITE_ROWS_PER_INSERT = 500
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 SQL_TYPES = {
     "postgresql": {"integer": "BIGINT", "float": "DOUBLE PRECISION", "boolean": "BOOLEAN",
@@ -55,11 +63,76 @@ def staging_name(task_id: int) -> str:
     return f"tstg_{int(task_id)}"
 
 
-def create_table(table: str, columns: Sequence[dict[str, str]]) -> None:
+def create_table(table: str, columns: Sequence[dict[str, str]], *,
+                 key: bool = True) -> None:
+    """A table with the row key first. ``key=False`` (PostgreSQL): the row key gets
+    its values but no index yet (``add_key`` makes it the primary key later; one sorted
+    index build is much cheaper than keeping the index up to date during a load)."""
     types = SQL_TYPES[vendor()]
     cols = ", ".join(f"{q(c['name'])} {types[c['type']]}" for c in columns)
+    key_ddl = KEY_DDL[vendor()]
+    if not key and vendor() == "postgresql":  # values from a cache of 1000 per session
+        key_ddl = key_ddl.replace("IDENTITY PRIMARY KEY", "IDENTITY (CACHE 1000)")
     with connection.cursor() as cur:
-        cur.execute(f"CREATE TABLE {q(table)} ({KEY_DDL[vendor()]}, {cols})")
+        cur.execute(f"CREATE TABLE {q(table)} ({key_ddl}, {cols})")
+
+
+def fresh_keys(table: str) -> None:
+    """PostgreSQL: make this session's next row keys for ``table`` larger than any
+    handed out so far, in any session. Row keys come from a sequence that sessions may
+    take in blocks (``create_table(key=False)``): a block left over in this session
+    from an earlier run would put new rows before older ones. (setval drops it.)"""
+    if vendor() == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("SELECT setval(s, pg_sequence_last_value(s)) "
+                        "FROM pg_get_serial_sequence(%s, %s) AS s", [q(table), ROW_KEY])
+
+
+class Interrupted(Exception):
+    """A long statement was cancelled because the task is to stop (pause, cancel)."""
+
+
+@contextmanager
+def interruptible(should_stop: Callable[[], bool] | None) -> Iterator[None]:
+    """PostgreSQL: cancel the statements run in the block (on this thread's connection)
+    as soon as ``should_stop()`` is true, and raise Interrupted instead of their error.
+    (No statement is sent while the watcher may still cancel: a late cancel finds the
+    connection idle, and PostgreSQL ignores it.)"""
+    if should_stop is None or vendor() != "postgresql":
+        yield
+        return
+    connection.ensure_connection()
+    pg = connection.connection
+    done = threading.Event()
+    cancelled = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.01):
+            if should_stop():
+                cancelled.set()
+                _cancel(pg)
+                return
+
+    watcher = threading.Thread(target=watch, name="tether-interruptible", daemon=True)
+    watcher.start()
+    try:
+        yield
+    except Exception:
+        done.set()
+        watcher.join()
+        if cancelled.is_set():
+            raise Interrupted() from None
+        raise
+    done.set()
+    watcher.join()
+
+
+def add_key(table: str, should_stop: Callable[[], bool] | None = None) -> None:
+    """Make the row key the primary key of a table created with ``key=False`` (an index
+    build: interruptible)."""
+    if vendor() == "postgresql":
+        with interruptible(should_stop), connection.cursor() as cur:
+            cur.execute(f"ALTER TABLE {q(table)} ADD PRIMARY KEY ({ROW_KEY})")
 
 
 def drop_table(table: str) -> None:
@@ -72,10 +145,36 @@ def table_exists(table: str) -> bool:
         return table in connection.introspection.table_names(cur)
 
 
-def insert(table: str, columns: Sequence[dict[str, str]], rows: list[list[Any]]) -> None:
-    """Append parsed rows (Python values, None for null)."""
-    if not rows:
+class ByColumn:
+    """Rows given as one sequence of values per column (all of the same length)."""
+
+    def __init__(self, values: Sequence[Sequence[Any]]) -> None:
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.values[0]) if self.values else 0
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        return list(zip(*self.values, strict=True))
+
+
+def insert(table: str, columns: Sequence[dict[str, str]],
+           rows: Sequence[Sequence[Any]] | ByColumn, *, ready: bool = False) -> None:
+    """Append parsed rows (Python values, None for null), row by row or ByColumn.
+    ``ready``: the values are already in the form SQLite stores (dates and timestamps
+    as ISO text)."""
+    if not len(rows):
         return
+    if vendor() == "sqlite" and ready and isinstance(rows, ByColumn):
+        width = len(columns)
+        flat: list[Any] = [None] * (len(rows) * width)
+        for i, values in enumerate(rows.values):
+            flat[i::width] = values
+        _sqlite_insert(table, columns, flat)
+        return
+    if isinstance(rows, ByColumn):
+        rows = rows.rows()
+    assert not isinstance(rows, ByColumn)
     names = ", ".join(q(c["name"]) for c in columns)
     if vendor() == "postgresql":
         with connection.cursor() as cur, cur.cursor.copy(
@@ -84,10 +183,101 @@ def insert(table: str, columns: Sequence[dict[str, str]], rows: list[list[Any]])
                 copy.write_row(row)
         return
     if vendor() == "sqlite":
-        rows = [[_sqlite_value(v) for v in row] for row in rows]
+        if not ready:
+            rows = [[_sqlite_value(v) for v in row] for row in rows]
+        _sqlite_insert(table, columns, list(chain.from_iterable(rows)))
+        return
     marks = ", ".join(["%s"] * len(columns))
     with connection.cursor() as cur:
         cur.executemany(f"INSERT INTO {q(table)} ({names}) VALUES ({marks})", rows)
+
+
+def _sqlite_insert(table: str, columns: Sequence[dict[str, str]], flat: list[Any]) -> None:
+    """Rows given as one flat list of values, row after row: many rows per INSERT
+    statement (one statement step instead of one per row), on the sqlite3 connection
+    itself (no placeholder rewriting per statement)."""
+    width = len(columns)
+    names = ", ".join(q(c["name"]) for c in columns)
+    limit = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999  # host parameters
+    per = max(1, min(SQLITE_ROWS_PER_INSERT, limit // width)) * width  # values
+    one = "(" + ", ".join(["?"] * width) + ")"
+    head = f"INSERT INTO {q(table)} ({names}) VALUES "
+    whole = len(flat) - len(flat) % per
+    connection.ensure_connection()
+    cur = connection.connection.cursor()
+    try:
+        if whole:
+            many = head + ", ".join([one] * (per // width))
+            for i in range(0, whole, per):
+                cur.execute(many, flat[i:i + per])
+        if whole < len(flat):
+            rest = (len(flat) - whole) // width
+            cur.execute(head + ", ".join([one] * rest), flat[whole:])
+    finally:
+        cur.close()
+
+
+class CopyMismatch(Exception):
+    """COPY read another number of rows than it was sent records."""
+
+
+class CsvCopy:
+    """PostgreSQL: ``COPY … FROM STDIN`` in CSV format, fed whole records. Unquoted
+    and quoted empty fields are NULL. ``close`` ends it and checks that PostgreSQL read
+    as many rows as it was sent records (CopyMismatch); a refused value raises a psycopg
+    DataError (from ``write`` or ``close``)."""
+
+    def __init__(self, table: str, columns: Sequence[dict[str, str]], delimiter: str) -> None:
+        from psycopg import sql as pgsql
+
+        names = ", ".join(q(c["name"]) for c in columns)
+        statement = pgsql.SQL(
+            "COPY {table} ({names}) FROM STDIN (FORMAT csv, DELIMITER {delim}, "
+            "NULL '', FORCE_NULL ({names}))").format(
+            table=pgsql.SQL(q(table)), names=pgsql.SQL(names),
+            delim=pgsql.Literal(delimiter))
+        self._cursor_cm = connection.cursor()
+        self._cursor = self._cursor_cm.__enter__().cursor
+        try:
+            self._copy_cm = self._cursor.copy(statement)
+            self._copy = self._copy_cm.__enter__()
+        except BaseException:
+            self._cursor_cm.__exit__(None, None, None)
+            raise
+        self.sent = 0
+
+    def write(self, data: bytes, records: int) -> None:
+        self._copy.write(data)
+        self.sent += records
+
+    def close(self) -> None:
+        try:
+            self._copy_cm.__exit__(None, None, None)  # ends the COPY
+            read = self._cursor.rowcount
+        finally:
+            self._cursor_cm.__exit__(None, None, None)
+        if read != self.sent:
+            raise CopyMismatch(f"COPY read {read} rows of {self.sent}")
+
+    def abort(self, cancel: bool = False) -> None:
+        """End it after an error (the transaction is rolled back anyway). ``cancel``:
+        first cancel the COPY on the server, so that it stops at once instead of
+        reading all the data sent so far (megabytes, in socket buffers) first. (Nothing
+        else is sent before the cancel has been delivered, so it can only hit this
+        COPY.)"""
+        try:
+            if cancel:
+                _cancel(connection.connection)
+            self._copy_cm.__exit__(CopyMismatch, CopyMismatch("abandoned"), None)
+            self._cursor_cm.__exit__(None, None, None)
+        except Exception:  # the error that got us here is the one to report
+            log.debug("ending an abandoned COPY failed", exc_info=True)
+
+
+def _cancel(pg: Any) -> None:
+    """Cancel what a psycopg connection's server runs now; returns once delivered."""
+    cancel = getattr(pg, "cancel_safe", None) or pg.cancel
+    cancel()
 
 
 def _sqlite_value(value: Any) -> Any:
@@ -112,10 +302,13 @@ def rename(src: str, dst: str) -> None:
             cur.execute(f"ALTER TABLE {q(src)} RENAME TO {q(dst)}")
 
 
-def append(src: str, dst: str, columns: Sequence[dict[str, str]]) -> int:
-    """Copy every row of ``src`` into ``dst`` (in ``src`` order); returns the count."""
+def append(src: str, dst: str, columns: Sequence[dict[str, str]],
+           should_stop: Callable[[], bool] | None = None) -> int:
+    """Copy every row of ``src`` into ``dst`` (in ``src`` order); returns the count.
+    Interruptible (see ``interruptible``)."""
     names = ", ".join(q(c["name"]) for c in columns)
-    with connection.cursor() as cur:
+    fresh_keys(dst)
+    with interruptible(should_stop), connection.cursor() as cur:
         cur.execute(f"INSERT INTO {q(dst)} ({names}) SELECT {names} FROM {q(src)} "
                     f"ORDER BY {ROW_KEY}")
         return int(cur.rowcount)
@@ -152,7 +345,8 @@ def export_page(out: IO[bytes], table: str, columns: Sequence[dict[str, str]], *
                 after: int, limit: int, raw: bool, date_column: str | None = None,
                 start: date | None = None, end: date | None = None) -> tuple[int, int]:
     """Append up to ``limit`` rows after row key ``after`` to ``out`` as CSV; returns
-    (rows written, last row key). PostgreSQL streams ``COPY … TO STDOUT``."""
+    (rows written, the row key up to which every row is written). PostgreSQL streams
+    ``COPY … TO STDOUT``."""
     if vendor() == "postgresql":
         return _export_page_pg(out, table, columns, after, limit, raw, date_column,
                                start, end)
@@ -184,29 +378,37 @@ def _cell(value: Any, kind: str, raw: bool) -> Any:
 def _export_page_pg(out: IO[bytes], table: str, columns: Sequence[dict[str, str]],
                     after: int, limit: int, raw: bool, date_column: str | None,
                     start: date | None, end: date | None) -> tuple[int, int]:
-    where, args = _where(date_column, start, end, after)
-    with connection.cursor() as cur:
-        cur.execute(f"SELECT COUNT(*), MAX({ROW_KEY}) FROM (SELECT {ROW_KEY} FROM "
-                    f"{q(table)} WHERE {where} ORDER BY {ROW_KEY} LIMIT %s) page",
-                    [*args, limit])
-        n, last = cur.fetchone()
-        if not n:
-            return 0, after
-        cells = []
-        for c in columns:
-            name = q(c["name"])
-            if c["type"] == "text" and not raw:  # neutralise spreadsheet formulas
-                cells.append(f"CASE WHEN left({name}, 1) IN ('=', '+', '-', '@', E'\\t', "
-                             f"E'\\r') THEN '''' || {name} ELSE {name} END")
-            else:
-                cells.append(name)
-        where2, args2 = _where(date_column, start, end, after)
-        sql = (f"COPY (SELECT {', '.join(cells)} FROM {q(table)} WHERE {where2} "
-               f"AND {ROW_KEY} <= {int(last)} ORDER BY {ROW_KEY}) TO STDOUT WITH (FORMAT csv)")
-        with cur.cursor.copy(sql, args2) as copy:
-            for chunk in copy:
-                out.write(bytes(chunk))
-    return int(n), int(last)
+    """One ``COPY (SELECT …) TO STDOUT`` of the rows with row keys in (after, after +
+    limit]: at most ``limit`` rows, and no query first to find where the page ends. The
+    row key returned is that bound (every row up to it is written); a range without
+    rows (a gap in the keys, or rows left out by the date range) is skipped."""
+    cells = []
+    for c in columns:
+        name = q(c["name"])
+        if c["type"] == "text" and not raw:  # neutralise spreadsheet formulas: = + - @ \t \r
+            cells.append(f"CASE WHEN ascii({name}) IN (61, 43, 45, 64, 9, 13) "
+                         f"THEN '''' || {name} ELSE {name} END")
+        else:
+            cells.append(name)
+    with transaction.atomic(), connection.cursor() as cur:
+        # ranges of the row key: walk the primary key in order (no bitmap scan + sort)
+        cur.execute("SET LOCAL enable_bitmapscan = off")
+        while True:
+            where, args = _where(date_column, start, end, after)
+            statement = (f"COPY (SELECT {', '.join(cells)} FROM {q(table)} WHERE {where} "
+                         f"AND {ROW_KEY} <= %s ORDER BY {ROW_KEY}) TO STDOUT WITH (FORMAT csv)")
+            with cur.cursor.copy(statement, [*args, after + limit]) as copy:
+                for chunk in copy:
+                    out.write(chunk)
+            n = int(cur.cursor.rowcount)
+            if n > 0:
+                return n, after + limit
+            where, args = _where(date_column, start, end, after + limit)
+            cur.execute(f"SELECT MIN({ROW_KEY}) FROM {q(table)} WHERE {where}", args)
+            following = cur.fetchone()[0]
+            if following is None:
+                return 0, after
+            after = int(following) - 1
 
 
 def iter_rows(table: str, columns: Sequence[dict[str, str]],
