@@ -23,8 +23,8 @@ from tests.acceptance.conftest import (
 
 FINAL = ("succeeded", "failed", "cancelled")
 # slow the import down (not its result) so that a test can act while it runs
-KNOBS = {"TETHER_APPS": "tests.acceptance.dataset_knobs", "ACC_IMPORT_BATCH_ROWS": "2000",
-         "ACC_IMPORT_BATCH_DELAY_MS": "25"}
+KNOBS = {"TETHER_APPS": "tests.acceptance.dataset_knobs.DatasetKnobs",
+         "ACC_IMPORT_BATCH_ROWS": "2000", "ACC_IMPORT_BATCH_DELAY_MS": "25"}
 
 
 def query(srv: Server, sql: str, *args: Any) -> list[tuple[Any, ...]]:
