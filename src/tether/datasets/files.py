@@ -123,6 +123,7 @@ class Records:
 
 BOM = b"\xef\xbb\xbf"
 READ_BYTES = 1 << 20
+BLOCK_LIMIT = 16 << 20  # see Source.block
 
 
 class Mark(NamedTuple):
@@ -191,8 +192,10 @@ class Source:
         """About ``size`` bytes from ``offset`` that end at a record boundary (found by
         quote parity: a newline after an even number of quote characters), not
         consumed yet; longer when a single record is longer; b"" at the end of the
-        file. A block of malformed quoting may end inside what the csv module sees as a
-        record: loaders must check blocks before they trust them."""
+        file. Malformed quoting (a quote inside an unquoted field) upsets the parity:
+        then, once a block has grown to BLOCK_LIMIT without an even cut, it ends at its
+        last line break instead, which may be inside what the csv module sees as a
+        record. Loaders must check blocks before they trust them."""
         while True:
             start = self.offset - self._base
             have = len(self._buf) - start
@@ -202,7 +205,7 @@ class Source:
             end = start + size
             if self._eof and len(buf) <= end:
                 return buf[start:]
-            cut = buf.rfind(b"\n", start, end)
+            last = cut = buf.rfind(b"\n", start, end)
             quotes = buf.count(b'"', start, cut + 1) if cut >= 0 else 0
             while cut >= start and quotes & 1:
                 prev = buf.rfind(b"\n", start, cut)
@@ -210,6 +213,8 @@ class Source:
                 cut = prev
             if cut >= start:
                 return buf[start:cut + 1]
+            if last >= start and size >= BLOCK_LIMIT:
+                return buf[start:last + 1]
             size *= 2  # one record (or odd quoting) longer than the block: look further
 
     def advance(self, nbytes: int, lines: int) -> None:

@@ -361,6 +361,7 @@ class _Loader:
                 if self.pg:  # streamed inside the transaction (row locks only)
                     try:
                         with ctx.atomic(nxt), _gc_paused():
+                            sql.relaxed_commit()
                             self._batch(nxt, _CopySink(self), raw=self.raw_ok
                                         and self.rejected < 3)
                     except _Rejected as refused:
@@ -368,6 +369,7 @@ class _Loader:
                         src.seek(at)
                         nxt = dict(state)
                         with ctx.atomic(nxt), _gc_paused():
+                            sql.relaxed_commit()
                             self._batch(nxt, _CopySink(self), raw=False,
                                         until=refused.args[0])
                 else:  # prepared first, so SQLite's one writer lock is held briefly
@@ -427,7 +429,13 @@ class _Loader:
                 records += got
                 loaded += rows
                 self.row_bytes = 0.8 * self.row_bytes + 0.2 * len(block) / max(1, got)
-            sink.end()
+            # ending a COPY waits for the server to read what is in flight: a pause or
+            # cancel meanwhile cancels it (the batch is rolled back and done again later)
+            with sql.interruptible(ctx.should_stop):
+                sink.end()
+        except sql.Interrupted:
+            sink.abort()
+            raise _Interrupted() from None
         except BaseException as exc:
             sink.abort(cancel=not _refused(exc))  # (a refused COPY has ended already)
             if raw and _refused(exc):

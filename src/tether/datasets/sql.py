@@ -28,7 +28,7 @@ from django.db import connection, transaction
 log = logging.getLogger(__name__)
 
 ROW_KEY = "_rid"
-SQLITE_ROWS_PER_INSERT = 500
+SQLITE_ROWS_PER_INSERT = 512
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 SQL_TYPES = {
     "postgresql": {"integer": "BIGINT", "float": "DOUBLE PRECISION", "boolean": "BOOLEAN",
@@ -127,6 +127,16 @@ def interruptible(should_stop: Callable[[], bool] | None) -> Iterator[None]:
     watcher.join()
 
 
+def relaxed_commit() -> None:
+    """PostgreSQL: this transaction's commit does not wait for its WAL to reach disk (it
+    soon does). A crash of the database server may then undo the last commits, but each
+    one whole: a batch of an import and its checkpoint stay together. The commit, and
+    the lock on the task's row that it holds, no longer wait for the batch's writes."""
+    if vendor() == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("SET LOCAL synchronous_commit = off")
+
+
 def add_key(table: str, should_stop: Callable[[], bool] | None = None) -> None:
     """Make the row key the primary key of a table created with ``key=False`` (an index
     build: interruptible)."""
@@ -195,24 +205,27 @@ def insert(table: str, columns: Sequence[dict[str, str]],
 def _sqlite_insert(table: str, columns: Sequence[dict[str, str]], flat: list[Any]) -> None:
     """Rows given as one flat list of values, row after row: many rows per INSERT
     statement (one statement step instead of one per row), on the sqlite3 connection
-    itself (no placeholder rewriting per statement)."""
+    itself (no placeholder rewriting per statement). Statements have power-of-two row
+    counts, so the few there are stay prepared in the connection's statement cache."""
     width = len(columns)
     names = ", ".join(q(c["name"]) for c in columns)
     limit = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999  # host parameters
-    per = max(1, min(SQLITE_ROWS_PER_INSERT, limit // width)) * width  # values
+    most = 1 << (min(SQLITE_ROWS_PER_INSERT, limit // width).bit_length() - 1)
     one = "(" + ", ".join(["?"] * width) + ")"
     head = f"INSERT INTO {q(table)} ({names}) VALUES "
-    whole = len(flat) - len(flat) % per
     connection.ensure_connection()
     cur = connection.connection.cursor()
     try:
-        if whole:
-            many = head + ", ".join([one] * (per // width))
-            for i in range(0, whole, per):
-                cur.execute(many, flat[i:i + per])
-        if whole < len(flat):
-            rest = (len(flat) - whole) // width
-            cur.execute(head + ", ".join([one] * rest), flat[whole:])
+        at, rows = 0, len(flat) // width
+        while rows:
+            per = min(most, 1 << (rows.bit_length() - 1))  # rows per statement
+            statement = head + ", ".join([one] * per)
+            step = per * width
+            whole = (rows // per) * step
+            for i in range(at, at + whole, step):
+                cur.execute(statement, flat[i:i + step])
+            at += whole
+            rows -= whole // width
     finally:
         cur.close()
 
