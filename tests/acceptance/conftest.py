@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import IO, Any
 
@@ -258,6 +259,32 @@ def events(client: httpx.Client, task_id: int) -> list[dict[str, Any]]:
     r = client.get(f"/tasks/{task_id}/events")
     assert r.status_code == 200, r.text
     return list(r.json())
+
+
+def assert_error(r: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """``r`` is ``status`` with the documented body ``{"error": {"code", "message"}}``."""
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/json"), r.headers
+    body = r.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert isinstance(error["code"], str) and error["code"], body
+    assert isinstance(error["message"], str) and error["message"], body
+    if code is not None:
+        assert error["code"] == code, body
+    return dict(error)
+
+
+def assert_event_chain(history: list[dict[str, Any]]) -> None:
+    """A task's history is one unbroken chain of moves, each with an actor, a reason
+    and a time."""
+    assert history[0]["from_status"] is None
+    for prev, e in pairwise(history):
+        assert e["from_status"] == prev["to_status"], history
+    for e in history:
+        assert isinstance(e["actor"], str) and e["actor"], e
+        assert isinstance(e["reason"], str) and e["reason"], e
+        assert e["at"], e
 
 
 def ledger_steps(database_url: str, task_id: int) -> list[int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 import socket
 import time
-from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -13,6 +12,8 @@ import httpx
 from tests.acceptance.conftest import (
     PASSWORD,
     ServerFactory,
+    assert_error,
+    assert_event_chain,
     events,
     free_port,
     get_task,
@@ -25,19 +26,6 @@ from tests.acceptance.conftest import (
 
 FINAL = ("succeeded", "failed", "cancelled")
 
-
-def assert_error(r: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    """``r`` is ``status`` with the documented body ``{"error": {"code", "message"}}``."""
-    assert r.status_code == status, (r.status_code, r.text)
-    assert r.headers["content-type"].startswith("application/json"), r.headers
-    body = r.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert isinstance(error["code"], str) and error["code"], body
-    assert isinstance(error["message"], str) and error["message"], body
-    if code is not None:
-        assert error["code"] == code, body
-    return dict(error)
 
 
 def task_count(client: httpx.Client) -> int:
@@ -96,13 +84,7 @@ def test_new_user_flow_pause_resume(server: ServerFactory) -> None:
         history = events(c, tid)
         assert [e["to_status"] for e in history] == [
             "queued", "running", "pausing", "paused", "queued", "running", "succeeded"]
-        assert history[0]["from_status"] is None
-        for prev, e in pairwise(history):
-            assert e["from_status"] == prev["to_status"], history
-        for e in history:
-            assert isinstance(e["actor"], str) and e["actor"], e
-            assert isinstance(e["reason"], str) and e["reason"], e
-            assert e["at"]
+        assert_event_chain(history)
         by_move = {(e["from_status"], e["to_status"]): e for e in history}
         assert by_move[("running", "pausing")]["actor"] == "user:alice"
         assert by_move[("paused", "queued")]["actor"] == "user:alice"

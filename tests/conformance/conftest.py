@@ -38,10 +38,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.acceptance.conftest import (
+from tests.acceptance.conftest import (  # noqa: F401  (assert_error: re-exported)
     STOP_TIMEOUT,
     TETHER,
     Server,
+    assert_error,
     ledger_steps,
     login,
     server_env,
@@ -418,20 +419,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 # -- helpers for the tests -----------------------------------------------------------
-def assert_error(r: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    """``r`` is ``status`` with the documented body ``{"error": {"code", "message"}}``."""
-    assert r.status_code == status, (r.status_code, r.text)
-    assert r.headers["content-type"].startswith("application/json"), r.headers
-    body = r.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert isinstance(error["code"], str) and error["code"], body
-    assert isinstance(error["message"], str) and error["message"], body
-    if code is not None:
-        assert error["code"] == code, body
-    return dict(error)
-
-
 def statuses(history: list[dict[str, Any]]) -> list[str]:
     return [e["to_status"] for e in history]
 

@@ -4,12 +4,13 @@ every deployment (see conftest.py). Test task types: tests/acceptance/tasks.py."
 from __future__ import annotations
 
 import time
-from itertools import pairwise
 from typing import Any
 
 import httpx
 
 from tests.acceptance.conftest import (
+    assert_error,
+    assert_event_chain,
     events,
     get_task,
     submit,
@@ -21,7 +22,6 @@ from tests.conformance.conftest import (
     FINAL,
     Deployment,
     all_slots_busy,
-    assert_error,
     statuses,
     task_ids,
     wait_ledger,
@@ -60,13 +60,7 @@ def test_submit_runs_to_success_with_result_and_history(deployment: Deployment,
     for task_id in (add["id"], fib, steps):
         history = events(api, task_id)
         assert statuses(history) == ["queued", "running", "succeeded"], history
-        assert history[0]["from_status"] is None
-        for prev, e in pairwise(history):
-            assert e["from_status"] == prev["to_status"], history
-        for e in history:
-            assert isinstance(e["actor"], str) and e["actor"], e
-            assert isinstance(e["reason"], str) and e["reason"], e
-            assert e["at"], e
+        assert_event_chain(history)
 
 
 def test_progress_is_visible_while_running(deployment: Deployment, api: httpx.Client) -> None:

@@ -21,8 +21,8 @@ from typing import Any
 from tether.context import TaskContext
 from tether.datasets import sql
 from tether.datasets.files import DataError, DatasetNotFound, export_path
-from tether.datasets.importer import NAME_PATTERN
-from tether.models import Dataset, Task
+from tether.datasets.importer import NAME_PATTERN, task_owner
+from tether.models import Dataset
 from tether.registry import task
 
 PAGE_ROWS = 20_000
@@ -100,8 +100,7 @@ def csv_export(ctx: TaskContext, *, dataset: str, columns: list[str] | None = No
                to_date: str | None = None, raw: bool = False) -> dict[str, Any]:
     """Export a dataset to CSV; download it with GET /api/v1/tasks/{id}/download."""
     began = time.monotonic()
-    owner_id = Task.objects.filter(id=ctx.task_id).values_list("owner_id", flat=True)[0]
-    p = plan(owner_id, dataset, columns, date_column, from_date, to_date)
+    p = plan(task_owner(ctx), dataset, columns, date_column, from_date, to_date)
     table, cols = p["dataset"].table, p["columns"]
     final = export_path(ctx.task_id)
     part = _part(final)

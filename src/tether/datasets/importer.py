@@ -76,12 +76,13 @@ PARAMS = {
 }
 
 
-def _owner_id(ctx: TaskContext) -> int:
+def task_owner(ctx: TaskContext) -> int:
+    """The id of the user who owns the running task."""
     return int(Task.objects.filter(id=ctx.task_id).values_list("owner_id", flat=True)[0])
 
 
 def _upload(ctx: TaskContext, upload_id: int) -> Upload:
-    upload = Upload.objects.filter(id=upload_id, owner_id=_owner_id(ctx)).first()
+    upload = Upload.objects.filter(id=upload_id, owner_id=task_owner(ctx)).first()
     if upload is None:
         raise DataError(f"no upload {upload_id}")
     return upload
@@ -121,7 +122,7 @@ def _plan(ctx: TaskContext, src: Source, *, dataset: str, mode: str, header: boo
         if len(sample) >= SAMPLE_ROWS:
             break
     row_bytes = (src.offset - data_at.offset) / max(1, len(sample))
-    existing = Dataset.objects.filter(owner_id=_owner_id(ctx), name=dataset).first()
+    existing = Dataset.objects.filter(owner_id=task_owner(ctx), name=dataset).first()
     if mode == "create" and existing is not None:
         raise DataError(f"dataset {dataset!r} exists already (use mode append or replace)")
     if mode == "append" and existing is None:
@@ -616,7 +617,7 @@ def _refused(exc: BaseException) -> bool:
 def _publish(ctx: TaskContext, state: dict[str, Any], *, dataset: str, mode: str,
              began: float, loaded: int, skipped: list[dict[str, Any]],
              skipped_count: int) -> dict[str, Any]:
-    owner_id = _owner_id(ctx)
+    owner_id = task_owner(ctx)
     stage = sql.staging_name(ctx.task_id)
     columns = state["columns"]
     now = timezone.now()
