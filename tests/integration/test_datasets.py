@@ -191,3 +191,76 @@ def test_cancel_leaves_no_trace(executor: EmbeddedExecutor,
     assert not sql.table_exists(sql.staging_name(task.pk))
     assert not Path(data_dir("uploads") / up.path).exists()
     assert dataset_tables() == before
+
+
+def _slow_pages(monkeypatch: pytest.MonkeyPatch, rows: int) -> None:
+    """Exports write pages of ``rows`` rows, checkpoint after each, and take a little
+    time per page (so a pause or cancel lands mid-export)."""
+    from tether.datasets import exporter
+
+    monkeypatch.setattr(exporter, "PAGE_ROWS", rows)
+    monkeypatch.setattr(exporter, "SELECT_PAGE_ROWS", rows)
+    monkeypatch.setattr(exporter, "SYNC_SECONDS", 0.0)
+    page = sql.export_page
+
+    def slow_page(*args: Any, **kwargs: Any) -> tuple[int, int]:
+        time.sleep(0.01)
+        return page(*args, **kwargs)
+
+    monkeypatch.setattr(sql, "export_page", slow_page)
+
+
+def _exported_rows(task: Task) -> int:
+    return int((Task.objects.get(pk=task.pk).checkpoint or {}).get("rows", 0))
+
+
+def test_export_pause_resume_equals_uninterrupted(executor: EmbeddedExecutor,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    buf = io.StringIO()
+    generate.write(buf, 5000, seed=7)
+    me = user()
+    assert run_import(me, buf.getvalue(), dataset="big").status == "succeeded"
+    whole = service.submit(me, "csv_export", {"dataset": "big"})
+    assert wait_status(whole.pk, "succeeded", "failed", timeout=60).status == "succeeded"
+    expected = export_path(whole.pk).read_bytes()
+
+    _slow_pages(monkeypatch, 100)
+    task = service.submit(me, "csv_export", {"dataset": "big"})
+    pauses = 0
+    for _ in range(3):
+        deadline = time.monotonic() + 20
+        while _exported_rows(task) < 100 * (pauses + 1):
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        service.pause(task.pk, actor="test")
+        if wait_status(task.pk, "paused", "succeeded").status == "succeeded":
+            break
+        pauses += 1
+        assert not export_path(task.pk).exists()  # the file appears only when complete
+        service.resume(task.pk, actor="test")
+    done = wait_status(task.pk, "succeeded", "failed", timeout=60)
+    assert done.status == "succeeded", done.error
+    assert pauses >= 1
+    assert export_path(task.pk).read_bytes() == expected  # no row lost or written twice
+    assert done.result["rows"] == 5000
+    assert not export_path(task.pk).with_suffix(".csv.part").exists()
+
+
+def test_export_cancel_deletes_the_partial_file(executor: EmbeddedExecutor,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    buf = io.StringIO()
+    generate.write(buf, 3000, seed=8)
+    me = user()
+    assert run_import(me, buf.getvalue(), dataset="half").status == "succeeded"
+    _slow_pages(monkeypatch, 100)
+    task = service.submit(me, "csv_export", {"dataset": "half"})
+    deadline = time.monotonic() + 20
+    while _exported_rows(task) < 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    part = export_path(task.pk).with_name(export_path(task.pk).name + ".part")
+    assert part.exists()
+    service.cancel(task.pk, actor="test")
+    assert wait_status(task.pk, "cancelled", "succeeded").status == "cancelled"
+    assert not part.exists() and not export_path(task.pk).exists()
+    assert not any(data_dir("exports").iterdir())

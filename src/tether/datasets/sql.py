@@ -399,8 +399,9 @@ def _export_page_pg(out: IO[bytes], table: str, columns: Sequence[dict[str, str]
     for c in columns:
         name = q(c["name"])
         if c["type"] == "text" and not raw:  # neutralise spreadsheet formulas: = + - @ \t \r
-            cells.append(f"CASE WHEN ascii({name}) IN (61, 43, 45, 64, 9, 13) "
-                         f"THEN '''' || {name} ELSE {name} END")
+            # (all below 65, "A": most cells are ruled out by the first comparison)
+            cells.append(f"CASE WHEN ascii({name}) < 65 AND ascii({name}) IN "
+                         f"(61, 43, 45, 64, 9, 13) THEN '''' || {name} ELSE {name} END")
         else:
             cells.append(name)
     with transaction.atomic(), connection.cursor() as cur:
@@ -411,8 +412,7 @@ def _export_page_pg(out: IO[bytes], table: str, columns: Sequence[dict[str, str]
             statement = (f"COPY (SELECT {', '.join(cells)} FROM {q(table)} WHERE {where} "
                          f"AND {ROW_KEY} <= %s ORDER BY {ROW_KEY}) TO STDOUT WITH (FORMAT csv)")
             with cur.cursor.copy(statement, [*args, after + limit]) as copy:
-                for chunk in copy:
-                    out.write(chunk)
+                out.writelines(copy)
             n = int(cur.cursor.rowcount)
             if n > 0:
                 return n, after + limit
