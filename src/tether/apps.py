@@ -14,6 +14,7 @@ class TetherConfig(AppConfig):
     def ready(self) -> None:
         import tether.datasets.exporter
         import tether.datasets.importer
+        import tether.datasets.sweep
         import tether.tasks  # noqa: F401  (registers the built-in task types: csv_import, …)
 
         for module in filter(None, os.environ.get("TETHER_TASK_MODULES", "").split(",")):

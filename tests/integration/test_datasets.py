@@ -118,6 +118,7 @@ def test_append_and_replace(executor: EmbeddedExecutor) -> None:
 
 @pytest.mark.parametrize(("text", "reason"), [
     (b"", "empty"),
+    (b"\n\r\n\n", "empty"),
     (b"\xff\xfe\x00binary\x00garbage", "not UTF-8"),
     (b"a,b\n1,\"unterminated\n", "not valid CSV"),
     (b"bad;name,b\n1,2\n", "not allowed"),
@@ -139,6 +140,9 @@ def test_bom_quoted_newlines_header_only_and_big_field(executor: EmbeddedExecuto
     assert rows_of(ds) == [(1, "line one\nline two"), (2, big)]
     head = run_import(me, "a,b\n", dataset="empty")
     assert head.status == "succeeded" and head.result["rows"] == 0
+    blank = run_import(me, "\n\nid,x\n1,2\n\n3,4\n", dataset="blank")  # skipped
+    assert blank.status == "succeeded", blank.error
+    assert rows_of(Dataset.objects.get(name="blank")) == [(1, 2), (3, 4)]
 
 
 def test_pause_resume_equals_uninterrupted(executor: EmbeddedExecutor,
@@ -264,3 +268,21 @@ def test_export_cancel_deletes_the_partial_file(executor: EmbeddedExecutor,
     assert wait_status(task.pk, "cancelled", "succeeded").status == "cancelled"
     assert not part.exists() and not export_path(task.pk).exists()
     assert not any(data_dir("exports").iterdir())
+
+
+def test_zoned_timestamps_filter_by_utc_day(executor: EmbeddedExecutor) -> None:
+    """The same file gives the same date-range export on every database: zoned
+    timestamps are stored in UTC (23:30 at -02:00 is 01:30 UTC the next day)."""
+    me = user()
+    text = ("id,at\n1,2024-02-29T23:30:00-02:00\n2,2024-02-29T12:00:00+00:00\n"
+            "3,2024-03-01T00:15:00+05:30\n4,2024-03-01T23:59:59Z\n")
+    assert run_import(me, text, dataset="zoned").status == "succeeded"
+    exp = service.submit(me, "csv_export", {"dataset": "zoned", "date_column": "at",
+                                            "from_date": "2024-03-01",
+                                            "to_date": "2024-03-01"})
+    done = wait_status(exp.pk, "succeeded", "failed", timeout=60)
+    assert done.status == "succeeded", done.error
+    back = list(csv.reader(io.StringIO(export_path(exp.pk).read_text())))
+    assert [r[0] for r in back[1:]] == ["1", "4"]
+    first = back[1][1].replace(" ", "T")
+    assert first.startswith("2024-03-01T01:30:00") and first.endswith(("+00:00", "+00"))

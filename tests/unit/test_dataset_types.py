@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from tether.datasets.types import PARSERS, CellError, clean_names, infer
+from tether.datasets.types import PARSERS, CellError, clean_names, column_values, infer
 
 
 def test_infers_the_narrowest_type_per_column() -> None:
@@ -90,3 +90,19 @@ def test_generated_data_parses_back_with_the_expected_types() -> None:
     again = io.StringIO()
     generate.write(again, 2_000, seed=7)
     assert again.getvalue() == buf.getvalue()  # same seed, same file
+
+
+def test_zoned_timestamps_are_kept_in_utc() -> None:
+    """Every database stores a zoned timestamp as UTC, so date ranges compare UTC days
+    on all of them: 23:30 at -02:00 is on the next day."""
+    value = PARSERS["timestamptz"]("2024-02-29T23:30:00-02:00")
+    assert value.utcoffset() == timedelta(0)
+    assert value == datetime(2024, 3, 1, 1, 30, tzinfo=UTC)
+    cells = ["2024-02-29T23:30:00-02:00", "2024-03-01T00:15:00+05:30", ""]
+    nulls = frozenset({""})
+    assert column_values("timestamptz", cells, nulls, iso=True) == [
+        "2024-03-01T01:30:00+00:00", "2024-02-29T18:45:00+00:00", None]
+    parsed = column_values("timestamptz", cells[:2], nulls, iso=False)
+    assert [v.utcoffset() for v in parsed] == [timedelta(0), timedelta(0)]
+    assert column_values("timestamptz", ["2024-01-01T10:00:00Z"], nulls, iso=True) == [
+        "2024-01-01T10:00:00+00:00"]

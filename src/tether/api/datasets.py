@@ -28,7 +28,7 @@ from rest_framework.views import APIView
 from tether import service
 from tether.api import serializers as s
 from tether.api.uploads import FIELD, FRAMING_SLACK, DiskUploadHandler, StoredFile
-from tether.datasets import exporter, importer, sql
+from tether.datasets import exporter, importer, sql, sweep
 from tether.datasets.files import DatasetNotFound, export_path
 from tether.datasets.types import TYPES, CellError, clean_names
 from tether.exceptions import TaskNotFound, TetherError
@@ -417,7 +417,9 @@ class TaskDownloadView(APIView):
         try:
             handle = open(export_path(pk), "rb")  # noqa: SIM115 - FileResponse closes it
         except FileNotFoundError:
-            raise TaskNotFound(f"the file of task {pk} is gone") from None
+            days = sweep.export_ttl() / 86400
+            raise TaskNotFound(f"the file of task {pk} is gone (export files are deleted "
+                               f"{days:g} days after they are written)") from None
         dataset = str((task.params or {}).get("dataset") or "export")
         if not re.fullmatch(importer.NAME_PATTERN, dataset):
             dataset = "export"

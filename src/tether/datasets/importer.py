@@ -108,13 +108,15 @@ def _plan(ctx: TaskContext, src: Source, *, dataset: str, mode: str, header: boo
     sample). Returns them, where the data starts, and the sample's bytes per record."""
     records = src.records()
     first = next(records, None)
+    while first is not None and not first[0]:  # blank lines (skipped, as in the data)
+        first = next(records, None)
     if first is None:
         raise DataError("the file is empty (not even a header)")
     try:
         names = (clean_names(first[0]) if header
                  else [f"column_{i}" for i in range(1, len(first[0]) + 1)])
     except CellError as exc:
-        raise DataError(f"line 1 (header): {exc}") from None
+        raise DataError(f"line {first[1]} (header): {exc}") from None
     data_at = src.mark() if header else Mark(src.start, 0)
     sample: list[list[str]] = [] if header else [first[0]]
     for row, _line in records:

@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from itertools import chain
 from typing import IO, Any
 
@@ -381,6 +381,8 @@ def _cell(value: Any, kind: str, raw: bool) -> Any:
         return ""
     if kind == "boolean":
         return "true" if value else "false"
+    if kind == "timestamptz" and isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)  # MySQL/MariaDB: DATETIME, stored in UTC
     if isinstance(value, datetime | date):
         return value.isoformat()
     if kind == "text" and not raw and str(value).startswith(FORMULA_START):

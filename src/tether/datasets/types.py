@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 TYPES = ("integer", "float", "boolean", "date", "timestamp", "timestamptz", "text")
@@ -74,7 +74,8 @@ def parse_timestamp(text: str) -> datetime:
 
 
 def parse_timestamptz(text: str) -> datetime:
-    return _parse_ts(text, zoned=True)
+    """In UTC (as every database stores it; date ranges compare UTC days)."""
+    return _parse_ts(text, zoned=True).astimezone(UTC)
 
 
 def parse_text(text: str) -> str:
@@ -222,7 +223,7 @@ def column_values(kind: str, cells: Sequence[str], nulls: frozenset[str],
 
 
 _SHAPES: set[tuple[bytes, str]] = set()  # ISO shapes seen (few: digits are all 0)
-_ISO_SAME = re.compile(rb"0000-00-00(?:T00:00:00(?:\.000000)?(?:[+-]00:00)?)?")
+_ISO_SAME = re.compile(rb"0000-00-00(?:T00:00:00(?:\.000000)?)?")
 
 
 def _dates_times(cells: Sequence[str], kind: str, empty_null: bool,
@@ -251,15 +252,19 @@ def _dates_times(cells: Sequence[str], kind: str, empty_null: bool,
                 _SHAPES.add((shape, kind))
     parse = date.fromisoformat if kind == "date" else datetime.fromisoformat
     try:
-        values = ([parse(c) if c else None for c in cells] if has_empty
-                  else list(map(parse, cells)))
+        values: list[Any] = ([parse(c) if c else None for c in cells] if has_empty
+                             else list(map(parse, cells)))
     except ValueError:
         raise CellError(f"not a {kind}") from None
+    zoned = kind == "timestamptz"
+    if iso and not has_empty and zoned and all(
+            shape.endswith(b"Z") and shape[10:11] == b"T" and len(shape) == 20
+            for shape in shapes):  # UTC already: only Z -> +00:00
+        return ("\n".join(cells) + "\n").replace("Z\n", "+00:00\n")[:-1].split("\n")
+    if zoned:  # in UTC, as parse_timestamptz gives them
+        values = [v.astimezone(UTC) if isinstance(v, datetime) else None for v in values]
     if not iso:
         return values
-    if all(_ISO_SAME.fullmatch(shape) for shape in shapes):  # isoformat() is the text
-        return [c or None for c in cells] if has_empty else cells
-    if not has_empty and all(shape.endswith(b"Z") and shape[10:11] == b"T"
-                             and len(shape) == 20 for shape in shapes):
-        return ("\n".join(cells) + "\n").replace("Z\n", "+00:00\n")[:-1].split("\n")
+    if not zoned and all(_ISO_SAME.fullmatch(shape) for shape in shapes):
+        return [c or None for c in cells] if has_empty else cells  # isoformat() is the text
     return [v.isoformat() if v is not None else None for v in values]

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tether import store
+from tether import housekeeping, store
 from tether.context import TaskContext
 from tether.exceptions import CancelSignal
 from tether.states import Status
@@ -213,12 +213,13 @@ class ControlBoard:
 def maintenance_round(worker: str, board: ControlBoard, lease: float, grace: float,
                       take_over: Callable[[int], object]) -> None:
     """Renew leases, honour stored control requests, terminate tasks that ignore a
-    cancel, expire pauses, reap lost leases."""
+    cancel, expire pauses, reap lost leases, run due housekeeping chores."""
     store.heartbeat(worker, board.held(), lease)
     board.poll_controls(worker)
     board.overdue(grace, take_over)
     store.expire_paused(actor=worker)
     store.release_lost(actor=worker)
+    housekeeping.run_due()
 
 
 def hand_back_waiting(board: ControlBoard, runner: Any, pace: Pace) -> int:

@@ -109,6 +109,8 @@ TETHER = {
     "CANCEL_GRACE": float(os.environ.get("TETHER_CANCEL_GRACE_SECONDS", "10")),
     # largest CSV file POST /api/v1/datasets/import accepts (bytes; 512M, 2G also work)
     "MAX_UPLOAD_BYTES": env_bytes("TETHER_MAX_UPLOAD_BYTES", 2 * 1024**3),
+    # export files are deleted this long after they were written (default 7 days)
+    "EXPORT_TTL": float(os.environ.get("TETHER_EXPORT_TTL_SECONDS", str(7 * 24 * 3600))),
 }
 
 LOGGING = {

@@ -1,0 +1,121 @@
+"""Housekeeping for datasets: what crashes and failures leave behind, and old exports.
+
+- the staging table of an import whose task is final (or gone): an import that failed
+  on something other than its data (which it cleans up itself) leaves one;
+- uploads whose import task is final (or that never got a task), and files in the
+  uploads directory that no upload names: a server that died mid-upload leaves one;
+- export files older than ``TETHER_EXPORT_TTL_SECONDS`` (default 7 days), and partial
+  export files whose task is final.
+
+Runs in every worker's maintenance round (see ``tether.housekeeping``), every
+SWEEP_SECONDS. Everything it removes is unreachable or expired, so several workers may
+sweep at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.db import connection
+from django.utils import timezone
+
+from tether.datasets import sql
+from tether.datasets.files import data_dir
+from tether.executors.base import seconds_setting
+from tether.housekeeping import chore
+from tether.models import Task, Upload
+from tether.states import FINAL
+
+log = logging.getLogger(__name__)
+SWEEP_SECONDS = 600.0
+ORPHAN_FILE_SECONDS = 3600.0  # a file no upload names, untouched this long, is dropped
+EXPORT_TTL_SECONDS = 7 * 24 * 3600.0
+STAGING = re.compile(r"^tstg_(\d+)$")
+EXPORT = re.compile(r"^export-(\d+)\.csv(\.part)?$")
+
+
+def export_ttl() -> float:
+    return seconds_setting("EXPORT_TTL", EXPORT_TTL_SECONDS)
+
+
+def _unfinished(task_ids: set[int]) -> set[int]:
+    """Those of ``task_ids`` whose task exists and is not final."""
+    found: set[int] = set()
+    ids = sorted(task_ids)
+    for i in range(0, len(ids), 500):
+        found.update(Task.objects.filter(id__in=ids[i:i + 500]).exclude(
+            status__in=[str(s) for s in FINAL]).values_list("id", flat=True))
+    return found
+
+
+def sweep_staging() -> list[str]:
+    with connection.cursor() as cur:
+        tables = {int(m.group(1)): name for name in connection.introspection.table_names(cur)
+                  if (m := STAGING.match(name))}
+    dropped = []
+    for task_id in set(tables) - _unfinished(set(tables)):
+        sql.drop_table(tables[task_id])
+        dropped.append(tables[task_id])
+    return dropped
+
+
+def sweep_uploads(now: float | None = None) -> list[str]:
+    now = time.time() if now is None else now
+    live: set[int] = set()  # uploads an unfinished import still needs
+    for params in Task.objects.filter(type="csv_import").exclude(
+            status__in=[str(s) for s in FINAL]).values_list("params", flat=True):
+        if isinstance(params, dict) and isinstance(params.get("upload"), int):
+            live.add(params["upload"])
+    removed = []
+    settled = timezone.now() - timedelta(seconds=ORPHAN_FILE_SECONDS)
+    for upload in Upload.objects.exclude(id__in=live).filter(created_at__lt=settled):
+        (data_dir("uploads") / upload.path).unlink(missing_ok=True)
+        upload.delete()
+        removed.append(upload.path)
+    named = set(Upload.objects.values_list("path", flat=True))
+    for path in data_dir("uploads").iterdir():
+        if path.name not in named and _age(path, now) > ORPHAN_FILE_SECONDS:
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
+def sweep_exports(now: float | None = None) -> list[str]:
+    now = time.time() if now is None else now
+    parts: dict[int, Path] = {}
+    removed = []
+    for path in data_dir("exports").iterdir():
+        m = EXPORT.match(path.name)
+        if m is None:
+            continue
+        if m.group(2):
+            parts[int(m.group(1))] = path
+        elif _age(path, now) > export_ttl():
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    for task_id in set(parts) - _unfinished(set(parts)):
+        parts[task_id].unlink(missing_ok=True)
+        removed.append(parts[task_id].name)
+    return removed
+
+
+def _age(path: Path, now: float) -> float:
+    try:
+        return now - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+@chore("datasets.sweep", every=SWEEP_SECONDS)
+def sweep() -> dict[str, Any]:
+    """All of the above; returns what was removed."""
+    done = {"staging": sweep_staging(), "uploads": sweep_uploads(),
+            "exports": sweep_exports()}
+    if any(done.values()):
+        log.info("datasets sweep removed %s", done)
+    return done
