@@ -80,9 +80,10 @@ class Server:
     def db_path(self) -> Path:
         return self.home / "tether.sqlite3"
 
-    def start(self) -> Server:
+    def start(self, same_port: bool = False) -> Server:
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.port = free_port()
+        if not (same_port and self.port):
+            self.port = free_port()
         log = self.log_dir / f"server-{next(_ids)}-stderr.log"
         self.logs.append(log)
         self._log = open(log, "wb")  # noqa: SIM115 - closed in _reap
@@ -128,9 +129,9 @@ class Server:
         self._reap()
         return self.proc.returncode
 
-    def restart(self) -> Server:
+    def restart(self, same_port: bool = False) -> Server:
         self.stop()
-        return self.start()
+        return self.start(same_port)
 
     def _reap(self) -> None:
         if self._log is not None:

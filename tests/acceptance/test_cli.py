@@ -7,6 +7,7 @@ import stat
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.acceptance.cli_helpers import Cli
 from tests.acceptance.conftest import ServerFactory, wait_for, wait_progress
@@ -153,3 +154,38 @@ def test_submit_watch_plain_and_watch_in_terminal(server: ServerFactory,
     assert f"#{tid} countdown" in output
     assert f"task {tid} (countdown): succeeded" in output, output
     assert "Traceback" not in output
+
+
+def test_watch_and_wait_outlast_a_server_restart(server: ServerFactory,
+                                                 tmp_path: Path) -> None:
+    """A server restarted while the client watches (the Done-when of the datasets issue
+    restarts it mid-import): watch and wait say it is gone, then go on when it is back."""
+    cli = Cli(server(workers=1), tmp_path / "cfg")
+    cli.login("gina")
+    tid = int(cli.ok("submit", "countdown", "-p", "seconds=60"))
+    with cli.server.client(cli.token()) as api:
+        wait_progress(api, tid, 2)
+        cli.ok("pause", str(tid))
+        wait_for(api, tid, "paused", timeout=20)
+    outcome: dict[str, Any] = {}
+    waiter = threading.Thread(target=lambda: outcome.update(
+        wait=cli.run("wait", str(tid), "--timeout", "90", timeout=120)))
+    watcher = threading.Thread(target=lambda: outcome.update(
+        watch=cli.run("watch", str(tid), timeout=120)))
+    waiter.start()
+    watcher.start()
+    time.sleep(1.0)  # both have seen the task (paused) before the server goes away
+    cli.server.restart(same_port=True)
+    with cli.server.client(cli.token()) as api:
+        assert api.post(f"/tasks/{tid}/resume").status_code == 202
+        assert api.post(f"/tasks/{tid}/cancel").status_code == 202
+        wait_for(api, tid, "cancelled", timeout=30)
+    waiter.join(60)
+    watcher.join(60)
+    assert not waiter.is_alive() and not watcher.is_alive()
+    for name in ("wait", "watch"):
+        r = outcome[name]
+        assert r.returncode == 1, (name, r)  # the task ended otherwise (cancelled)
+        assert "the server is unreachable; retrying" in r.stderr, (name, r)
+        assert "the server is back" in r.stderr, (name, r)
+        assert "cancelled" in r.stdout + r.stderr and "Traceback" not in r.stderr, (name, r)

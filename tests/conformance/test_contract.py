@@ -100,7 +100,9 @@ def test_pause_running_then_resume_applies_each_step_once(deployment: Deployment
     at_pause = deployment.ledger(tid)
     assert at_pause == list(range(1, len(at_pause) + 1)), at_pause
     assert 10 <= len(at_pause) < 120
-    assert get_task(api, tid)["status"] == "paused"
+    held = get_task(api, tid)
+    assert held["status"] == "paused"
+    assert held["progress"]["done"] >= 10 and held["progress"]["eta_seconds"] is None
     assert deployment.ledger(tid) == at_pause  # a paused task does not run on
 
     r = api.post(f"/tasks/{tid}/resume")

@@ -85,6 +85,14 @@ class TaskSerializer(serializers.ModelSerializer[Task]):
                   "updated_at", "started_at", "paused_at", "finished_at"]
         read_only_fields = fields
 
+    def to_representation(self, instance: Task) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        progress = data.get("progress")
+        if (isinstance(progress, dict) and progress.get("eta_seconds")
+                and instance.status != Status.RUNNING):
+            data["progress"] = {**progress, "eta_seconds": None}  # not counting down
+        return data
+
 
 class EventSerializer(serializers.ModelSerializer[TaskEvent]):
     class Meta:

@@ -190,7 +190,7 @@ def find_dataset(api: Api, name: str) -> dict[str, Any] | None:
 def wait_final(api: Api, task_id: int) -> dict[str, Any]:
     """Poll quietly until the task is final."""
     while True:
-        task = api.task(task_id)
+        task = watch.patiently(lambda: api.task(task_id))
         if task["status"] in watch.FINAL:
             return task
         time.sleep(watch.POLL)

@@ -12,12 +12,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
-from tether.cli.http import EXIT_USAGE, Api, ApiError, CliError, connect
+from tether.cli.http import EXIT_UNREACHABLE, EXIT_USAGE, Api, ApiError, CliError, connect
 
 FINAL = ("succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running", "pausing", "paused", "cancelling")
 STATUSES = (*ACTIVE, *FINAL)
 POLL = 0.3
+RECONNECT_SECONDS = 120.0  # how long watch and wait outlast an unreachable server
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow",
                 "paused": "cyan", "pausing": "cyan", "cancelling": "yellow"}
 
@@ -62,13 +63,48 @@ def _fetch(api: Api, task_id: int) -> dict[str, Any] | None:
         raise
 
 
-def _poll(api: Api, ids: list[int], latest: dict[int, dict[str, Any] | None]) -> bool:
+def patiently(call: Any, say: Any = None) -> Any:
+    """``call()``, retried while the server cannot be reached (a restart), for up to
+    RECONNECT_SECONDS; ``say`` gets one line when it is lost and one when it is back."""
+    lost: float | None = None
+    while True:
+        try:
+            result = call()
+        except CliError as exc:
+            if exc.code != EXIT_UNREACHABLE:
+                raise
+            now = time.monotonic()
+            if lost is None:
+                lost = now
+                _say(say, f"the server is unreachable; retrying for up to "
+                          f"{RECONNECT_SECONDS:g}s (Ctrl-C stops watching, not the tasks)")
+            elif now - lost > RECONNECT_SECONDS:
+                raise
+            time.sleep(1.0)
+            continue
+        if lost is not None:
+            _say(say, "the server is back")
+        return result
+
+
+def _say(say: Any, line: str) -> None:
+    if say is not None:
+        say(line)
+    else:
+        print(f"tether: {line}", file=sys.stderr, flush=True)
+
+
+def _poll(api: Api, ids: list[int], latest: dict[int, dict[str, Any] | None],
+          say: Any = None) -> bool:
     """Refresh every unfinished task; True when all are final (or gone)."""
     for task_id in ids:
         task = latest.get(task_id, {})
         if task is None or task.get("status") in FINAL:
             continue
-        latest[task_id] = _fetch(api, task_id)
+        if not task:  # a server that was never reached is an error at once
+            latest[task_id] = _fetch(api, task_id)
+        else:
+            latest[task_id] = patiently(lambda i=task_id: _fetch(api, i), say)
     return all(t is None or t["status"] in FINAL for t in latest.values())
 
 
@@ -80,7 +116,7 @@ def _watch_bars(api: Api, ids: list[int], latest: dict[int, dict[str, Any] | Non
     with Progress(*columns, console=console, refresh_per_second=8) as bars:
         rows: dict[int, TaskID] = {}
         while True:
-            done = _poll(api, ids, latest)
+            done = _poll(api, ids, latest, lambda line: bars.console.print(f"tether: {line}"))
             for task_id in ids:
                 task = latest[task_id]
                 if task is None:
@@ -175,8 +211,8 @@ def wait(
     deadline = None if timeout is None else time.monotonic() + timeout
     with connect(ctx) as api:
         try:
+            task = api.task(task_id)
             while True:
-                task = api.task(task_id)
                 status = task["status"]
                 if status in wanted:
                     print(f"task {task_id}: {status}")
@@ -187,6 +223,7 @@ def wait(
                 if deadline is not None and time.monotonic() >= deadline:
                     raise CliError(f"timed out after {timeout:g}s: task {task_id} is {status}")
                 time.sleep(POLL)
+                task = patiently(lambda: api.task(task_id))
         except KeyboardInterrupt:
             print("stopped waiting; the task keeps running", file=sys.stderr)
             raise typer.Exit(130) from None
