@@ -110,7 +110,7 @@ def csv_export(ctx: TaskContext, *, dataset: str, columns: list[str] | None = No
     state = dict(ctx.state)
     if state.get("complete") and final.exists():  # stopped after the rename
         return _result(dataset, state, final, began)
-    if not state:
+    if not state:  # (no checkpoint yet: a run that stops now starts over)
         total = (sql.count(table, date_column=date_column, start=p["start"], end=p["end"])
                  if p["start"] or p["end"] else p["dataset"].row_count)
         state = {"after": 0, "bytes": 0, "rows": 0, "total": total}
@@ -118,9 +118,7 @@ def csv_export(ctx: TaskContext, *, dataset: str, columns: list[str] | None = No
             head = io.StringIO()
             csv.writer(head, lineterminator="\n").writerow([c["name"] for c in cols])
             out.write(head.getvalue().encode())
-            _sync(out)
             state["bytes"] = out.tell()
-        ctx.checkpoint(state)
     with open(part, "r+b") as out:
         out.truncate(state["bytes"])  # drop anything written after the last checkpoint
         out.seek(state["bytes"])
