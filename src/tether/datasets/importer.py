@@ -237,7 +237,9 @@ def csv_import(ctx: TaskContext, *, upload: int, dataset: str, mode: str = "crea
                     next(records, None)
                 state = {**state, "offset": src.offset, "line": src.line,
                          "data_offset": src.start}
-            state = _Loader(ctx, src, stage, state, null_values, on_error == "skip").run()
+            with sql.bulk_load():
+                state = _Loader(ctx, src, stage, state, null_values,
+                                on_error == "skip").run()
         while True:
             try:
                 return _publish(ctx, state, dataset=dataset, mode=mode, began=began,

@@ -127,6 +127,29 @@ def interruptible(should_stop: Callable[[], bool] | None) -> Iterator[None]:
     watcher.join()
 
 
+@contextmanager
+def bulk_load() -> Iterator[None]:
+    """SQLite: while a load runs, this connection keeps more pages in memory (32 MiB)
+    and checkpoints its write-ahead log less often (every 80 MB instead of 4 MB), so
+    fewer pages are written twice and synced; both are put back afterwards."""
+    if vendor() != "sqlite":
+        yield
+        return
+    with connection.cursor() as cur:
+        cur.execute("PRAGMA cache_size")
+        cache = int(cur.fetchone()[0])
+        cur.execute("PRAGMA wal_autocheckpoint")
+        every = int(cur.fetchone()[0])
+        cur.execute("PRAGMA cache_size = -32768")
+        cur.execute("PRAGMA wal_autocheckpoint = 20000")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cur:
+            cur.execute(f"PRAGMA cache_size = {cache}")
+            cur.execute(f"PRAGMA wal_autocheckpoint = {every}")
+
+
 def relaxed_commit() -> None:
     """PostgreSQL: this transaction's commit does not wait for its WAL to reach disk (it
     soon does). A crash of the database server may then undo the last commits, but each
