@@ -215,16 +215,27 @@ def _slow_pages(monkeypatch: pytest.MonkeyPatch, rows: int) -> None:
     monkeypatch.setattr(sql, "export_page", slow_page)
 
 
-def _exported_rows(task: Task) -> int:
-    return int((Task.objects.get(pk=task.pk).checkpoint or {}).get("rows", 0))
+def _generated_dataset(owner: Any, name: str, rows: int, seed: int) -> str:
+    """Import ``rows`` rows of ``tether gen-csv`` data as dataset ``name``; the CSV text."""
+    buf = io.StringIO()
+    generate.write(buf, rows, seed=seed)
+    done = run_import(owner, buf.getvalue(), dataset=name)
+    assert done.status == "succeeded", done.error
+    return buf.getvalue()
+
+
+def _await_exported(task: Task, rows: int) -> None:
+    """Until the export's checkpoint records at least ``rows`` rows written."""
+    deadline = time.monotonic() + 20
+    while int((Task.objects.get(pk=task.pk).checkpoint or {}).get("rows", 0)) < rows:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
 
 
 def test_export_pause_resume_equals_uninterrupted(executor: EmbeddedExecutor,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    buf = io.StringIO()
-    generate.write(buf, 5000, seed=7)
     me = user()
-    assert run_import(me, buf.getvalue(), dataset="big").status == "succeeded"
+    _generated_dataset(me, "big", 5000, seed=7)
     whole = service.submit(me, "csv_export", {"dataset": "big"})
     assert wait_status(whole.pk, "succeeded", "failed", timeout=60).status == "succeeded"
     expected = export_path(whole.pk).read_bytes()
@@ -233,10 +244,7 @@ def test_export_pause_resume_equals_uninterrupted(executor: EmbeddedExecutor,
     task = service.submit(me, "csv_export", {"dataset": "big"})
     pauses = 0
     for _ in range(3):
-        deadline = time.monotonic() + 20
-        while _exported_rows(task) < 100 * (pauses + 1):
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+        _await_exported(task, 100 * (pauses + 1))
         service.pause(task.pk, actor="test")
         if wait_status(task.pk, "paused", "succeeded").status == "succeeded":
             break
@@ -253,16 +261,11 @@ def test_export_pause_resume_equals_uninterrupted(executor: EmbeddedExecutor,
 
 def test_export_cancel_deletes_the_partial_file(executor: EmbeddedExecutor,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    buf = io.StringIO()
-    generate.write(buf, 3000, seed=8)
     me = user()
-    assert run_import(me, buf.getvalue(), dataset="half").status == "succeeded"
+    _generated_dataset(me, "half", 3000, seed=8)
     _slow_pages(monkeypatch, 100)
     task = service.submit(me, "csv_export", {"dataset": "half"})
-    deadline = time.monotonic() + 20
-    while _exported_rows(task) < 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    _await_exported(task, 200)
     part = export_path(task.pk).with_name(export_path(task.pk).name + ".part")
     assert part.exists()
     service.cancel(task.pk, actor="test")
@@ -314,15 +317,12 @@ def _normalised(row: list[str], kinds: list[str]) -> tuple[Any, ...]:
 def test_round_trip_export_equals_the_input(executor: EmbeddedExecutor) -> None:
     """Every row and cell of an exported import equals the source file's, after type
     normalisation (quoted newlines, commas, quotes, non-ASCII text, nulls)."""
-    buf = io.StringIO()
-    generate.write(buf, 4000, seed=11)
     me = user()
-    done = run_import(me, buf.getvalue(), dataset="trip")
-    assert done.status == "succeeded", done.error
-    kinds = [c["type"] for c in done.result["columns"]]
+    text = _generated_dataset(me, "trip", 4000, seed=11)
+    kinds = [c["type"] for c in Dataset.objects.get(name="trip").columns]
     exp = service.submit(me, "csv_export", {"dataset": "trip", "raw": True})
     assert wait_status(exp.pk, "succeeded", "failed", timeout=60).status == "succeeded"
-    source = list(csv.reader(io.StringIO(buf.getvalue())))
+    source = list(csv.reader(io.StringIO(text)))
     back = list(csv.reader(io.StringIO(export_path(exp.pk).read_text(), newline="")))
     assert back[0] == source[0]
     assert [_normalised(r, kinds) for r in back[1:]] == [
