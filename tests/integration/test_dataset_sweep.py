@@ -15,6 +15,7 @@ from tests.integration.test_datasets import dataset_tables, upload, user
 from tether import housekeeping, service
 from tether.datasets import sql, sweep
 from tether.datasets.files import data_dir, export_path
+from tether.datasets.importer import retired_name
 from tether.models import Task, Upload
 
 HOUR = 3600
@@ -45,17 +46,18 @@ def _age(path: Any, seconds: float) -> None:
     os.utime(path, (then, then))
 
 
-def test_staging_tables_of_final_tasks_are_dropped() -> None:
+def test_staging_and_retired_tables_of_final_tasks_are_dropped() -> None:
     me = user()
     failed, _ = _import_task(me, "failed")
     running, _ = _import_task(me, "running")
     cols = [{"name": "a", "type": "integer"}]
     for t in (failed, running):
         sql.create_table(sql.staging_name(t.pk), cols)
+        sql.create_table(retired_name(t.pk), cols)  # the table a replace replaced
     sql.create_table("tstg_999999", cols)  # its task is gone
     assert sorted(sweep.sweep_staging()) == sorted(
-        [sql.staging_name(failed.pk), "tstg_999999"])
-    assert dataset_tables() == {sql.staging_name(running.pk)}
+        [sql.staging_name(failed.pk), retired_name(failed.pk), "tstg_999999"])
+    assert dataset_tables() == {sql.staging_name(running.pk), retired_name(running.pk)}
 
 
 def test_uploads_nothing_needs_are_removed_after_an_hour() -> None:

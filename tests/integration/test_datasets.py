@@ -46,7 +46,7 @@ def rows_of(ds: Dataset) -> list[tuple[Any, ...]]:
 def dataset_tables() -> set[str]:
     with connection.cursor() as cur:
         return {t for t in connection.introspection.table_names(cur)
-                if t.startswith(("tstg_", "tds_"))}
+                if t.startswith(("tstg_", "tds_", "tret_"))}
 
 
 @pytest.fixture(autouse=True)
@@ -327,3 +327,39 @@ def test_round_trip_export_equals_the_input(executor: EmbeddedExecutor) -> None:
     assert back[0] == source[0]
     assert [_normalised(r, kinds) for r in back[1:]] == [
         _normalised(r, kinds) for r in source[1:]]
+
+
+@pytest.mark.parametrize("mode", ["create", "append", "replace"])
+def test_cancel_right_after_the_publish_undoes_it(executor: EmbeddedExecutor,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  mode: str) -> None:
+    """A cancel that comes after the import was published, before its success was
+    recorded: the rollback undoes the publish and the dataset is exactly as before."""
+    from tether.datasets import importer
+
+    me = user()
+    if mode != "create":
+        assert run_import(me, "id,name\n1,a\n2,b\n", dataset="kept").status == "succeeded"
+    ds = Dataset.objects.filter(name="kept").first()
+    before = (rows_of(ds), ds.columns, ds.row_count, ds.table, ds.last_import_task_id,
+              ds.last_import_at) if ds else None
+    tables = dataset_tables()
+    discard = importer._discard_upload
+
+    def cancel_then_discard(upload_id: int) -> None:  # runs just after the publish commit
+        task = Task.objects.filter(type="csv_import", status="running").first()
+        if task is not None:  # (not again from the rollback)
+            service.cancel(task.pk, actor="test")
+        discard(upload_id)
+
+    monkeypatch.setattr(importer, "_discard_upload", cancel_then_discard)
+    text = "id,name\n3,c\n4,d\n5,e\n" if mode == "append" else "id,label,n\n9,z,1\n"
+    task = service.submit(me, "csv_import", {"upload": upload(me, text).pk,
+                                             "dataset": "kept", "mode": mode})
+    done = wait_status(task.pk, "cancelled", "failed", "succeeded")
+    assert done.status == "cancelled", done.error
+    ds = Dataset.objects.filter(name="kept").first()
+    after = (rows_of(ds), ds.columns, ds.row_count, ds.table, ds.last_import_task_id,
+             ds.last_import_at) if ds else None
+    assert after == before
+    assert dataset_tables() == tables  # no staging, no retired, no new table left

@@ -69,7 +69,7 @@ def exported(client: APIClient, name: str, **body: Any) -> Task:
 def dataset_tables() -> set[str]:
     with connection.cursor() as cur:
         return {t for t in connection.introspection.table_names(cur)
-                if t.startswith(("tstg_", "tds_"))}
+                if t.startswith(("tstg_", "tds_", "tret_"))}
 
 
 def uploads_left() -> list[str]:

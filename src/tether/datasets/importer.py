@@ -181,21 +181,56 @@ class _Batch:
 
 
 def drop_staging(ctx: TaskContext) -> None:
-    """Rollback: the target is left exactly as it was before the import."""
+    """Rollback: the target is left exactly as it was before the import (also when the
+    cancel came after the publish, in the moment before the task's success)."""
     state = ctx.state
     if state.get("published"):
-        if state.get("mode") == "create" and state.get("dataset_id"):
-            with transaction.atomic():
-                table = Dataset.objects.filter(id=state["dataset_id"]).values_list(
-                    "table", flat=True).first()
-                Dataset.objects.filter(id=state["dataset_id"]).delete()
-                if table:
-                    sql.drop_table(table)
-        else:
-            raise DataError("too late to undo: the import had already been published")
+        _unpublish(state)
     sql.drop_table(sql.staging_name(ctx.task_id))
     if state.get("upload"):
         _discard_upload(int(state["upload"]))
+
+
+def retired_name(task_id: int) -> str:
+    """Where a replace puts the table it replaced, until its task is over (the sweep
+    drops it then; a cancel right after the publish puts it back)."""
+    return f"tret_{int(task_id)}"
+
+
+def _unpublish(state: dict[str, Any]) -> None:
+    """Undo a publish: drop a created dataset, delete appended rows, put a replaced
+    table back (see _publish for what ``state["before"]`` holds)."""
+    before = state.get("before") or {}
+    with transaction.atomic():
+        ds = Dataset.objects.select_for_update().filter(
+            id=int(state.get("dataset_id") or 0)).first()
+        if ds is None:
+            return  # deleted meanwhile: nothing left to undo
+        mode = state.get("mode")
+        if mode == "create":
+            ds.delete()
+            sql.drop_table(ds.table)
+            return
+        if mode == "append" and "rows_after" in before:
+            sql.delete_rows(ds.table, after=before["rows_after"], upto=before["rows_upto"])
+            ds.row_count = sql.count(ds.table)
+        elif mode == "replace" and before.get("retired") and sql.table_exists(
+                before["retired"]):
+            sql.drop_table(ds.table)
+            sql.rename(before["retired"], before["table"])
+            ds.table, ds.columns = before["table"], before["columns"]
+            ds.row_count = before["row_count"]
+        else:
+            raise DataError("too late to undo: the import had already been published")
+        ds.last_import_at = _parse_time(before.get("last_import_at"))
+        ds.last_import_task_id = before.get("last_import_task_id")
+        ds.save()
+
+
+def _parse_time(value: str | None) -> Any:
+    from django.utils.dateparse import parse_datetime
+
+    return parse_datetime(value) if value else None
 
 
 @task(name="csv_import", queue="data", rollback=drop_staging, params=PARAMS, max_attempts=3)
@@ -630,11 +665,21 @@ def _publish(ctx: TaskContext, state: dict[str, Any], *, dataset: str, mode: str
         with ctx.atomic(final):
             existing = Dataset.objects.select_for_update().filter(
                 owner_id=owner_id, name=dataset).first()
+            if existing is not None:  # what an undo needs (see _unpublish)
+                final["before"] = {
+                    "table": existing.table, "columns": existing.columns,
+                    "row_count": existing.row_count,
+                    "last_import_at": (existing.last_import_at.isoformat()
+                                       if existing.last_import_at else None),
+                    "last_import_task_id": existing.last_import_task_id}
             if mode == "append":
                 if existing is None:
                     raise DataError(f"dataset {dataset!r} was deleted during the import")
+                after = sql.max_key(existing.table)
                 sql.append(stage, existing.table, columns, ctx.should_stop)
                 sql.drop_table(stage)
+                final["before"].update(rows_after=after,
+                                       rows_upto=sql.max_key(existing.table))
                 existing.row_count = sql.count(existing.table)
                 target = existing
             else:
@@ -644,8 +689,11 @@ def _publish(ctx: TaskContext, state: dict[str, Any], *, dataset: str, mode: str
                 sql.rename(stage, table)
                 if state.get("key") == "deferred":
                     sql.add_key(table, ctx.should_stop)
-                if existing is not None:  # replace
-                    sql.drop_table(existing.table)
+                if existing is not None:  # replace: the old table is dropped later
+                    retired = retired_name(ctx.task_id)
+                    sql.drop_table(retired)
+                    sql.rename(existing.table, retired)
+                    final["before"]["retired"] = retired
                     existing.table, existing.columns = table, columns
                     target = existing
                 else:

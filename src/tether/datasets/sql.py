@@ -350,6 +350,21 @@ def append(src: str, dst: str, columns: Sequence[dict[str, str]],
         return int(cur.rowcount)
 
 
+def max_key(table: str) -> int:
+    """The largest row key in ``table`` (0 when empty)."""
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT MAX({ROW_KEY}) FROM {q(table)}")
+        return int(cur.fetchone()[0] or 0)
+
+
+def delete_rows(table: str, *, after: int, upto: int) -> int:
+    """Delete the rows with row keys in (after, upto]; returns how many."""
+    with connection.cursor() as cur:
+        cur.execute(f"DELETE FROM {q(table)} WHERE {ROW_KEY} > %s AND {ROW_KEY} <= %s",
+                    [after, upto])
+        return int(cur.rowcount)
+
+
 def _where(date_column: str | None, start: date | None, end: date | None,
            after: int) -> tuple[str, list[Any]]:
     clauses: list[str] = [f"{ROW_KEY} > %s"]

@@ -1,7 +1,9 @@
 """Housekeeping for datasets: what crashes and failures leave behind, and old exports.
 
 - the staging table of an import whose task is final (or gone): an import that failed
-  on something other than its data (which it cleans up itself) leaves one;
+  on something other than its data (which it cleans up itself) leaves one; and the
+  table a ``replace`` import replaced, kept until its task is over (see
+  ``importer.retired_name``);
 - uploads whose import task is final (or that never got a task), and files in the
   uploads directory that no upload names: a server that died mid-upload leaves one;
 - export files older than ``TETHER_EXPORT_TTL_SECONDS`` (default 7 days), and partial
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 SWEEP_SECONDS = 600.0
 ORPHAN_FILE_SECONDS = 3600.0  # a file no upload names, untouched this long, is dropped
 EXPORT_TTL_SECONDS = 7 * 24 * 3600.0
-STAGING = re.compile(r"^tstg_(\d+)$")
+STAGING = re.compile(r"^(?:tstg|tret)_(\d+)$")  # staging, retired (by task id)
 EXPORT = re.compile(r"^export-(\d+)\.csv(\.part)?$")
 
 
@@ -55,12 +57,15 @@ def _unfinished(task_ids: set[int]) -> set[int]:
 
 def sweep_staging() -> list[str]:
     with connection.cursor() as cur:
-        tables = {int(m.group(1)): name for name in connection.introspection.table_names(cur)
-                  if (m := STAGING.match(name))}
+        tables = [(int(m.group(1)), name)
+                  for name in connection.introspection.table_names(cur)
+                  if (m := STAGING.match(name))]
+    busy = _unfinished({task_id for task_id, _ in tables})
     dropped = []
-    for task_id in set(tables) - _unfinished(set(tables)):
-        sql.drop_table(tables[task_id])
-        dropped.append(tables[task_id])
+    for task_id, name in tables:
+        if task_id not in busy:
+            sql.drop_table(name)
+            dropped.append(name)
     return dropped
 
 
