@@ -22,17 +22,17 @@ class DatasetKnobs(AppConfig):
     label = "acc_dataset_knobs"
 
     def ready(self) -> None:
-        from tether.datasets import importer, sql
+        from tether.datasets import importer
 
         rows = os.environ.get("ACC_IMPORT_BATCH_ROWS")
         if rows:
             importer.BATCH_ROWS = int(rows)
         delay = float(os.environ.get("ACC_IMPORT_BATCH_DELAY_MS") or 0) / 1000
         if delay:
-            insert = sql.insert
+            batch = importer._Loader._batch
 
-            def slow_insert(*args: Any, **kwargs: Any) -> Any:
+            def slow_batch(*args: Any, **kwargs: Any) -> Any:  # every path, every database
                 time.sleep(delay)
-                return insert(*args, **kwargs)
+                return batch(*args, **kwargs)
 
-            sql.insert = slow_insert  # type: ignore[assignment]
+            importer._Loader._batch = slow_batch  # type: ignore[method-assign]

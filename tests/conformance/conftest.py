@@ -9,7 +9,8 @@ being tested, the next one the session needs starts in the background (``Prestar
 - ``embedded-sqlite``: ``tether serve`` running tasks in 2 embedded slots, on SQLite.
 - ``celery-postgresql-redis``, ``celery-postgresql-rabbitmq``, ``celery-mariadb-redis``:
   a fresh database, ``tether serve`` (API only) and two ``tether worker -c 2``
-  processes, with short leases (3 s) and re-publishing (2 s).
+  processes, with short leases (3 s) and re-publishing (2 s). Each has a TETHER_HOME
+  of its own (another machine) and one shared TETHER_DATA_DIR (uploads, exports).
 
 A deployment whose services are unreachable is skipped locally and fails under CI=true.
 Everything is released at teardown, also when a start fails half-way: processes are
@@ -57,15 +58,18 @@ PG = "postgres://postgres@127.0.0.1:5432"
 MARIADB = "mysql://root@127.0.0.1:3306"
 REDIS = "redis://127.0.0.1:6379/14"  # no other test uses this database number
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672"
-QUEUES = ("default", "render")  # the queues of the task types the suite submits
+QUEUES = ("default", "render", "data")  # the queues of the task types the suite submits
 
 EMBEDDED_SLOTS = 2
 WORKERS = 2
 WORKER_CONCURRENCY = 2
 # every test registers and logs in fresh users: no rate limit, fast password hashing
+# imports load 500-row batches, each 20 ms late, so that a test can catch one midway
 COMMON_ENV = {"TETHER_AUTH_RATE": "100000/min",
-              "TETHER_APPS": "tests.conformance.fast_passwords",
-              "TETHER_CANCEL_GRACE_SECONDS": "1"}
+              "TETHER_APPS": "tests.conformance.fast_passwords,"
+                             "tests.acceptance.dataset_knobs.DatasetKnobs",
+              "TETHER_CANCEL_GRACE_SECONDS": "1",
+              "ACC_IMPORT_BATCH_ROWS": "500", "ACC_IMPORT_BATCH_DELAY_MS": "20"}
 CELERY_ENV = {"TETHER_LEASE_SECONDS": "3", "TETHER_REPUBLISH_SECONDS": "2"}
 
 FINAL = ("succeeded", "failed", "cancelled")
@@ -276,6 +280,7 @@ def start_deployment(spec: Spec, root: Path, stack: ExitStack) -> Deployment:
     env = dict(COMMON_ENV)
     home = root / "server"
     home.mkdir()
+    env["TETHER_DATA_DIR"] = str(root / "data")  # uploads, exports: shared storage
     if spec.database == "sqlite":
         database_url = f"sqlite:///{home / 'tether.sqlite3'}"
     else:

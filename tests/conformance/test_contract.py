@@ -3,6 +3,8 @@ every deployment (see conftest.py). Test task types: tests/acceptance/tasks.py."
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from typing import Any
 
@@ -26,6 +28,7 @@ from tests.conformance.conftest import (
     task_ids,
     wait_ledger,
 )
+from tether.datasets import generate
 
 LONG = {"steps": 5000, "step_ms": 5}  # a ledger task that runs until it is stopped
 
@@ -375,3 +378,56 @@ def test_list_filters_by_status_and_type(deployment: Deployment, api: httpx.Clie
     assert task_ids(api, type="add") == [done]
     assert task_ids(api, status="paused", type="ledger") == [paused]
     assert task_ids(api, status="running", type="add") == []
+
+
+def _upload(api: httpx.Client, text: str, dataset: str) -> int:
+    r = api.post("/datasets/import", files={"file": ("orders.csv", text.encode())},
+                 data={"dataset": dataset})
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+def _ids(api: httpx.Client, dataset: str, rows: int) -> list[int]:
+    ids: list[int] = []
+    for offset in range(0, rows, 1000):
+        r = api.get(f"/datasets/{dataset}/rows", params={"limit": 1000, "offset": offset})
+        assert r.status_code == 200, r.text
+        ids += [row[0] for row in r.json()["rows"]]
+    return ids
+
+
+def test_csv_import_pause_resume_export_and_cancel(deployment: Deployment,
+                                                   api: httpx.Client) -> None:
+    """Datasets on every deployment (on Celery: uploads received by the API server,
+    imported and exported by workers through the shared data directory)."""
+    rows = 20_000
+    buf = io.StringIO()
+    generate.write(buf, rows, seed=21)
+    tid = _upload(api, buf.getvalue(), "orders")
+    wait_progress(api, tid, 1000, timeout=60)
+    pause_and_wait(api, tid)
+    assert api.get("/datasets/orders").status_code == 404  # nothing visible yet
+    assert api.post(f"/tasks/{tid}/resume").status_code == 202
+    done = wait_for(api, tid, FINAL, timeout=120)
+    assert done["status"] == "succeeded", done
+    assert api.get("/datasets/orders").json()["row_count"] == rows
+    assert _ids(api, "orders", rows) == list(range(1, rows + 1))  # none lost, none twice
+
+    body = {"date_column": "ship_date", "from_date": "2021-01-01", "to_date": "2022-06-30"}
+    r = api.post("/datasets/orders/export", json=body)
+    assert r.status_code == 201, r.text
+    exp = wait_for(api, int(r.json()["id"]), FINAL, timeout=120)
+    assert exp["status"] == "succeeded", exp
+    got = api.get(f"/tasks/{exp['id']}/download")
+    assert got.status_code == 200, got.text
+    back = list(csv.reader(io.StringIO(got.text, newline="")))
+    source = list(csv.DictReader(io.StringIO(buf.getvalue(), newline="")))
+    wanted = [int(s["id"]) for s in source if "2021-01-01" <= s["ship_date"] <= "2022-06-30"]
+    assert back[0] == list(source[0]) and [int(b[0]) for b in back[1:]] == wanted
+
+    second = _upload(api, buf.getvalue(), "orders2")
+    wait_progress(api, second, 1000, timeout=60)
+    assert api.post(f"/tasks/{second}/cancel").status_code == 202
+    assert wait_for(api, second, FINAL, timeout=60)["status"] == "cancelled"
+    assert api.get("/datasets/orders2").status_code == 404
+    assert [d["name"] for d in api.get("/datasets").json()] == ["orders"]

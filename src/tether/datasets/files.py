@@ -41,7 +41,7 @@ class DatasetNotFound(TetherError):
 def data_dir(kind: str) -> Path:
     from django.conf import settings
 
-    path = Path(settings.TETHER_HOME) / kind
+    path = Path(getattr(settings, "TETHER_DATA_DIR", settings.TETHER_HOME)) / kind
     path.mkdir(parents=True, exist_ok=True)
     return path
 

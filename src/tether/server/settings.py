@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from pathlib import Path
 
 from tether.server.config import database, env_bool, env_bytes, home, secret_key
 
 TETHER_HOME = home()
+# uploads and exports (``uploads/``, ``exports/``): shared storage when API servers and
+# workers run on several machines
+TETHER_DATA_DIR = Path(os.environ.get("TETHER_DATA_DIR") or TETHER_HOME).resolve()
 PRODUCTION = env_bool("TETHER_PRODUCTION")
 DEBUG = env_bool("TETHER_DEBUG") and not PRODUCTION
 SECRET_KEY = secret_key(TETHER_HOME)
