@@ -363,3 +363,19 @@ def test_cancel_right_after_the_publish_undoes_it(executor: EmbeddedExecutor,
              ds.last_import_at) if ds else None
     assert after == before
     assert dataset_tables() == tables  # no staging, no retired, no new table left
+
+
+def test_undoing_a_publish_twice_is_harmless(executor: EmbeddedExecutor) -> None:
+    """A rollback resumed after a crash undoes the publish again: no error, same result."""
+    from tether.datasets import importer
+
+    me = user()
+    assert run_import(me, "id\n1\n2\n", dataset="twice").status == "succeeded"
+    first = Dataset.objects.get(name="twice")
+    done = run_import(me, "id\n7\n", dataset="twice", mode="replace")
+    assert done.status == "succeeded" and rows_of(Dataset.objects.get(name="twice")) == [(7,)]
+    state = Task.objects.get(pk=done.pk).checkpoint
+    for _ in range(2):
+        importer._unpublish(state)
+    ds = Dataset.objects.get(name="twice")
+    assert ds.table == first.table and rows_of(ds) == [(1,), (2,)]

@@ -207,6 +207,8 @@ def _unpublish(state: dict[str, Any]) -> None:
         if ds is None:
             return  # deleted meanwhile: nothing left to undo
         mode = state.get("mode")
+        if mode == "replace" and ds.table == before.get("table"):
+            return  # undone already (a rollback resumed after a crash)
         if mode == "create":
             ds.delete()
             sql.drop_table(ds.table)
