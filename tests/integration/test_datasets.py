@@ -49,6 +49,15 @@ def dataset_tables() -> set[str]:
                 if t.startswith(("tstg_", "tds_", "tret_"))}
 
 
+def await_checkpoint(task: Task, key: str, at_least: int = 1) -> None:
+    """Until the task's checkpoint records ``key`` >= ``at_least`` (rows loaded by an
+    import, rows written by an export)."""
+    deadline = time.monotonic() + 20
+    while int((Task.objects.get(pk=task.pk).checkpoint or {}).get(key, 0)) < at_least:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+
 @pytest.fixture(autouse=True)
 def _clean_up(transactional_db: None) -> Any:
     yield
@@ -157,10 +166,7 @@ def test_pause_resume_equals_uninterrupted(executor: EmbeddedExecutor,
     up = upload(me, buf.getvalue())
     task = service.submit(me, "csv_import", {"upload": up.pk, "dataset": "paused"})
     for _ in range(3):
-        deadline = time.monotonic() + 20
-        while not (Task.objects.get(pk=task.pk).checkpoint or {}).get("loaded"):
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+        await_checkpoint(task, "loaded")
         try:
             service.pause(task.pk, actor="test")
         except Exception:
@@ -186,10 +192,7 @@ def test_cancel_leaves_no_trace(executor: EmbeddedExecutor,
     before = dataset_tables()
     up = upload(me, buf.getvalue())
     task = service.submit(me, "csv_import", {"upload": up.pk, "dataset": "gone"})
-    deadline = time.monotonic() + 20
-    while not (Task.objects.get(pk=task.pk).checkpoint or {}).get("loaded"):
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    await_checkpoint(task, "loaded")
     service.cancel(task.pk, actor="test")
     assert wait_status(task.pk, "cancelled", "succeeded").status == "cancelled"
     assert not Dataset.objects.filter(name="gone").exists()
@@ -224,12 +227,6 @@ def _generated_dataset(owner: Any, name: str, rows: int, seed: int) -> str:
     return buf.getvalue()
 
 
-def _await_exported(task: Task, rows: int) -> None:
-    """Until the export's checkpoint records at least ``rows`` rows written."""
-    deadline = time.monotonic() + 20
-    while int((Task.objects.get(pk=task.pk).checkpoint or {}).get("rows", 0)) < rows:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
 
 
 def test_export_pause_resume_equals_uninterrupted(executor: EmbeddedExecutor,
@@ -244,7 +241,7 @@ def test_export_pause_resume_equals_uninterrupted(executor: EmbeddedExecutor,
     task = service.submit(me, "csv_export", {"dataset": "big"})
     pauses = 0
     for _ in range(3):
-        _await_exported(task, 100 * (pauses + 1))
+        await_checkpoint(task, "rows", 100 * (pauses + 1))
         service.pause(task.pk, actor="test")
         if wait_status(task.pk, "paused", "succeeded").status == "succeeded":
             break
@@ -265,7 +262,7 @@ def test_export_cancel_deletes_the_partial_file(executor: EmbeddedExecutor,
     _generated_dataset(me, "half", 3000, seed=8)
     _slow_pages(monkeypatch, 100)
     task = service.submit(me, "csv_export", {"dataset": "half"})
-    _await_exported(task, 200)
+    await_checkpoint(task, "rows", 200)
     part = export_path(task.pk).with_name(export_path(task.pk).name + ".part")
     assert part.exists()
     service.cancel(task.pk, actor="test")

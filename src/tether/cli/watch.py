@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Annotated, Any
+from collections.abc import Callable
+from functools import partial
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +20,7 @@ FINAL = ("succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running", "pausing", "paused", "cancelling")
 STATUSES = (*ACTIVE, *FINAL)
 POLL = 0.3
+T = TypeVar("T")
 RECONNECT_SECONDS = 120.0  # how long watch and wait outlast an unreachable server
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow",
                 "paused": "cyan", "pausing": "cyan", "cancelling": "yellow"}
@@ -63,7 +66,11 @@ def _fetch(api: Api, task_id: int) -> dict[str, Any] | None:
         raise
 
 
-def patiently(call: Any, say: Any = None) -> Any:
+def _to_stderr(line: str) -> None:
+    print(f"tether: {line}", file=sys.stderr, flush=True)
+
+
+def patiently(call: Callable[[], T], say: Callable[[str], None] = _to_stderr) -> T:
     """``call()``, retried while the server cannot be reached (a restart), for up to
     RECONNECT_SECONDS; ``say`` gets one line when it is lost and one when it is back."""
     lost: float | None = None
@@ -76,26 +83,19 @@ def patiently(call: Any, say: Any = None) -> Any:
             now = time.monotonic()
             if lost is None:
                 lost = now
-                _say(say, f"the server is unreachable; retrying for up to "
-                          f"{RECONNECT_SECONDS:g}s (Ctrl-C stops watching, not the tasks)")
+                say(f"the server is unreachable; retrying for up to {RECONNECT_SECONDS:g}s "
+                    "(Ctrl-C stops watching, not the tasks)")
             elif now - lost > RECONNECT_SECONDS:
                 raise
             time.sleep(1.0)
             continue
         if lost is not None:
-            _say(say, "the server is back")
+            say("the server is back")
         return result
 
 
-def _say(say: Any, line: str) -> None:
-    if say is not None:
-        say(line)
-    else:
-        print(f"tether: {line}", file=sys.stderr, flush=True)
-
-
 def _poll(api: Api, ids: list[int], latest: dict[int, dict[str, Any] | None],
-          say: Any = None) -> bool:
+          say: Callable[[str], None] = _to_stderr) -> bool:
     """Refresh every unfinished task; True when all are final (or gone)."""
     for task_id in ids:
         task = latest.get(task_id, {})
@@ -104,7 +104,7 @@ def _poll(api: Api, ids: list[int], latest: dict[int, dict[str, Any] | None],
         if not task:  # a server that was never reached is an error at once
             latest[task_id] = _fetch(api, task_id)
         else:
-            latest[task_id] = patiently(lambda i=task_id: _fetch(api, i), say)
+            latest[task_id] = patiently(partial(_fetch, api, task_id), say)
     return all(t is None or t["status"] in FINAL for t in latest.values())
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from tether.context import TaskContext
 from tether.datasets import sql
@@ -224,15 +225,9 @@ def _unpublish(state: dict[str, Any]) -> None:
             ds.row_count = before["row_count"]
         else:
             raise DataError("too late to undo: the import had already been published")
-        ds.last_import_at = _parse_time(before.get("last_import_at"))
+        ds.last_import_at = parse_datetime(before.get("last_import_at") or "")
         ds.last_import_task_id = before.get("last_import_task_id")
         ds.save()
-
-
-def _parse_time(value: str | None) -> Any:
-    from django.utils.dateparse import parse_datetime
-
-    return parse_datetime(value) if value else None
 
 
 @task(name="csv_import", queue="data", rollback=drop_staging, params=PARAMS, max_attempts=3)
