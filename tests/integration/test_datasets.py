@@ -155,16 +155,23 @@ def test_bom_quoted_newlines_header_only_and_big_field(executor: EmbeddedExecuto
     assert rows_of(Dataset.objects.get(name="blank")) == [(1, 2), (3, 4)]
 
 
-def test_pause_resume_equals_uninterrupted(executor: EmbeddedExecutor,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def _start_import(monkeypatch: pytest.MonkeyPatch, dataset: str, *, batch_rows: int,
+                  seed: int) -> tuple[Task, Upload]:
+    """Submit an import of 20,000 generated rows loaded in small batches (so that it
+    can be caught midway)."""
     from tether.datasets import importer
 
-    monkeypatch.setattr(importer, "BATCH_ROWS", 200)
+    monkeypatch.setattr(importer, "BATCH_ROWS", batch_rows)
     buf = io.StringIO()
-    generate.write(buf, 20_000, seed=5)
+    generate.write(buf, 20_000, seed=seed)
     me = user()
     up = upload(me, buf.getvalue())
-    task = service.submit(me, "csv_import", {"upload": up.pk, "dataset": "paused"})
+    return service.submit(me, "csv_import", {"upload": up.pk, "dataset": dataset}), up
+
+
+def test_pause_resume_equals_uninterrupted(executor: EmbeddedExecutor,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    task, _ = _start_import(monkeypatch, "paused", batch_rows=200, seed=5)
     for _ in range(3):
         await_checkpoint(task, "loaded")
         try:
@@ -183,15 +190,8 @@ def test_pause_resume_equals_uninterrupted(executor: EmbeddedExecutor,
 
 def test_cancel_leaves_no_trace(executor: EmbeddedExecutor,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from tether.datasets import importer
-
-    monkeypatch.setattr(importer, "BATCH_ROWS", 100)
-    buf = io.StringIO()
-    generate.write(buf, 20_000, seed=6)
-    me = user()
     before = dataset_tables()
-    up = upload(me, buf.getvalue())
-    task = service.submit(me, "csv_import", {"upload": up.pk, "dataset": "gone"})
+    task, up = _start_import(monkeypatch, "gone", batch_rows=100, seed=6)
     await_checkpoint(task, "loaded")
     service.cancel(task.pk, actor="test")
     assert wait_status(task.pk, "cancelled", "succeeded").status == "cancelled"
