@@ -24,6 +24,7 @@ serve: install  ## create .venv, install, migrate, run API + embedded worker on 
 
 test: install  ## lint, type-check, run the whole test suite
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	TETHER_HOME=$(CURDIR)/.tether-test $(BIN)/pytest -q $(PYTEST_ARGS)
 	@rc=0; $(BIN)/python -m tests.services postgresql || rc=$$?; \
@@ -39,7 +40,7 @@ test: install  ## lint, type-check, run the whole test suite
 
 lint: install
 	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench || true
+	$(BIN)/ruff format --check src tests bench
 
 typecheck: install
 	$(BIN)/mypy

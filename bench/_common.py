@@ -62,8 +62,11 @@ def tether_executable() -> list[str]:
 def tether_env(**settings: str) -> dict[str, str]:
     """This process's environment without any TETHER_* or DJANGO_SETTINGS_MODULE of the
     caller's shell, plus ``settings``."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("TETHER_") and k != "DJANGO_SETTINGS_MODULE"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TETHER_") and k != "DJANGO_SETTINGS_MODULE"
+    }
     env.update(settings)
     return env
 
@@ -76,14 +79,20 @@ def log_tail(path: Path, name: str, lines: int = 20) -> None:
 
 
 @contextlib.contextmanager
-def tether_process(args: Sequence[str], env: Mapping[str, str], log_path: Path, name: str,
-                   grace: float = 10.0) -> Iterator[subprocess.Popen[bytes]]:
+def tether_process(
+    args: Sequence[str], env: Mapping[str, str], log_path: Path, name: str, grace: float = 10.0
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``tether <args>`` in its own process group (so a Ctrl-C of the benchmark does
     not reach it and its pool children go with it), output to ``log_path``; yield it;
     stop it gracefully, and show its log's tail when the block failed."""
     with open(log_path, "wb") as out:
-        proc = subprocess.Popen([*tether_executable(), *args], env=dict(env), stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [*tether_executable(), *args],
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         yield proc
     except Exception:
@@ -94,13 +103,17 @@ def tether_process(args: Sequence[str], env: Mapping[str, str], log_path: Path, 
 
 
 @contextlib.contextmanager
-def tether_server(home: Path, port: int, env: Mapping[str, str], startup_timeout: float,
-                  extra_args: Sequence[str] = ()) -> Iterator[str]:
+def tether_server(
+    home: Path,
+    port: int,
+    env: Mapping[str, str],
+    startup_timeout: float,
+    extra_args: Sequence[str] = (),
+) -> Iterator[str]:
     """Run ``tether serve`` (environment ``env``); yield its base URL once healthy."""
     args = ["serve", "--host", HOST, "--port", str(port), *extra_args]
     base = f"http://{HOST}:{port}"
-    with tether_process(args, env, home.parent / "server.log", "tether serve",
-                        grace=15.0) as proc:
+    with tether_process(args, env, home.parent / "server.log", "tether serve", grace=15.0) as proc:
         deadline = time.monotonic() + startup_timeout
         with httpx.Client(base_url=base, timeout=2, trust_env=False) as c:
             while True:
@@ -122,8 +135,10 @@ def tether_server(home: Path, port: int, env: Mapping[str, str], startup_timeout
 # -- HTTP ---------------------------------------------------------------------------------
 def expect(resp: httpx.Response, *codes: int) -> Any:
     if resp.status_code not in codes:
-        raise RuntimeError(f"{resp.request.method} {resp.request.url.path} -> "
-                           f"{resp.status_code}: {resp.text[:300]}")
+        raise RuntimeError(
+            f"{resp.request.method} {resp.request.url.path} -> "
+            f"{resp.status_code}: {resp.text[:300]}"
+        )
     return resp.json() if resp.content else {}
 
 
@@ -146,5 +161,9 @@ def summary(ms: list[float]) -> dict[str, float | None]:
     if not ms:
         return {"p50": None, "p99": None, "max": None, "mean": None}
     s = sorted(ms)
-    return {"p50": round(percentile(s, 50), 2), "p99": round(percentile(s, 99), 2),
-            "max": round(s[-1], 2), "mean": round(sum(s) / len(s), 2)}
+    return {
+        "p50": round(percentile(s, 50), 2),
+        "p99": round(percentile(s, 99), 2),
+        "max": round(s[-1], 2),
+        "mean": round(sum(s) / len(s), 2),
+    }

@@ -96,8 +96,7 @@ class Sample:
 def redact(url: str) -> str:
     parts = urlsplit(url)
     if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}" + (
-            f":{parts.port}" if parts.port else "")
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
         parts = parts._replace(netloc=netloc)
     return parts.geturl()
 
@@ -114,8 +113,10 @@ def fresh_database(server: str) -> Iterator[str]:
             conn.execute("SELECT 1")
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Unreachable(f"cannot reach PostgreSQL at {redact(admin)}: {first} "
-                          "(start it, or point --pg / BENCH_PG_URL at one)") from None
+        raise Unreachable(
+            f"cannot reach PostgreSQL at {redact(admin)}: {first} "
+            "(start it, or point --pg / BENCH_PG_URL at one)"
+        ) from None
     name = f"tether_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -140,8 +141,10 @@ def fresh_redis(url: str) -> Iterator[Any]:
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise Unreachable(f"cannot reach Redis at {redact(url)}: {exc} "
-                          "(start it, or point --redis / BENCH_REDIS_URL at one)") from None
+        raise Unreachable(
+            f"cannot reach Redis at {redact(url)}: {exc} "
+            "(start it, or point --redis / BENCH_REDIS_URL at one)"
+        ) from None
     client.flushdb()
     try:
         yield client
@@ -182,8 +185,7 @@ class BroadcastMonitor:
                 if command.get("method") == "tether_control":
                     arguments = command["arguments"]
                     with self._lock:
-                        self.seen.setdefault((int(arguments["task_id"]), arguments["kind"]),
-                                             at)
+                        self.seen.setdefault((int(arguments["task_id"]), arguments["kind"]), at)
 
     def when(self, task_id: int, kind: str, wait: float = 0.5) -> float | None:
         deadline = time.monotonic() + wait
@@ -243,11 +245,11 @@ class CeleryTrials:
         self.explain(sample, task_id, sent, action, STOPPING[final], final)
         return sample
 
-    def explain(self, s: Sample, task_id: int, sent: float, kind: str, requested: str,
-                final: str) -> None:
+    def explain(
+        self, s: Sample, task_id: int, sent: float, kind: str, requested: str, final: str
+    ) -> None:
         """The diagnostics of one trial (not timed)."""
-        events: list[dict[str, Any]] = expect(self.c.get(f"/api/v1/tasks/{task_id}/events"),
-                                              200)
+        events: list[dict[str, Any]] = expect(self.c.get(f"/api/v1/tasks/{task_id}/events"), 200)
         at = {e["to_status"]: datetime.fromisoformat(e["at"]).timestamp() for e in events}
         if final in at:
             s.event = (at[final] - sent) * 1000
@@ -293,29 +295,46 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     samples: dict[str, list[Sample]] = {"pause": [], "cancel": []}
     load_before = os.getloadavg()[0]
     if load_before > (os.cpu_count() or 1) / 2:
-        log(f"note: load average {load_before:.2f} on {os.cpu_count()} CPUs before the "
-            "start; the figures will be skewed by it")
+        log(
+            f"note: load average {load_before:.2f} on {os.cpu_count()} CPUs before the "
+            "start; the figures will be skewed by it"
+        )
     home = tmp / "home"
     home.mkdir()
     with contextlib.ExitStack() as stack:
         redis_client = stack.enter_context(fresh_redis(args.redis))
         database = stack.enter_context(fresh_database(args.pg))
-        env = tether_env(TETHER_HOME=str(home), TETHER_DATABASE_URL=database,
-                         TETHER_BROKER_URL=args.redis, TETHER_LOG_LEVEL="WARNING",
-                         TETHER_SECRET_KEY="bench-" + uuid.uuid4().hex)
-        base = stack.enter_context(tether_server(home, free_port(), env,
-                                                 args.startup_timeout))
-        procs = [stack.enter_context(tether_process(
-            ["worker", "-c", str(args.concurrency), "--loglevel", "WARNING"], env,
-            tmp / f"worker{i}.log", f"tether worker {i}")) for i in range(args.processes)]
+        env = tether_env(
+            TETHER_HOME=str(home),
+            TETHER_DATABASE_URL=database,
+            TETHER_BROKER_URL=args.redis,
+            TETHER_LOG_LEVEL="WARNING",
+            TETHER_SECRET_KEY="bench-" + uuid.uuid4().hex,
+        )
+        base = stack.enter_context(tether_server(home, free_port(), env, args.startup_timeout))
+        procs = [
+            stack.enter_context(
+                tether_process(
+                    ["worker", "-c", str(args.concurrency), "--loglevel", "WARNING"],
+                    env,
+                    tmp / f"worker{i}.log",
+                    f"tether worker {i}",
+                )
+            )
+            for i in range(args.processes)
+        ]
         wait_for_workers(args.redis, args.processes, procs, args.startup_timeout)
-        monitor = BroadcastMonitor(redis_client, int(urlsplit(args.redis).path.strip("/")
-                                                     or 0))
+        monitor = BroadcastMonitor(redis_client, int(urlsplit(args.redis).path.strip("/") or 0))
         stack.callback(monitor.close)
         token = login(base)
-        client = stack.enter_context(httpx.Client(
-            base_url=base, headers={"Authorization": f"Token {token}"}, timeout=10,
-            trust_env=False))
+        client = stack.enter_context(
+            httpx.Client(
+                base_url=base,
+                headers={"Authorization": f"Token {token}"},
+                timeout=10,
+                trust_env=False,
+            )
+        )
         runner = CeleryTrials(client, monitor)
         for _ in range(WARMUP):
             runner.pause_trial()
@@ -325,8 +344,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             samples["pause"].append(runner.pause_trial())
             samples["cancel"].append(runner.cancel_trial())
             if (i + 1) % 10 == 0 or i + 1 == args.trials:
-                log(f"  {i + 1}/{args.trials} trials: pause {brief(samples['pause'])}; "
-                    f"cancel {brief(samples['cancel'])}")
+                log(
+                    f"  {i + 1}/{args.trials} trials: pause {brief(samples['pause'])}; "
+                    f"cancel {brief(samples['cancel'])}"
+                )
         gets, missed = runner.t.gets, runner.broadcasts_missed
         load_after = os.getloadavg()[0]
         for i, proc in enumerate(procs):
@@ -373,11 +394,18 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=60, help="trials per action (>= 1)")
     parser.add_argument("--processes", type=int, default=2, help="tether worker processes")
     parser.add_argument("--concurrency", type=int, default=2, help="threads per worker")
-    parser.add_argument("--pg", default=PG, help="PostgreSQL server URL, no database "
-                        "(default $BENCH_PG_URL or %(default)s)")
-    parser.add_argument("--redis", default=BROKER, help="Redis broker URL with its db, "
-                        "flushed before and after (default $BENCH_REDIS_URL or "
-                        "%(default)s)")
+    parser.add_argument(
+        "--pg",
+        default=PG,
+        help="PostgreSQL server URL, no database (default $BENCH_PG_URL or %(default)s)",
+    )
+    parser.add_argument(
+        "--redis",
+        default=BROKER,
+        help="Redis broker URL with its db, "
+        "flushed before and after (default $BENCH_REDIS_URL or "
+        "%(default)s)",
+    )
     parser.add_argument("--startup-timeout", type=float, default=60.0)
     args = parser.parse_args()
     args.trials = max(1, args.trials)
@@ -399,10 +427,12 @@ def main() -> int:
         return 130
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log(f"pause ms p50 {result['pause_p50_ms']}, p99 {result['pause_p99_ms']}; "
+    log(
+        f"pause ms p50 {result['pause_p50_ms']}, p99 {result['pause_p99_ms']}; "
         f"cancel ms p50 {result['cancel_p50_ms']}, p99 {result['cancel_p99_ms']}; "
         f"target p50 <= {TARGET['p50_ms']:g}, p99 <= {TARGET['p99_ms']:g}; "
-        f"load average {result['loadavg_1m']}")
+        f"load average {result['loadavg_1m']}"
+    )
     print(json.dumps(result))
     return 0
 

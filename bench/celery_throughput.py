@@ -30,8 +30,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 PG = "postgresql://postgres@127.0.0.1:5432"
 BROKER = "redis://127.0.0.1:6379/11"
-TASKS_MODULE = ("from tether import task\n\n\n@task(name='bench_noop')\n"
-                "def noop(ctx):\n    return None\n")
+TASKS_MODULE = (
+    "from tether import task\n\n\n@task(name='bench_noop')\ndef noop(ctx):\n    return None\n"
+)
 
 
 def main() -> int:
@@ -49,9 +50,14 @@ def main() -> int:
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
     redis.Redis.from_url(BROKER).flushdb()
-    env = {"TETHER_HOME": str(tmp / "home"), "TETHER_DATABASE_URL": f"{PG}/{db}",
-           "TETHER_BROKER_URL": BROKER, "TETHER_TASK_MODULES": "bench_noop_tasks",
-           "DJANGO_SETTINGS_MODULE": "tether.server.settings", "TETHER_LOG_LEVEL": "WARNING"}
+    env = {
+        "TETHER_HOME": str(tmp / "home"),
+        "TETHER_DATABASE_URL": f"{PG}/{db}",
+        "TETHER_BROKER_URL": BROKER,
+        "TETHER_TASK_MODULES": "bench_noop_tasks",
+        "DJANGO_SETTINGS_MODULE": "tether.server.settings",
+        "TETHER_LOG_LEVEL": "WARNING",
+    }
     os.environ.update(env)
     sys.path.insert(0, str(tmp))
     worker = None
@@ -71,10 +77,19 @@ def main() -> int:
         wlog = tmp / "worker.log"
         with open(wlog, "wb") as out:
             worker = subprocess.Popen(
-                [str(REPO / ".venv" / "bin" / "tether"), "worker", "-c",
-                 str(args.concurrency), "--loglevel", "WARNING"],
+                [
+                    str(REPO / ".venv" / "bin" / "tether"),
+                    "worker",
+                    "-c",
+                    str(args.concurrency),
+                    "--loglevel",
+                    "WARNING",
+                ],
                 env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp), str(REPO)])},
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         executor = CeleryExecutor()
         executor.start()
         warm = service.submit_many(user, "bench_noop", [{}] * 20)
@@ -115,13 +130,24 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ratio = tether_rate / plain["tasks_per_s"]
-    print(json.dumps({
-        "benchmark": "celery_throughput", "n": args.n, "concurrency": args.concurrency,
-        "tether_celery_tasks_per_s": round(tether_rate, 1),
-        "plain_celery_tasks_per_s": round(plain["tasks_per_s"], 1),
-        "ratio": round(ratio, 2), "target_ratio": 1.0, "meets_target": ratio >= 1.0,
-        "history_complete": events == 3 * args.n, "database": "postgresql",
-        "broker": "redis", "cpu_count": os.cpu_count()}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "celery_throughput",
+                "n": args.n,
+                "concurrency": args.concurrency,
+                "tether_celery_tasks_per_s": round(tether_rate, 1),
+                "plain_celery_tasks_per_s": round(plain["tasks_per_s"], 1),
+                "ratio": round(ratio, 2),
+                "target_ratio": 1.0,
+                "meets_target": ratio >= 1.0,
+                "history_complete": events == 3 * args.n,
+                "database": "postgresql",
+                "broker": "redis",
+                "cpu_count": os.cpu_count(),
+            }
+        )
+    )
     return 0
 
 

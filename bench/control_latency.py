@@ -51,11 +51,11 @@ Sample = tuple[float, float, float | None]
 
 
 @contextlib.contextmanager
-def tether_server(home: Path, port: int, workers: int | None,
-                  startup_timeout: float) -> Iterator[str]:
+def tether_server(
+    home: Path, port: int, workers: int | None, startup_timeout: float
+) -> Iterator[str]:
     """Run ``tether serve`` (embedded executor) in its own process group; yield its URL."""
-    env = tether_env(TETHER_HOME=str(home), TETHER_EXECUTOR="embedded",
-                     TETHER_LOG_LEVEL="WARNING")
+    env = tether_env(TETHER_HOME=str(home), TETHER_EXECUTOR="embedded", TETHER_LOG_LEVEL="WARNING")
     extra = ["--workers", str(workers)] if workers else []
     with _common.tether_server(home, port, env, startup_timeout, extra) as base:
         yield base
@@ -77,15 +77,21 @@ class Trials:
             task = self.get(task_id)
             if ok(task):
                 return
-            if task["status"] in ("succeeded", "failed", "cancelled") \
-                    or time.monotonic() > deadline:
-                raise RuntimeError(f"task {task_id}: waiting for {what}, got status "
-                                   f"{task['status']!r}")
+            if (
+                task["status"] in ("succeeded", "failed", "cancelled")
+                or time.monotonic() > deadline
+            ):
+                raise RuntimeError(
+                    f"task {task_id}: waiting for {what}, got status {task['status']!r}"
+                )
 
     def running_task(self) -> int:
         task_id = int(expect(self.c.post("/api/v1/tasks", json=COUNTDOWN), 201)["id"])
-        self.wait(task_id, lambda t: t["status"] == "running" and t["progress"] is not None,
-                  "running with progress")
+        self.wait(
+            task_id,
+            lambda t: t["status"] == "running" and t["progress"] is not None,
+            "running with progress",
+        )
         return task_id
 
     def control(self, task_id: int, action: str, final: str) -> Sample:
@@ -96,13 +102,15 @@ class Trials:
         if answer["status"] != final:  # the answer itself may already say it
             self.wait(task_id, lambda t: t["status"] == final, final)
         t_end = time.perf_counter()
-        return ((t_end - t0) * 1000, (t_ack - t0) * 1000,
-                self.engine_ms(task_id, STOPPING[final], final))
+        return (
+            (t_end - t0) * 1000,
+            (t_ack - t0) * 1000,
+            self.engine_ms(task_id, STOPPING[final], final),
+        )
 
     def engine_ms(self, task_id: int, requested: str, final: str) -> float | None:
         """Server-side time between the request's event and the final event (not timed)."""
-        events: list[dict[str, Any]] = expect(self.c.get(f"/api/v1/tasks/{task_id}/events"),
-                                              200)
+        events: list[dict[str, Any]] = expect(self.c.get(f"/api/v1/tasks/{task_id}/events"), 200)
         at = {e["to_status"]: datetime.fromisoformat(e["at"]) for e in events}
         if requested not in at or final not in at:
             return None  # e.g. a queued task paused at once
@@ -126,8 +134,12 @@ def column(rows: list[Sample], i: int) -> list[float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=60, help="trials per action (>= 1)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="embedded worker slots of the server (default: its CPU count)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="embedded worker slots of the server (default: its CPU count)",
+    )
     parser.add_argument("--startup-timeout", type=float, default=60.0)
     args = parser.parse_args()
     trials = max(1, args.trials)
@@ -136,12 +148,12 @@ def main() -> int:
     samples: dict[str, list[Sample]] = {"pause": [], "cancel": []}
     gets = 0
     try:
-        with tether_server(tmp / "home", free_port(), args.workers,
-                           args.startup_timeout) as base:
+        with tether_server(tmp / "home", free_port(), args.workers, args.startup_timeout) as base:
             token = login(base)
             headers = {"Authorization": f"Token {token}"}
-            with httpx.Client(base_url=base, headers=headers, timeout=10,
-                              trust_env=False) as client:
+            with httpx.Client(
+                base_url=base, headers=headers, timeout=10, trust_env=False
+            ) as client:
                 runner = Trials(client)
                 runner.pause_trial()  # warm-up, not counted: first requests, imports
                 runner.cancel_trial()
@@ -149,9 +161,11 @@ def main() -> int:
                     samples["pause"].append(runner.pause_trial())
                     samples["cancel"].append(runner.cancel_trial())
                     if (i + 1) % 10 == 0 or i + 1 == trials:
-                        log(f"  {i + 1}/{trials} trials: "
+                        log(
+                            f"  {i + 1}/{trials} trials: "
                             f"pause {summary(column(samples['pause'], 0))}, "
-                            f"cancel {summary(column(samples['cancel'], 0))}")
+                            f"cancel {summary(column(samples['cancel'], 0))}"
+                        )
                 gets = runner.gets
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -176,8 +190,7 @@ def main() -> int:
         "http_gets": gets,
         "cpu_count": os.cpu_count(),
     }
-    log(f"pause ms {p}; cancel ms {c}; target p50 <= {TARGET['p50']:g}, "
-        f"p99 <= {TARGET['p99']:g}")
+    log(f"pause ms {p}; cancel ms {c}; target p50 <= {TARGET['p50']:g}, p99 <= {TARGET['p99']:g}")
     print(json.dumps(result))
     return 0
 

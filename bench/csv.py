@@ -58,10 +58,24 @@ import psycopg  # noqa: E402
 
 from _common import log, summary, tether_env, tether_executable  # noqa: E402
 
-TARGETS = {"pg_import_ratio": 0.75, "pg_export_ratio": 0.75,
-           "sqlite_import_rows_per_s": 200_000, "peak_rss_mb": 150, "pause_p99_ms": 200}
-ENGINE_TYPES = ["integer", "text", "text", "float", "integer", "boolean", "timestamptz",
-                "date", "text"]
+TARGETS = {
+    "pg_import_ratio": 0.75,
+    "pg_export_ratio": 0.75,
+    "sqlite_import_rows_per_s": 200_000,
+    "peak_rss_mb": 150,
+    "pause_p99_ms": 200,
+}
+ENGINE_TYPES = [
+    "integer",
+    "text",
+    "text",
+    "float",
+    "integer",
+    "boolean",
+    "timestamptz",
+    "date",
+    "text",
+]
 CHUNK = 1 << 20
 
 
@@ -74,17 +88,26 @@ def generate(path: Path, rows: int) -> None:
     cmd = [*tether_executable(), "gen-csv", "--rows", str(rows), "-o", str(path)]
     log(f"generate: {' '.join(cmd)}")
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, env=tether_env(TETHER_HOME=str(path.parent / "gen-home")),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    done = subprocess.run(
+        cmd,
+        env=tether_env(TETHER_HOME=str(path.parent / "gen-home")),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
+    )
     if done.returncode != 0:  # the CLI may be mid-change: same generator, in-process
-        log(f"generate: tether gen-csv failed ({done.stderr.decode()[-300:].strip()}); "
-            "using tether.datasets.generate")
+        log(
+            f"generate: tether gen-csv failed ({done.stderr.decode()[-300:].strip()}); "
+            "using tether.datasets.generate"
+        )
         from tether.datasets import generate as gen
 
         with open(path, "w", encoding="utf-8", newline="") as out:
             gen.write(out, rows)
-    log(f"generate: {rows:,} rows, {path.stat().st_size / 1e6:.1f} MB in "
-        f"{time.perf_counter() - t0:.1f} s")
+    log(
+        f"generate: {rows:,} rows, {path.stat().st_size / 1e6:.1f} MB in "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
 
 
 def repeat_rows(src: Path, dst: Path, rows: int, have: int) -> None:
@@ -125,13 +148,24 @@ def fresh_database(url: str, name: str) -> Any:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def driver(file: Path, rows: int, env: dict[str, str], *extra: str,
-           hold: bool = False) -> tuple[dict[str, Any], float | None]:
+def driver(
+    file: Path, rows: int, env: dict[str, str], *extra: str, hold: bool = False
+) -> tuple[dict[str, Any], float | None]:
     """Run bench/_csv_driver.py; its figures, and its VmHWM in MB when ``hold``."""
-    cmd = [sys.executable, "-P", str(BENCH_DIR / "_csv_driver.py"), "import", str(file),
-           "--rows", str(rows), *extra, *(["--hold"] if hold else [])]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                            stdin=subprocess.PIPE if hold else subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "-P",
+        str(BENCH_DIR / "_csv_driver.py"),
+        "import",
+        str(file),
+        "--rows",
+        str(rows),
+        *extra,
+        *(["--hold"] if hold else []),
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stdin=subprocess.PIPE if hold else subprocess.DEVNULL
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     peak = None
@@ -152,11 +186,16 @@ def driver(file: Path, rows: int, env: dict[str, str], *extra: str,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--big-rows", type=int, default=5_000_000,
-                        help="rows of the peak-RSS import (0: skip it)")
+    parser.add_argument(
+        "--big-rows", type=int, default=5_000_000, help="rows of the peak-RSS import (0: skip it)"
+    )
     parser.add_argument("--pause-trials", type=int, default=30)
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs of each timed import/export/COPY (the best counts)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each timed import/export/COPY (the best counts)",
+    )
     parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
@@ -165,51 +204,92 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="tether-bench-csv-"))
     db_name = f"tether_bench_csv_{os.getpid()}"
-    out: dict[str, Any] = {"benchmark": "csv", "rows": rows, "big_rows": args.big_rows,
-                           "repeat": repeat, "cpu_count": os.cpu_count()}
+    out: dict[str, Any] = {
+        "benchmark": "csv",
+        "rows": rows,
+        "big_rows": args.big_rows,
+        "repeat": repeat,
+        "cpu_count": os.cpu_count(),
+    }
     try:
         data = tmp / "data.csv"
         generate(data, rows)
         out["file_mb"] = round(data.stat().st_size / 1e6, 1)
 
         with fresh_database(args.pg_url, db_name) as db_url:
-            env = tether_env(TETHER_HOME=str(tmp / "home-pg"), TETHER_DATABASE_URL=db_url,
-                             DJANGO_SETTINGS_MODULE="tether.server.settings",
-                             TETHER_LOG_LEVEL="WARNING")
-            log(f"postgresql: database {db_name}; {repeat} x (plain COPY FROM STDIN and TO "
-                "STDOUT, engine csv_import and csv_export), then pause trials")
-            pg, _ = driver(data, rows, env, "--repeat", str(repeat), "--plain-copy",
-                           "--export", "--pause-trials", str(args.pause_trials))
+            env = tether_env(
+                TETHER_HOME=str(tmp / "home-pg"),
+                TETHER_DATABASE_URL=db_url,
+                DJANGO_SETTINGS_MODULE="tether.server.settings",
+                TETHER_LOG_LEVEL="WARNING",
+            )
+            log(
+                f"postgresql: database {db_name}; {repeat} x (plain COPY FROM STDIN and TO "
+                "STDOUT, engine csv_import and csv_export), then pause trials"
+            )
+            pg, _ = driver(
+                data,
+                rows,
+                env,
+                "--repeat",
+                str(repeat),
+                "--plain-copy",
+                "--export",
+                "--pause-trials",
+                str(args.pause_trials),
+            )
             if pg["columns"] != ENGINE_TYPES:
                 raise RuntimeError(f"the engine inferred {pg['columns']}")
-            best = {k: min(pg[k]) for k in ("copy_in_s", "copy_out_s", "copy_out_synced_s",
-                                            "copy_keyed_s", "import_s", "export_s")}
+            best = {
+                k: min(pg[k])
+                for k in (
+                    "copy_in_s",
+                    "copy_out_s",
+                    "copy_out_synced_s",
+                    "copy_keyed_s",
+                    "import_s",
+                    "export_s",
+                )
+            }
             out["pg_copy_rows_per_s"] = round(rows / best["copy_in_s"])
             out["pg_import_rows_per_s"] = round(rows / best["import_s"])
             out["pg_import_ratio"] = round(best["copy_in_s"] / best["import_s"], 3)
             out["pg_copy_to_rows_per_s"] = round(rows / best["copy_out_s"])
             out["pg_export_rows_per_s"] = round(rows / best["export_s"])
             out["pg_export_ratio"] = round(best["copy_out_s"] / best["export_s"], 3)
-            out["pg_export_ratio_synced"] = round(best["copy_out_synced_s"] / best["export_s"],
-                                                  3)
+            out["pg_export_ratio_synced"] = round(best["copy_out_synced_s"] / best["export_s"], 3)
             out["pg_copy_keyed_rows_per_s"] = round(rows / best["copy_keyed_s"])
             out["pg_import_ratio_keyed"] = round(best["copy_keyed_s"] / best["import_s"], 3)
-            for k in ("copy_in_s", "import_s", "copy_keyed_s", "copy_out_s",
-                      "copy_out_synced_s", "export_s"):
+            for k in (
+                "copy_in_s",
+                "import_s",
+                "copy_keyed_s",
+                "copy_out_s",
+                "copy_out_synced_s",
+                "export_s",
+            ):
                 out[f"pg_{k}"] = [round(x, 3) for x in pg[k]]
             pause = summary(pg.get("pause_ms", []))
-            out.update(pause_p50_ms=pause["p50"], pause_p99_ms=pause["p99"],
-                       pause_max_ms=pause["max"], pause_trials=len(pg.get("pause_ms", [])))
-            log(f"postgresql: import {out['pg_import_rows_per_s']:,} rows/s vs COPY "
+            out.update(
+                pause_p50_ms=pause["p50"],
+                pause_p99_ms=pause["p99"],
+                pause_max_ms=pause["max"],
+                pause_trials=len(pg.get("pause_ms", [])),
+            )
+            log(
+                f"postgresql: import {out['pg_import_rows_per_s']:,} rows/s vs COPY "
                 f"{out['pg_copy_rows_per_s']:,}: {out['pg_import_ratio']}x (vs COPY into "
                 f"the engine's table shape, row key and primary key: "
                 f"{out['pg_import_ratio_keyed']}x); export "
                 f"{out['pg_export_rows_per_s']:,} rows/s vs COPY TO "
                 f"{out['pg_copy_to_rows_per_s']:,}: {out['pg_export_ratio']}x (vs COPY TO "
                 f"and an fsync of the file: {out['pg_export_ratio_synced']}x) (best of "
-                f"{repeat} each)")
-            log(f"pause during an import: p50 {pause['p50']} ms, p99 {pause['p99']} ms "
-                f"(max {pause['max']} ms, {out['pause_trials']} trials)")
+                f"{repeat} each)"
+            )
+            log(
+                f"pause during an import: p50 {pause['p50']} ms, p99 {pause['p99']} ms "
+                f"(max {pause['max']} ms, {out['pause_trials']} trials)"
+            )
 
             if args.big_rows:
                 big = tmp / "big.csv"
@@ -217,22 +297,27 @@ def main() -> int:
                     big = data
                 else:
                     repeat_rows(data, big, args.big_rows, rows)
-                log(f"postgresql: peak RSS of a worker importing {args.big_rows:,} rows "
-                    f"({big.stat().st_size / 1e6:.0f} MB)")
+                log(
+                    f"postgresql: peak RSS of a worker importing {args.big_rows:,} rows "
+                    f"({big.stat().st_size / 1e6:.0f} MB)"
+                )
                 big_env = {**env, "TETHER_HOME": str(tmp / "home-big")}
-                res, peak = driver(big, args.big_rows, big_env, "--dataset", "big",
-                                   hold=True)
+                res, peak = driver(big, args.big_rows, big_env, "--dataset", "big", hold=True)
                 out["peak_rss_mb"] = round(peak, 1) if peak is not None else None
                 out["big_import_rows_per_s"] = round(args.big_rows / res["import_s"][0])
-                log(f"postgresql: {args.big_rows:,} rows in {res['import_s'][0]:.1f} s, "
-                    f"peak RSS {out['peak_rss_mb']} MB")
+                log(
+                    f"postgresql: {args.big_rows:,} rows in {res['import_s'][0]:.1f} s, "
+                    f"peak RSS {out['peak_rss_mb']} MB"
+                )
             else:
                 out["peak_rss_mb"] = None
 
         log("sqlite: engine csv_import")
-        env = tether_env(TETHER_HOME=str(tmp / "home-sqlite"),
-                         DJANGO_SETTINGS_MODULE="tether.server.settings",
-                         TETHER_LOG_LEVEL="WARNING")
+        env = tether_env(
+            TETHER_HOME=str(tmp / "home-sqlite"),
+            DJANGO_SETTINGS_MODULE="tether.server.settings",
+            TETHER_LOG_LEVEL="WARNING",
+        )
         lite, _ = driver(data, rows, env, "--repeat", str(repeat))
         out["sqlite_import_rows_per_s"] = round(rows / min(lite["import_s"]))
         out["sqlite_import_s"] = [round(x, 3) for x in lite["import_s"]]
@@ -247,12 +332,13 @@ def main() -> int:
     meets = {
         "pg_import": out["pg_import_ratio"] >= TARGETS["pg_import_ratio"],
         "pg_export": out["pg_export_ratio"] >= TARGETS["pg_export_ratio"],
-        "sqlite_import":
-            out["sqlite_import_rows_per_s"] >= TARGETS["sqlite_import_rows_per_s"],
-        "peak_rss": (out["peak_rss_mb"] is not None
-                     and out["peak_rss_mb"] <= TARGETS["peak_rss_mb"]),
-        "pause_p99": (out["pause_p99_ms"] is not None
-                      and out["pause_p99_ms"] <= TARGETS["pause_p99_ms"]),
+        "sqlite_import": out["sqlite_import_rows_per_s"] >= TARGETS["sqlite_import_rows_per_s"],
+        "peak_rss": (
+            out["peak_rss_mb"] is not None and out["peak_rss_mb"] <= TARGETS["peak_rss_mb"]
+        ),
+        "pause_p99": (
+            out["pause_p99_ms"] is not None and out["pause_p99_ms"] <= TARGETS["pause_p99_ms"]
+        ),
     }
     out["meets_target"] = meets
     out["meets_all_targets"] = all(meets.values())

@@ -43,8 +43,14 @@ class MemoryStore:
         self.progress: dict[str, Any] | None = None
         self.checkpoint: dict[str, Any] | None = None
 
-    def save(self, task_id: int, token: str, *, progress: dict[str, Any] | None,
-             checkpoint: dict[str, Any] | None) -> bool:
+    def save(
+        self,
+        task_id: int,
+        token: str,
+        *,
+        progress: dict[str, Any] | None,
+        checkpoint: dict[str, Any] | None,
+    ) -> bool:
         self.saves += 1
         if progress is not None:
             self.progress = progress
@@ -98,8 +104,9 @@ def loop_checkpoint(ctx: TaskContext, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def best_of(name: str, fn: Callable[[TaskContext, int], float], n: int,
-            repeats: int) -> tuple[float, int]:
+def best_of(
+    name: str, fn: Callable[[TaskContext, int], float], n: int, repeats: int
+) -> tuple[float, int]:
     best = float("inf")
     saves = 0
     for r in range(repeats):
@@ -107,8 +114,10 @@ def best_of(name: str, fn: Callable[[TaskContext, int], float], n: int,
         elapsed = fn(ctx, n)
         if elapsed < best:
             best, saves = elapsed, store.saves
-        log(f"  {name:<12} run {r + 1}/{repeats}: {elapsed:.3f} s "
-            f"({elapsed / n * 1e6:.3f} us/iter, {store.saves} saves)")
+        log(
+            f"  {name:<12} run {r + 1}/{repeats}: {elapsed:.3f} s "
+            f"({elapsed / n * 1e6:.3f} us/iter, {store.saves} saves)"
+        )
     return best, saves
 
 
@@ -142,9 +151,11 @@ def main() -> int:
         "target_us": TARGET_US,
         "progress_within_target": per_call(prog) <= TARGET_US,
     }
-    log(f"progress: {result['progress_us_per_call']} us/call (target <= {TARGET_US}), "
+    log(
+        f"progress: {result['progress_us_per_call']} us/call (target <= {TARGET_US}), "
         f"should_stop: {result['should_stop_us_per_call']} us/call, "
-        f"lazy checkpoint: {result['checkpoint_lazy_us_per_call']} us/call")
+        f"lazy checkpoint: {result['checkpoint_lazy_us_per_call']} us/call"
+    )
     print(json.dumps(result))
     return 0
 

@@ -46,8 +46,6 @@ POLL = 0.02
 EXPECTED_HISTORY = [(None, "queued"), ("queued", "running"), ("running", "succeeded")]
 
 
-
-
 def wait_for(done: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll ``done`` every POLL seconds until it is true; TimeoutError after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -76,20 +74,28 @@ def check_history(first_id: int, last_id: int) -> dict[str, Any]:
     """Compare each task's events in [first_id, last_id] with queued->running->succeeded."""
     from tether.models import TaskEvent
 
-    rows = (TaskEvent.objects.filter(task_id__gte=first_id, task_id__lte=last_id)
-            .order_by("task_id", "id").values_list("task_id", "from_status", "to_status"))
+    rows = (
+        TaskEvent.objects.filter(task_id__gte=first_id, task_id__lte=last_id)
+        .order_by("task_id", "id")
+        .values_list("task_id", "from_status", "to_status")
+    )
     history: dict[int, list[tuple[str | None, str]]] = {}
     for task_id, src, dst in rows:
         history.setdefault(task_id, []).append((src, dst))
     expected_tasks = last_id - first_id + 1
     bad = sum(1 for h in history.values() if h != EXPECTED_HISTORY)
     bad += expected_tasks - len(history)
-    return {"tasks": expected_tasks, "events": sum(len(h) for h in history.values()),
-            "tasks_with_bad_history": bad, "complete": bad == 0}
+    return {
+        "tasks": expected_tasks,
+        "events": sum(len(h) for h in history.values()),
+        "tasks_with_bad_history": bad,
+        "complete": bad == 0,
+    }
 
 
-def run_embedded(n: int, n_single: int, warmup: int, workers: int,
-                 timeout: float) -> dict[str, Any]:
+def run_embedded(
+    n: int, n_single: int, warmup: int, workers: int, timeout: float
+) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.db.models import Count
@@ -109,8 +115,7 @@ def run_embedded(n: int, n_single: int, warmup: int, workers: int,
         try:
             wait_for(lambda: succeeded.count() >= target, timeout, what)
         except TimeoutError:
-            counts = dict(Task.objects.order_by().values_list("status")
-                          .annotate(n=Count("id")))
+            counts = dict(Task.objects.order_by().values_list("status").annotate(n=Count("id")))
             log(f"embedded: status counts at timeout: {counts}")
             raise
 
@@ -130,8 +135,10 @@ def run_embedded(n: int, n_single: int, warmup: int, workers: int,
         wait_succeeded(base + n, f"{n} bulk-submitted tasks")
         t_total = time.perf_counter() - t0
         history = check_history(tasks[0].pk, tasks[-1].pk)
-        log(f"embedded: bulk {n / t_total:.0f} tasks/s (submit {t_submit:.3f} s, total "
-            f"{t_total:.3f} s); history {history}")
+        log(
+            f"embedded: bulk {n / t_total:.0f} tasks/s (submit {t_submit:.3f} s, total "
+            f"{t_total:.3f} s); history {history}"
+        )
 
         single: dict[str, Any] = {"tasks_per_s": None, "total_s": None, "history": None}
         if n_single:
@@ -144,38 +151,64 @@ def run_embedded(n: int, n_single: int, warmup: int, workers: int,
             wait_succeeded(base + n_single, f"{n_single} singly submitted tasks")
             t_single = time.perf_counter() - t0
             last_id = first.pk if n_single == 1 else last.pk
-            single = {"tasks_per_s": n_single / t_single, "total_s": t_single,
-                      "history": check_history(first.pk, last_id)}
-            log(f"embedded: single {n_single / t_single:.0f} tasks/s ({t_single:.3f} s); "
-                f"history {single['history']}")
+            single = {
+                "tasks_per_s": n_single / t_single,
+                "total_s": t_single,
+                "history": check_history(first.pk, last_id),
+            }
+            log(
+                f"embedded: single {n_single / t_single:.0f} tasks/s ({t_single:.3f} s); "
+                f"history {single['history']}"
+            )
     finally:
         executor.stop(timeout=10)
         connection.close()
-    return {"tasks_per_s": n / t_total, "submit_s": t_submit, "total_s": t_total,
-            "history": history, "single": single, "slots": executor.slots}
+    return {
+        "tasks_per_s": n / t_total,
+        "submit_s": t_submit,
+        "total_s": t_total,
+        "history": history,
+        "single": single,
+        "slots": executor.slots,
+    }
 
 
 # -- plain Celery ------------------------------------------------------------------------
 @contextlib.contextmanager
-def celery_worker(concurrency: int, workdir: Path,
-                  broker: str) -> Iterator[subprocess.Popen[bytes]]:
+def celery_worker(
+    concurrency: int, workdir: Path, broker: str
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run a Celery worker subprocess (own process group) and stop it afterwards."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DJANGO_SETTINGS_MODULE", "TETHER_HOME")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "TETHER_HOME")
+    }
     # only the app module on the path: bench/csv.py would shadow the stdlib's csv
     appdir = workdir / "celery-app"
     appdir.mkdir(exist_ok=True)
     shutil.copy(BENCH_DIR / "_celery_noop.py", appdir / "_celery_noop.py")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(appdir),
-                                                      env.get("PYTHONPATH", "")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(appdir), env.get("PYTHONPATH", "")]))
     env["BENCH_CELERY_BROKER"] = broker
-    cmd = [sys.executable, "-m", "celery", "-A", "_celery_noop", "worker",
-           "-c", str(concurrency), "-P", "prefork", "--without-gossip", "--without-mingle",
-           "--without-heartbeat", "--loglevel=WARNING"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "_celery_noop",
+        "worker",
+        "-c",
+        str(concurrency),
+        "-P",
+        "prefork",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--loglevel=WARNING",
+    ]
     log_path = workdir / "celery-worker.log"
     with open(log_path, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         yield proc
     finally:
@@ -185,10 +218,9 @@ def celery_worker(concurrency: int, workdir: Path,
             log("celery worker log (last lines):\n  " + "\n  ".join(tail))
 
 
-
-
-def run_celery(n: int, warmup: int, concurrency: int, timeout: float, workdir: Path,
-               redis_port: int) -> dict[str, Any]:
+def run_celery(
+    n: int, warmup: int, concurrency: int, timeout: float, workdir: Path, redis_port: int
+) -> dict[str, Any]:
     import redis
 
     broker = REDIS_URL.format(port=redis_port)
@@ -227,8 +259,10 @@ def run_celery(n: int, warmup: int, concurrency: int, timeout: float, workdir: P
             t_publish = time.perf_counter() - t0
             wait_for(lambda: counter() >= n, timeout, f"{n} Celery tasks")
             t_total = time.perf_counter() - t0
-            log(f"celery: {n / t_total:.0f} tasks/s (publish {t_publish:.3f} s, total "
-                f"{t_total:.3f} s)")
+            log(
+                f"celery: {n / t_total:.0f} tasks/s (publish {t_publish:.3f} s, total "
+                f"{t_total:.3f} s)"
+            )
     finally:
         with contextlib.suppress(redis.RedisError):
             r.flushdb()
@@ -244,16 +278,29 @@ def rounded(x: float | None, digits: int = 1) -> float | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000, help="tasks per side (default 5000)")
-    parser.add_argument("--n-single", type=int, default=1000,
-                        help="tasks submitted one at a time with service.submit (0: skip)")
+    parser.add_argument(
+        "--n-single",
+        type=int,
+        default=1000,
+        help="tasks submitted one at a time with service.submit (0: skip)",
+    )
     parser.add_argument("--warmup", type=int, default=50, help="untimed tasks per side first")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="embedded worker slots (default: CPU count)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="embedded worker slots (default: CPU count)",
+    )
     parser.add_argument("--celery-concurrency", type=int, default=2)
-    parser.add_argument("--timeout", type=float, default=300.0,
-                        help="seconds to wait for each phase to finish")
-    parser.add_argument("--redis-port", type=int, default=6379,
-                        help="Redis on 127.0.0.1 used as the Celery broker (db 15)")
+    parser.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for each phase to finish"
+    )
+    parser.add_argument(
+        "--redis-port",
+        type=int,
+        default=6379,
+        help="Redis on 127.0.0.1 used as the Celery broker (db 15)",
+    )
     parser.add_argument("--skip-celery", action="store_true")
     args = parser.parse_args()
     n = max(1, args.n)
@@ -264,14 +311,21 @@ def main() -> int:
     celery_error: str | None = None
     try:
         setup_django(tmp / "home")
-        embedded = run_embedded(n, max(0, args.n_single), max(0, args.warmup),
-                                args.workers, args.timeout)
+        embedded = run_embedded(
+            n, max(0, args.n_single), max(0, args.warmup), args.workers, args.timeout
+        )
         if args.skip_celery:
             celery_error = "skipped (--skip-celery)"
         else:
             try:
-                celery = run_celery(n, max(0, args.warmup), args.celery_concurrency,
-                                    args.timeout, tmp, args.redis_port)
+                celery = run_celery(
+                    n,
+                    max(0, args.warmup),
+                    args.celery_concurrency,
+                    args.timeout,
+                    tmp,
+                    args.redis_port,
+                )
             except Exception as exc:
                 celery_error = f"{type(exc).__name__}: {exc}"
                 log(f"celery: NOT MEASURED: {celery_error}")
@@ -301,8 +355,7 @@ def main() -> int:
         "meets_target": None if ratio is None else ratio >= TARGET_RATIO,
         "history_complete": embedded["history"]["complete"],
         "history_events": embedded["history"]["events"],
-        "single_history_complete": (single["history"]["complete"]
-                                    if single["history"] else None),
+        "single_history_complete": (single["history"]["complete"] if single["history"] else None),
         "warmup": args.warmup,
         "cpu_count": os.cpu_count(),
     }

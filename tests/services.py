@@ -19,9 +19,11 @@ def main(name: str) -> int:
             return 0
     except OSError:
         in_ci = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-        print(f"{name} is not reachable on 127.0.0.1:{port}"
-              + (" (required under CI=true)" if in_ci else "; skipping its tests"),
-              file=sys.stderr)
+        print(
+            f"{name} is not reachable on 127.0.0.1:{port}"
+            + (" (required under CI=true)" if in_ci else "; skipping its tests"),
+            file=sys.stderr,
+        )
         return 2 if in_ci else 1
 
 

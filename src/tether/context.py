@@ -17,7 +17,11 @@ class ContextStore(Protocol):
     """Where a context writes; the Django implementation lives in ``tether.store``."""
 
     def save(
-        self, task_id: int, token: str, *, progress: dict[str, Any] | None,
+        self,
+        task_id: int,
+        token: str,
+        *,
+        progress: dict[str, Any] | None,
         checkpoint: dict[str, Any] | None,
     ) -> bool:
         """Write progress and/or checkpoint if ``token`` still owns the task."""
@@ -181,8 +185,9 @@ class TaskContext:
 
     def _write(self, *, checkpoint: dict[str, Any] | None) -> None:
         progress = self.progress_snapshot() if self._progress_dirty else None
-        if not self._store.save(self.task_id, self._token, progress=progress,
-                                checkpoint=checkpoint):
+        if not self._store.save(
+            self.task_id, self._token, progress=progress, checkpoint=checkpoint
+        ):
             self._stop = "lease_lost"
             raise LeaseLostSignal()
         self._progress_dirty = False

@@ -46,6 +46,5 @@ def run_due(now: float | None = None) -> list[str]:
         try:
             c.func()
         except Exception:
-            log.exception("housekeeping chore %s failed; it runs again in %gs",
-                          c.name, c.every)
+            log.exception("housekeeping chore %s failed; it runs again in %gs", c.name, c.every)
     return [c.name for c in due]

@@ -15,13 +15,13 @@ from tether.states import Status
 
 
 class Task(models.Model):
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
-                              related_name="tether_tasks")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tether_tasks"
+    )
     type = models.CharField(max_length=100)
     queue = models.CharField(max_length=100, default="default")
     params = models.JSONField(default=dict)
-    status = models.CharField(max_length=16, choices=Status.choices(),
-                              default=Status.QUEUED.value)
+    status = models.CharField(max_length=16, choices=Status.choices(), default=Status.QUEUED.value)
     progress = models.JSONField(null=True, blank=True)
     checkpoint = models.JSONField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)
@@ -30,8 +30,9 @@ class Task(models.Model):
     max_attempts = models.PositiveIntegerField(default=3)
     pause_timeout = models.FloatField(default=300.0)
     run_after = models.DateTimeField(default=timezone.now)
-    published_at = models.DateTimeField(null=True, blank=True,
-                                        help_text="last time a message was sent for it")
+    published_at = models.DateTimeField(
+        null=True, blank=True, help_text="last time a message was sent for it"
+    )
     worker = models.CharField(max_length=200, null=True, blank=True)
     run_token = models.CharField(max_length=64, null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
@@ -81,8 +82,9 @@ class ApiToken(models.Model):
 
     PREFIX = "tt_"
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
-                             related_name="tether_tokens")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tether_tokens"
+    )
     key_hash = models.CharField(max_length=64, unique=True)
     hint = models.CharField(max_length=16, help_text="first characters, to tell tokens apart")
     name = models.CharField(max_length=100, blank=True, default="")
@@ -100,8 +102,13 @@ class ApiToken(models.Model):
     @classmethod
     def issue(cls, user: Any, *, ttl: timedelta, name: str = "") -> tuple[ApiToken, str]:
         raw = cls.PREFIX + secrets.token_urlsafe(32)
-        token = cls.objects.create(user=user, key_hash=hash_token(raw), hint=raw[:10],
-                                   name=name, expires_at=timezone.now() + ttl)
+        token = cls.objects.create(
+            user=user,
+            key_hash=hash_token(raw),
+            hint=raw[:10],
+            name=name,
+            expires_at=timezone.now() + ttl,
+        )
         return token, raw
 
     @property
@@ -113,8 +120,9 @@ class Upload(models.Model):
     """A file received by the API, kept under a server-generated name until the task
     that imports it is done with it."""
 
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
-                              related_name="tether_uploads")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tether_uploads"
+    )
     path = models.CharField(max_length=300, help_text="relative to TETHER_HOME/uploads")
     original_name = models.CharField(max_length=255, blank=True, default="")
     size = models.BigIntegerField(default=0)
@@ -128,21 +136,24 @@ class Dataset(models.Model):
     """A table created or filled by CSV imports, owned by a user. ``table`` is the
     server-generated name of the database table holding its rows."""
 
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
-                              related_name="tether_datasets")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tether_datasets"
+    )
     name = models.CharField(max_length=64)
     table = models.CharField(max_length=63, unique=True)
     columns = models.JSONField(default=list)
     row_count = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     last_import_at = models.DateTimeField(null=True, blank=True)
-    last_import_task = models.ForeignKey(Task, null=True, blank=True,
-                                         on_delete=models.SET_NULL, related_name="+")
+    last_import_task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["name"]
-        constraints = [models.UniqueConstraint(fields=["owner", "name"],
-                                               name="tether_dataset_owner_name")]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="tether_dataset_owner_name")
+        ]
 
     def __str__(self) -> str:
         return f"dataset {self.name} ({self.row_count} rows)"

@@ -52,10 +52,13 @@ class _Success:
 class Runner:
     """Executes jobs. ``register``/``unregister`` let the executor reach live contexts."""
 
-    def __init__(self, worker: str,
-                 register: Callable[[int, TaskContext], None] = lambda i, c: None,
-                 unregister: Callable[[int], None] = lambda i: None,
-                 on_success: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        worker: str,
+        register: Callable[[int, TaskContext], None] = lambda i, c: None,
+        unregister: Callable[[int], None] = lambda i: None,
+        on_success: Callable[[], None] | None = None,
+    ) -> None:
         """``on_success``: when given, successes are left for the caller to write with
         ``commit_successes()`` (from a committer thread); otherwise they are written at
         once by the thread that ran the task."""
@@ -69,8 +72,13 @@ class Runner:
         self._commit_lock = threading.Lock()
 
     def context(self, job: Job) -> TaskContext:
-        return TaskContext(task_id=job.task_id, token=job.token, store=self.store,
-                           state=job.checkpoint, attempt=job.attempts)
+        return TaskContext(
+            task_id=job.task_id,
+            token=job.token,
+            store=self.store,
+            state=job.checkpoint,
+            attempt=job.attempts,
+        )
 
     def run(self, job: Job) -> None:
         ctx = self.context(job)
@@ -95,8 +103,9 @@ class Runner:
     def run_in_thread(self, job: Job) -> threading.Thread:
         """Run ``job`` in a new thread (a rollback taking over, or a claimed job that
         was paused or cancelled before it started)."""
-        thread = threading.Thread(target=self._guarded_run, args=(job,),
-                                  name=f"tether-settle-{job.task_id}", daemon=True)
+        thread = threading.Thread(
+            target=self._guarded_run, args=(job,), name=f"tether-settle-{job.task_id}", daemon=True
+        )
         thread.start()
         return thread
 
@@ -136,8 +145,11 @@ class Runner:
             self._succeeded(job, ctx, result)
 
     def _current(self, job: Job) -> Status | None:
-        status = Task.objects.filter(id=job.task_id, run_token=job.token).values_list(
-            "status", flat=True).first()
+        status = (
+            Task.objects.filter(id=job.task_id, run_token=job.token)
+            .values_list("status", flat=True)
+            .first()
+        )
         return None if status is None else Status(status)
 
     def _after_signal(self, job: Job, ctx: TaskContext) -> None:
@@ -149,9 +161,15 @@ class Runner:
             quick = (Status.PAUSING, Status.PAUSED, "reached checkpoint")
         elif ctx.stop_requested == "cancel" and not self._has_rollback(job):
             quick = (Status.CANCELLING, Status.CANCELLED, "rollback done")
-        if quick and transition([job.task_id], quick[1], actor=self.worker, reason=quick[2],
-                                token=job.token, only_from=[quick[0]],
-                                updates=ctx.pending_writes()):
+        if quick and transition(
+            [job.task_id],
+            quick[1],
+            actor=self.worker,
+            reason=quick[2],
+            token=job.token,
+            only_from=[quick[0]],
+            updates=ctx.pending_writes(),
+        ):
             return
         with contextlib.suppress(LeaseLostSignal):
             ctx.flush()  # keep what it did, for the rollback or the next run
@@ -161,12 +179,22 @@ class Runner:
         elif status == Status.PAUSING:
             self._pause(job)
         elif status == Status.RUNNING:  # cannot happen by the table; never strand it
-            transition([job.task_id], Status.QUEUED, actor=self.worker,
-                       reason="stale control request", token=job.token)
+            transition(
+                [job.task_id],
+                Status.QUEUED,
+                actor=self.worker,
+                reason="stale control request",
+                token=job.token,
+            )
 
     def _pause(self, job: Job) -> None:
-        transition([job.task_id], Status.PAUSED, actor=self.worker,
-                   reason="reached checkpoint", token=job.token)
+        transition(
+            [job.task_id],
+            Status.PAUSED,
+            actor=self.worker,
+            reason="reached checkpoint",
+            token=job.token,
+        )
 
     def _succeeded(self, job: Job, ctx: TaskContext, result: Any) -> None:
         progress = ctx.progress_snapshot() if ctx.reported_progress else None
@@ -208,11 +236,18 @@ class Runner:
                     if item.progress is not None:
                         values["progress"] = item.progress
                     if item.result is not None or item.progress is not None:
-                        Task.objects.filter(id=item.job.task_id, run_token=token,
-                                            status__in=[Status.RUNNING, Status.PAUSING]
-                                            ).update(**values)
-                changes = transition([i.job.task_id for i in items], Status.SUCCEEDED,
-                                     actor=self.worker, reason="returned", token=token)
+                        Task.objects.filter(
+                            id=item.job.task_id,
+                            run_token=token,
+                            status__in=[Status.RUNNING, Status.PAUSING],
+                        ).update(**values)
+                changes = transition(
+                    [i.job.task_id for i in items],
+                    Status.SUCCEEDED,
+                    actor=self.worker,
+                    reason="returned",
+                    token=token,
+                )
                 moved.update(c.task_id for c in changes)
         return [item for item in batch if item.job.task_id not in moved]
 
@@ -226,13 +261,27 @@ class Runner:
         retry = status == Status.RUNNING and job.attempts < job.max_attempts
         if retry and not isinstance(exc, TetherError):
             backoff = _backoff(job)
-            transition([job.task_id], Status.QUEUED, actor=self.worker, token=job.token,
-                       reason=f"retry in {backoff:g}s after {message}",
-                       updates={"attempts": F("attempts") + 1, "error": message,
-                                "run_after": timezone.now() + timedelta(seconds=backoff)})
+            transition(
+                [job.task_id],
+                Status.QUEUED,
+                actor=self.worker,
+                token=job.token,
+                reason=f"retry in {backoff:g}s after {message}",
+                updates={
+                    "attempts": F("attempts") + 1,
+                    "error": message,
+                    "run_after": timezone.now() + timedelta(seconds=backoff),
+                },
+            )
         else:
-            transition([job.task_id], Status.FAILED, actor=self.worker, reason=message,
-                       token=job.token, updates={"error": message})
+            transition(
+                [job.task_id],
+                Status.FAILED,
+                actor=self.worker,
+                reason=message,
+                token=job.token,
+                updates={"error": message},
+            )
 
     def _release(self, job: Job) -> None:
         """Give up ownership without a status change (a rollback resumes elsewhere)."""
@@ -241,8 +290,9 @@ class Runner:
     def _requeue_for_shutdown(self, job: Job, reason: str = "server shutdown") -> None:
         status = self._current(job)
         if status == Status.RUNNING:
-            transition([job.task_id], Status.QUEUED, actor=self.worker,
-                       reason=reason, token=job.token)
+            transition(
+                [job.task_id], Status.QUEUED, actor=self.worker, reason=reason, token=job.token
+            )
         elif status == Status.PAUSING:
             self._pause(job)
         elif status == Status.CANCELLING:
@@ -270,11 +320,22 @@ class Runner:
         except Exception as exc:
             message = f"rollback failed: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
             log.exception("task %s: %s", job.task_id, message)
-            transition([job.task_id], Status.FAILED, actor=self.worker, reason=message,
-                       token=job.token, updates={"error": message})
+            transition(
+                [job.task_id],
+                Status.FAILED,
+                actor=self.worker,
+                reason=message,
+                token=job.token,
+                updates={"error": message},
+            )
             return
-        transition([job.task_id], Status.CANCELLED, actor=self.worker, reason="rollback done",
-                   token=job.token)
+        transition(
+            [job.task_id],
+            Status.CANCELLED,
+            actor=self.worker,
+            reason="rollback done",
+            token=job.token,
+        )
 
 
 def _backoff(job: Job) -> float:

@@ -1,8 +1,8 @@
 """Operations on tasks for every front end (REST API, CLI, Python callers).
 
-    from tether import service
-    task = service.submit(user, "countdown", {"seconds": 5})
-    service.pause(task.pk, actor="user:alice")
+from tether import service
+task = service.submit(user, "countdown", {"seconds": 5})
+service.pause(task.pk, actor="user:alice")
 """
 
 from __future__ import annotations
@@ -39,32 +39,55 @@ def remove_admission_check(check: Callable[[], None]) -> None:
         _admission_checks.remove(check)
 
 
-def _build(owner: Any, type_name: str, params: Any, queue: str | None,
-           pause_timeout: float | None) -> Task:
+def _build(
+    owner: Any, type_name: str, params: Any, queue: str | None, pause_timeout: float | None
+) -> Task:
     ttype = registry.get_type(type_name)
     clean = ttype.validate(params)
     queue = queue or ttype.queue
     if not QUEUE_RE.match(queue):
-        raise InvalidParams("queue must be 1-100 letters, digits, '_', '-', '.' or ':'",
-                            field="queue")
+        raise InvalidParams(
+            "queue must be 1-100 letters, digits, '_', '-', '.' or ':'", field="queue"
+        )
     timeout = ttype.pause_timeout if pause_timeout is None else pause_timeout
     if not 0 < timeout <= MAX_PAUSE_TIMEOUT:
-        raise InvalidParams(f"pause_timeout must be > 0 and <= {MAX_PAUSE_TIMEOUT:g} seconds",
-                            field="pause_timeout")
+        raise InvalidParams(
+            f"pause_timeout must be > 0 and <= {MAX_PAUSE_TIMEOUT:g} seconds", field="pause_timeout"
+        )
     now = timezone.now()
-    return Task(owner=owner, type=ttype.name, queue=queue, params=clean,
-                max_attempts=ttype.max_attempts, pause_timeout=timeout,
-                created_at=now, updated_at=now, run_after=now)
+    return Task(
+        owner=owner,
+        type=ttype.name,
+        queue=queue,
+        params=clean,
+        max_attempts=ttype.max_attempts,
+        pause_timeout=timeout,
+        created_at=now,
+        updated_at=now,
+        run_after=now,
+    )
 
 
-def submit(owner: Any, type_name: str, params: Any = None, *, queue: str | None = None,
-           pause_timeout: float | None = None) -> Task:
+def submit(
+    owner: Any,
+    type_name: str,
+    params: Any = None,
+    *,
+    queue: str | None = None,
+    pause_timeout: float | None = None,
+) -> Task:
     """Validate and queue one task. Raises UnknownTaskType or InvalidParams."""
     return submit_many(owner, type_name, [params], queue=queue, pause_timeout=pause_timeout)[0]
 
 
-def submit_many(owner: Any, type_name: str, params_list: Sequence[Any], *,
-                queue: str | None = None, pause_timeout: float | None = None) -> list[Task]:
+def submit_many(
+    owner: Any,
+    type_name: str,
+    params_list: Sequence[Any],
+    *,
+    queue: str | None = None,
+    pause_timeout: float | None = None,
+) -> list[Task]:
     """Validate and queue many tasks of one type in one transaction (all or nothing)."""
     tasks = [_build(owner, type_name, p, queue, pause_timeout) for p in params_list]
     for check in list(_admission_checks):
@@ -104,16 +127,23 @@ def pause(task_id: int, *, actor: str, reason: str = "requested") -> Status:
 
 def resume(task_id: int, *, actor: str, reason: str = "requested") -> Status:
     """paused -> queued: it continues from its last checkpoint on any worker."""
-    return _move(task_id, Status.QUEUED, actor=actor, reason=reason, action="resume",
-                 only_from=[Status.PAUSED])
+    return _move(
+        task_id,
+        Status.QUEUED,
+        actor=actor,
+        reason=reason,
+        action="resume",
+        only_from=[Status.PAUSED],
+    )
 
 
 def cancel(task_id: int, *, actor: str, reason: str = "requested") -> Status:
     """-> cancelling; the rollback hook runs, then cancelled. A task nobody holds that
     has nothing to undo (no checkpoint, or no rollback hook) is cancelled at once."""
     with transaction.atomic():
-        [change] = transition(task_id, Status.CANCELLING, actor=actor, reason=reason,
-                              action="cancel")  # locks the row until commit
+        [change] = transition(
+            task_id, Status.CANCELLING, actor=actor, reason=reason, action="cancel"
+        )  # locks the row until commit
         if change.src in (Status.QUEUED, Status.PAUSED):
             task = Task.objects.only("type", "checkpoint", "worker").get(id=task_id)
             if task.worker is None and _nothing_to_undo(task):
@@ -131,8 +161,16 @@ def _nothing_to_undo(task: Task) -> bool:
         return False
 
 
-def _move(task_id: int, target: Status, *, actor: str, reason: str, action: str,
-          only_from: Sequence[Status] | None = None) -> Status:
-    transition(task_id, target, actor=actor, reason=reason, action=action,
-               only_from=only_from)  # raises IllegalTransition / TaskNotFound
+def _move(
+    task_id: int,
+    target: Status,
+    *,
+    actor: str,
+    reason: str,
+    action: str,
+    only_from: Sequence[Status] | None = None,
+) -> Status:
+    transition(
+        task_id, target, actor=actor, reason=reason, action=action, only_from=only_from
+    )  # raises IllegalTransition / TaskNotFound
     return target

@@ -22,8 +22,14 @@ LEASE_SECONDS = 30.0
 class DjangoStore:
     """Writes a running task's progress and checkpoint, fenced by its run token."""
 
-    def save(self, task_id: int, token: str, *, progress: dict[str, Any] | None,
-             checkpoint: dict[str, Any] | None) -> bool:
+    def save(
+        self,
+        task_id: int,
+        token: str,
+        *,
+        progress: dict[str, Any] | None,
+        checkpoint: dict[str, Any] | None,
+    ) -> bool:
         values: dict[str, Any] = {}
         if progress is not None:
             values["progress"] = progress
@@ -57,9 +63,19 @@ JOB_FIELDS = ("id", "type", "params", "checkpoint", "attempts", "max_attempts")
 
 def _jobs(ids: list[int], token: str, rollback: bool) -> list[Job]:
     rows = Task.objects.filter(id__in=ids).order_by("id").values_list(*JOB_FIELDS)
-    return [Job(task_id=i, token=token, rollback=rollback, type=typ, params=params or {},
-                checkpoint=checkpoint or {}, attempts=attempts, max_attempts=max_attempts)
-            for i, typ, params, checkpoint, attempts, max_attempts in rows]
+    return [
+        Job(
+            task_id=i,
+            token=token,
+            rollback=rollback,
+            type=typ,
+            params=params or {},
+            checkpoint=checkpoint or {},
+            attempts=attempts,
+            max_attempts=max_attempts,
+        )
+        for i, typ, params, checkpoint, attempts, max_attempts in rows
+    ]
 
 
 def new_token() -> str:
@@ -68,12 +84,20 @@ def new_token() -> str:
 
 def _ownership(worker: str, lease: float) -> dict[str, Any]:
     """Column values that make ``worker`` the owner of a task, with a fresh run token."""
-    return {"worker": worker, "run_token": new_token(),
-            "lease_expires_at": timezone.now() + timedelta(seconds=lease)}
+    return {
+        "worker": worker,
+        "run_token": new_token(),
+        "lease_expires_at": timezone.now() + timedelta(seconds=lease),
+    }
 
 
-def claim(worker: str, limit: int, queues: list[str] | None = None,
-          lease: float = LEASE_SECONDS, first: int | None = None) -> list[Job]:
+def claim(
+    worker: str,
+    limit: int,
+    queues: list[str] | None = None,
+    lease: float = LEASE_SECONDS,
+    first: int | None = None,
+) -> list[Job]:
     """Take up to ``limit`` queued tasks (queued -> running) and cancelling tasks that
     nobody is rolling back. Safe against concurrent claimers (SKIP LOCKED).
 
@@ -105,8 +129,14 @@ def claim(worker: str, limit: int, queues: list[str] | None = None,
             ready = ready.filter(queue__in=queues)
         ids = _lock_ids(ready, first, limit - len(jobs))
         if ids:
-            moved = transition(ids, Status.RUNNING, actor=worker, reason="claimed",
-                               only_from=[Status.QUEUED], updates=own)
+            moved = transition(
+                ids,
+                Status.RUNNING,
+                actor=worker,
+                reason="claimed",
+                only_from=[Status.QUEUED],
+                updates=own,
+            )
             jobs += _jobs([c.task_id for c in moved], token, rollback=False)
     return jobs
 
@@ -118,12 +148,16 @@ def _lock_ids(rows: Any, first: int | None, limit: int) -> list[int]:
         return []
     ids: list[int] = []
     if first is not None:
-        ids = list(rows.filter(id=first).select_for_update(skip_locked=True)
-                   .values_list("id", flat=True))
+        ids = list(
+            rows.filter(id=first).select_for_update(skip_locked=True).values_list("id", flat=True)
+        )
     if len(ids) < limit:
         others = rows.exclude(id=first) if first is not None else rows
-        ids += others.order_by("id").select_for_update(skip_locked=True).values_list(
-            "id", flat=True)[: limit - len(ids)]
+        ids += (
+            others.order_by("id")
+            .select_for_update(skip_locked=True)
+            .values_list("id", flat=True)[: limit - len(ids)]
+        )
     return ids
 
 
@@ -131,16 +165,16 @@ def claimable(task_id: int) -> bool:
     """A cheap, lock-free look: could a message for ``task_id`` still claim it? (Queued,
     or cancelling with nobody rolling it back.) ``claim`` decides for certain."""
     row = Task.objects.filter(id=task_id).values_list("status", "worker").first()
-    return row is not None and (row[0] == Status.QUEUED
-                                or (row[0] == Status.CANCELLING and row[1] is None))
+    return row is not None and (
+        row[0] == Status.QUEUED or (row[0] == Status.CANCELLING and row[1] is None)
+    )
 
 
 def take_over(worker: str, task_id: int, lease: float = LEASE_SECONDS) -> Job | None:
     """A fresh run token on a cancelling task ``worker`` holds, for a rollback that
     replaces a stuck run (whose later writes the new token fences off)."""
     own = _ownership(worker, lease)
-    if not Task.objects.filter(id=task_id, worker=worker,
-                               status=Status.CANCELLING).update(**own):
+    if not Task.objects.filter(id=task_id, worker=worker, status=Status.CANCELLING).update(**own):
         return None
     return _jobs([task_id], own["run_token"], rollback=True)[0]
 
@@ -153,13 +187,18 @@ def stale_queued(older_than: float, limit: int = 500) -> list[tuple[int, str]]:
     now = timezone.now()
     cutoff = now - timedelta(seconds=older_than)
     unpublished = Q(published_at__isnull=True) | Q(published_at__lt=cutoff)
-    waiting = (Q(status=Status.QUEUED, run_after__lte=cutoff)
-               | Q(status=Status.CANCELLING, updated_at__lte=cutoff))
+    waiting = Q(status=Status.QUEUED, run_after__lte=cutoff) | Q(
+        status=Status.CANCELLING, updated_at__lte=cutoff
+    )
     due = Task.objects.filter(waiting, unpublished, worker__isnull=True)
     picked: list[tuple[int, str]] = []
     for task_id, queue in due.order_by("id").values_list("id", "queue")[:limit]:
-        mine = Task.objects.filter(unpublished, id=task_id, worker__isnull=True,
-                                   status__in=[Status.QUEUED, Status.CANCELLING])
+        mine = Task.objects.filter(
+            unpublished,
+            id=task_id,
+            worker__isnull=True,
+            status__in=[Status.QUEUED, Status.CANCELLING],
+        )
         if mine.update(published_at=now):
             picked.append((task_id, queue))
     return picked
@@ -172,8 +211,7 @@ def heartbeat(worker: str, task_ids: list[int], lease: float = LEASE_SECONDS) ->
     if not task_ids:
         return 0
     until = timezone.now() + timedelta(seconds=lease)
-    return Task.objects.filter(worker=worker, id__in=task_ids).update(
-        lease_expires_at=until)
+    return Task.objects.filter(worker=worker, id__in=task_ids).update(lease_expires_at=until)
 
 
 def pending_controls(worker: str) -> dict[int, str]:
@@ -182,8 +220,9 @@ def pending_controls(worker: str) -> dict[int, str]:
     return dict(rows.values_list("id", "status"))
 
 
-def release_lost(*, worker_prefix: str | None = None, expired_only: bool = True,
-                 actor: str = "system") -> int:
+def release_lost(
+    *, worker_prefix: str | None = None, expired_only: bool = True, actor: str = "system"
+) -> int:
     """Recover tasks whose worker is gone: running -> queued (attempt + 1, or failed when
     attempts are used up), pausing -> paused, cancelling -> rollback by any worker."""
     held = Task.objects.filter(worker__isnull=False)
@@ -196,11 +235,25 @@ def release_lost(*, worker_prefix: str | None = None, expired_only: bool = True,
     reason = "worker lost (lease expired)" if expired_only else "recovered after restart"
     for task_id, status, attempts, max_attempts in rows:
         if status == Status.RUNNING and attempts >= max_attempts:
-            n += len(transition([task_id], Status.FAILED, actor=actor, reason=reason,
-                                updates={"error": f"{reason}; {attempts} attempts used"}))
+            n += len(
+                transition(
+                    [task_id],
+                    Status.FAILED,
+                    actor=actor,
+                    reason=reason,
+                    updates={"error": f"{reason}; {attempts} attempts used"},
+                )
+            )
         elif status == Status.RUNNING:
-            n += len(transition([task_id], Status.QUEUED, actor=actor, reason=reason,
-                                updates={"attempts": F("attempts") + 1}))
+            n += len(
+                transition(
+                    [task_id],
+                    Status.QUEUED,
+                    actor=actor,
+                    reason=reason,
+                    updates={"attempts": F("attempts") + 1},
+                )
+            )
         elif status == Status.PAUSING:
             n += len(transition([task_id], Status.PAUSED, actor=actor, reason=reason))
         elif status == Status.CANCELLING:  # its rollback resumes on another worker
@@ -214,9 +267,10 @@ def expire_paused(actor: str = "system") -> int:
     """Cancel (with rollback) paused tasks whose pause_timeout has run out."""
     now = timezone.now()
     ids = [
-        t_id for t_id, paused_at, timeout in Task.objects.filter(
-            status=Status.PAUSED, paused_at__isnull=False).values_list(
-            "id", "paused_at", "pause_timeout")
+        t_id
+        for t_id, paused_at, timeout in Task.objects.filter(
+            status=Status.PAUSED, paused_at__isnull=False
+        ).values_list("id", "paused_at", "pause_timeout")
         if paused_at is not None and paused_at + timedelta(seconds=timeout) <= now
     ]
     return len(transition(ids, Status.CANCELLING, actor=actor, reason="pause_expired"))
@@ -231,5 +285,12 @@ def next_wakeup(queues: list[str] | None = None) -> float | None:
     return None if first is None else max((first - timezone.now()).total_seconds(), 0.0)
 
 
-__all__ = ["DjangoStore", "Job", "claim", "expire_paused", "heartbeat", "pending_controls",
-           "release_lost"]
+__all__ = [
+    "DjangoStore",
+    "Job",
+    "claim",
+    "expire_paused",
+    "heartbeat",
+    "pending_controls",
+    "release_lost",
+]

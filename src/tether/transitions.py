@@ -155,8 +155,14 @@ def transition(
                 raise RuntimeError(f"transition raced: {n} of {len(group)} rows moved")
             changes += [Change(t, src, to, reason) for t in group]
         TaskEvent.objects.bulk_create(
-            TaskEvent(task_id=c.task_id, from_status=c.src, to_status=c.dst, at=now,
-                      actor=actor, reason=reason)
+            TaskEvent(
+                task_id=c.task_id,
+                from_status=c.src,
+                to_status=c.dst,
+                at=now,
+                actor=actor,
+                reason=reason,
+            )
             for c in changes
         )
         if changes:
@@ -164,8 +170,7 @@ def transition(
     return changes
 
 
-def release(task_id: int, *, token: str | None = None,
-            status: Status | None = None) -> bool:
+def release(task_id: int, *, token: str | None = None, status: Status | None = None) -> bool:
     """Give up ownership without a status change (a rollback to resume elsewhere, or
     a queued/paused/final row that kept an owner). Listeners hear a cancelling task's
     release as a change to ``cancelling`` so it is handed to a worker again."""
@@ -187,8 +192,14 @@ def release(task_id: int, *, token: str | None = None,
 def record_creation(tasks: Sequence[Task], *, actor: str) -> None:
     """Append the first event (None -> queued) for new tasks; call inside their transaction."""
     TaskEvent.objects.bulk_create(
-        TaskEvent(task_id=t.pk, from_status=None, to_status=Status.QUEUED, at=t.created_at,
-                  actor=actor, reason="submitted")
+        TaskEvent(
+            task_id=t.pk,
+            from_status=None,
+            to_status=Status.QUEUED,
+            at=t.created_at,
+            actor=actor,
+            reason="submitted",
+        )
         for t in tasks
     )
     changes = [Change(t.pk, None, Status.QUEUED, "submitted") for t in tasks]

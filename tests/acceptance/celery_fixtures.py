@@ -56,8 +56,12 @@ def services(pg_database: str) -> dict[str, str]:
     import redis
 
     redis.Redis.from_url(REDIS).flushdb()
-    return {"TETHER_DATABASE_URL": pg_database, "TETHER_BROKER_URL": REDIS,
-            "TETHER_LEASE_SECONDS": "3", "TETHER_REPUBLISH_SECONDS": "2"}
+    return {
+        "TETHER_DATABASE_URL": pg_database,
+        "TETHER_BROKER_URL": REDIS,
+        "TETHER_LEASE_SECONDS": "3",
+        "TETHER_REPUBLISH_SECONDS": "2",
+    }
 
 
 @pytest.fixture
@@ -77,16 +81,21 @@ class Workers:
         self.logs: dict[int, Path] = {}
         self.hung: list[int] = []  # pids that did not exit in time after a signal
 
-    def __call__(self, *args: str, concurrency: int = 2, wait: bool = True,
-                 **env: str) -> subprocess.Popen[bytes]:
+    def __call__(
+        self, *args: str, concurrency: int = 2, wait: bool = True, **env: str
+    ) -> subprocess.Popen[bytes]:
         """Start a worker (``args``: more options, ``env``: more environment); with
         ``wait=False`` return at once (``ready(proc)`` tells when it consumes)."""
         log = self.home / f"worker-{len(self.procs) + 1}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                [str(TETHER), "worker", "-c", str(concurrency), *args], cwd=self.home,
-                env=server_env(self.home, **{**self.env, **env}), stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT)
+                [str(TETHER), "worker", "-c", str(concurrency), *args],
+                cwd=self.home,
+                env=server_env(self.home, **{**self.env, **env}),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         self.procs.append(proc)
         self.logs[proc.pid] = log
         if wait:
@@ -97,8 +106,11 @@ class Workers:
         return proc.poll() is None and "ready." in self.output(proc)
 
     def wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
-        wait_until(lambda: self.ready(proc) or proc.poll() is not None,
-                   f"worker pid {proc.pid} ready", timeout=30)
+        wait_until(
+            lambda: self.ready(proc) or proc.poll() is not None,
+            f"worker pid {proc.pid} ready",
+            timeout=30,
+        )
         assert proc.poll() is None, self.output(proc)
 
     @staticmethod
@@ -116,8 +128,12 @@ class Workers:
         """SIGTERM (Celery's warm shutdown) and wait; see ``wait_exit``."""
         return self.signal([proc], signal.SIGTERM, timeout)
 
-    def signal(self, procs: list[subprocess.Popen[bytes]], signum: signal.Signals,
-               timeout: float = STOP_TIMEOUT) -> float:
+    def signal(
+        self,
+        procs: list[subprocess.Popen[bytes]],
+        signum: signal.Signals,
+        timeout: float = STOP_TIMEOUT,
+    ) -> float:
         """Send ``signum`` to all of ``procs`` at once, then wait for each to exit (see
         ``wait_exit``). Returns the seconds it took."""
         began = time.monotonic()
@@ -157,15 +173,17 @@ class Workers:
 
 
 @pytest.fixture
-def worker(tmp_path: Path, celery_env: dict[str, str],
-           request: pytest.FixtureRequest) -> Iterator[Workers]:
+def worker(
+    tmp_path: Path, celery_env: dict[str, str], request: pytest.FixtureRequest
+) -> Iterator[Workers]:
     workers = Workers(tmp_path, celery_env)
     yield workers
     workers.stop_all()
     for i, proc in enumerate(workers.procs, 1):
         hung = " (did not exit in time: SIGKILLed)" if proc.pid in workers.hung else ""
-        request.node.add_report_section("teardown", f"worker {i} (pid {proc.pid}) log{hung}",
-                                        workers.output(proc)[-LOG_TAIL:])
+        request.node.add_report_section(
+            "teardown", f"worker {i} (pid {proc.pid}) log{hung}", workers.output(proc)[-LOG_TAIL:]
+        )
 
 
 WorkerFactory = Workers
@@ -196,11 +214,28 @@ class PrivateRedis:
         self._close_log()
         self._log = open(self.workdir / f"redis-{self.starts}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
-        wait_until(lambda: self.ping() or self.proc is None or self.proc.poll() is not None,
-                   f"redis-server on port {self.port}", timeout=10)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(
+            lambda: self.ping() or self.proc is None or self.proc.poll() is not None,
+            f"redis-server on port {self.port}",
+            timeout=10,
+        )
         assert self.running, (self.workdir / f"redis-{self.starts}.log").read_text()
         return self
 
@@ -253,8 +288,9 @@ def pg_rows(env: dict[str, str], task_id: int) -> list[int]:
         exists = conn.execute("SELECT to_regclass('acc_ledger')").fetchone()
         if not exists or exists[0] is None:
             return []
-        rows = conn.execute("SELECT step FROM acc_ledger WHERE task_id = %s ORDER BY step",
-                            [task_id]).fetchall()
+        rows = conn.execute(
+            "SELECT step FROM acc_ledger WHERE task_id = %s ORDER BY step", [task_id]
+        ).fetchall()
     return [r[0] for r in rows]
 
 

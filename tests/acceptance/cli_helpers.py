@@ -27,14 +27,26 @@ class Cli:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
-        env.update(XDG_CONFIG_HOME=str(self.config_home), TETHER_SERVER=self.server.url,
-                   PYTHONUNBUFFERED="1", **extra)
+        env.update(
+            XDG_CONFIG_HOME=str(self.config_home),
+            TETHER_SERVER=self.server.url,
+            PYTHONUNBUFFERED="1",
+            **extra,
+        )
         return env
 
-    def run(self, *args: str, input: str | None = None, timeout: float = 30.0,
-            **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(TETHER), *args], env=self.env(**env), input=input,
-                              capture_output=True, text=True, timeout=timeout, check=False)
+    def run(
+        self, *args: str, input: str | None = None, timeout: float = 30.0, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(TETHER), *args],
+            env=self.env(**env),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def ok(self, *args: str, input: str | None = None) -> str:
         """Run; assert exit 0 and a clean stderr-free traceback; return stdout."""
@@ -52,13 +64,17 @@ class Cli:
     def token(self) -> str:
         return str(json.loads(self.config_file.read_text())["token"])
 
-    def run_in_pty(self, *args: str, timeout: float = 30.0,
-                   **env: str) -> tuple[int, str]:
+    def run_in_pty(self, *args: str, timeout: float = 30.0, **env: str) -> tuple[int, str]:
         """Run with stdin/stdout/stderr on a pseudo-terminal; (exit code, output)."""
         master, slave = os.openpty()
-        proc = subprocess.Popen([str(TETHER), *args], env=self.env(TERM="xterm", COLUMNS="120",
-                                                                   **env),
-                                stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+        proc = subprocess.Popen(
+            [str(TETHER), *args],
+            env=self.env(TERM="xterm", COLUMNS="120", **env),
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            close_fds=True,
+        )
         os.close(slave)
         chunks: list[bytes] = []
         deadline = time.monotonic() + timeout
@@ -81,4 +97,3 @@ class Cli:
         finally:
             os.close(master)
         return code, b"".join(chunks).decode(errors="replace")
-

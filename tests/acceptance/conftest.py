@@ -26,9 +26,14 @@ import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-TETHER = next((p for p in (REPO / ".venv" / "bin" / "tether",
-                           Path(sys.executable).parent / "tether") if p.exists()),
-              REPO / ".venv" / "bin" / "tether")
+TETHER = next(
+    (
+        p
+        for p in (REPO / ".venv" / "bin" / "tether", Path(sys.executable).parent / "tether")
+        if p.exists()
+    ),
+    REPO / ".venv" / "bin" / "tether",
+)
 PASSWORD = "Accept-Pass-9876"
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
@@ -43,26 +48,42 @@ def free_port() -> int:
 
 def server_env(home: Path, **extra: str) -> dict[str, str]:
     """Environment for a ``tether`` subprocess using ``home`` as its TETHER_HOME."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("TETHER_") and k not in ("PORT", "DJANGO_SETTINGS_MODULE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TETHER_") and k not in ("PORT", "DJANGO_SETTINGS_MODULE")
+    }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.update(TETHER_HOME=str(home), TETHER_TASK_MODULES="tests.acceptance.tasks",
-               PYTHONUNBUFFERED="1", **extra)
+    env.update(
+        TETHER_HOME=str(home),
+        TETHER_TASK_MODULES="tests.acceptance.tasks",
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
     return env
 
 
-def run_tether(home: Path, *args: str, timeout: float = 60.0,
-               **env: str) -> subprocess.CompletedProcess[str]:
+def run_tether(
+    home: Path, *args: str, timeout: float = 60.0, **env: str
+) -> subprocess.CompletedProcess[str]:
     """Run a short ``tether`` command to completion."""
-    return subprocess.run([str(TETHER), *args], cwd=home, env=server_env(home, **env),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [str(TETHER), *args],
+        cwd=home,
+        env=server_env(home, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 class Server:
     """One ``tether serve`` process (restartable on the same TETHER_HOME)."""
 
-    def __init__(self, home: Path, workers: int, log_dir: Path,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, home: Path, workers: int, log_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.home = home
         self.workers = workers
         self.log_dir = log_dir
@@ -89,14 +110,20 @@ class Server:
         self._log = open(log, "wb")  # noqa: SIM115 - closed in _reap
         self.proc = subprocess.Popen(
             [str(TETHER), "serve", "--port", str(self.port), "--workers", str(self.workers)],
-            cwd=self.home, env=server_env(self.home, **self.env), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=self._log)
+            cwd=self.home,
+            env=server_env(self.home, **self.env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.proc.poll() is not None:
                 self._reap()
-                pytest.fail(f"tether serve exited with {self.proc.returncode} before it was "
-                            f"ready:\n{self.stderr()}")
+                pytest.fail(
+                    f"tether serve exited with {self.proc.returncode} before it was "
+                    f"ready:\n{self.stderr()}"
+                )
             try:
                 if httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code == 200:
                     return self
@@ -104,8 +131,7 @@ class Server:
                 pass
             if time.monotonic() > deadline:
                 self.kill()
-                pytest.fail(f"tether serve not healthy after {START_TIMEOUT:g}s:\n"
-                            f"{self.stderr()}")
+                pytest.fail(f"tether serve not healthy after {START_TIMEOUT:g}s:\n{self.stderr()}")
             time.sleep(0.1)
 
     def kill(self) -> None:
@@ -153,12 +179,14 @@ class Server:
         """Steps recorded in acc_ledger for ``task_id``, read straight from SQLite."""
         con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
         try:
-            exists = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' "
-                                 "AND name='acc_ledger'").fetchone()
+            exists = con.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='acc_ledger'"
+            ).fetchone()
             if not exists:
                 return []
-            rows = con.execute("SELECT step FROM acc_ledger WHERE task_id = ? ORDER BY step",
-                               (task_id,)).fetchall()
+            rows = con.execute(
+                "SELECT step FROM acc_ledger WHERE task_id = ? ORDER BY step", (task_id,)
+            ).fetchall()
         finally:
             con.close()
         return [r[0] for r in rows]
@@ -185,8 +213,9 @@ def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerFac
     yield start
     for srv in started:
         srv.stop()
-        request.node.add_report_section("teardown", f"tether serve stderr ({srv.home.name})",
-                                        srv.stderr())
+        request.node.add_report_section(
+            "teardown", f"tether serve stderr ({srv.home.name})", srv.stderr()
+        )
 
 
 def login(srv: Server, username: str | None = None) -> httpx.Client:
@@ -208,15 +237,17 @@ def get_task(client: httpx.Client, task_id: int) -> dict[str, Any]:
     return dict(r.json())
 
 
-def submit(client: httpx.Client, type_name: str, params: dict[str, Any],
-           **extra: Any) -> dict[str, Any]:
+def submit(
+    client: httpx.Client, type_name: str, params: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     r = client.post("/tasks", json={"type": type_name, "params": params, **extra})
     assert r.status_code == 201, r.text
     return dict(r.json())
 
 
-def wait_for(client: httpx.Client, task_id: int, statuses: str | Collection[str],
-             timeout: float = 30.0) -> dict[str, Any]:
+def wait_for(
+    client: httpx.Client, task_id: int, statuses: str | Collection[str], timeout: float = 30.0
+) -> dict[str, Any]:
     """Poll GET /tasks/{id} until its status is one of ``statuses``; return the task."""
     wanted = {statuses} if isinstance(statuses, str) else set(statuses)
     deadline = time.monotonic() + timeout
@@ -228,8 +259,10 @@ def wait_for(client: httpx.Client, task_id: int, statuses: str | Collection[str]
         if task["status"] in wanted:
             return task
         if time.monotonic() > deadline:
-            pytest.fail(f"task {task_id} not {sorted(wanted)} after {timeout:g}s; "
-                        f"statuses seen: {seen}; last: {task}")
+            pytest.fail(
+                f"task {task_id} not {sorted(wanted)} after {timeout:g}s; "
+                f"statuses seen: {seen}; last: {task}"
+            )
         time.sleep(0.05)
 
 
@@ -245,9 +278,11 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> An
         time.sleep(0.05)
 
 
-def wait_progress(client: httpx.Client, task_id: int, at_least: float,
-                  timeout: float = 30.0) -> dict[str, Any]:
+def wait_progress(
+    client: httpx.Client, task_id: int, at_least: float, timeout: float = 30.0
+) -> dict[str, Any]:
     """Wait until the task reports ``progress.done >= at_least`` (while it runs)."""
+
     def check() -> dict[str, Any] | None:
         task = get_task(client, task_id)
         assert task["status"] in ("queued", "running"), task
@@ -300,8 +335,9 @@ def ledger_steps(database_url: str, task_id: int) -> list[int]:
         path = Path(unquote(url.path[1:])).resolve()  # sqlite:////abs or sqlite:///rel
         con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)
         try:
-            if not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
-                               "AND name = 'acc_ledger'").fetchone():
+            if not con.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'acc_ledger'"
+            ).fetchone():
                 return []
             rows = con.execute(query.format("?"), (task_id,)).fetchall()
         finally:
@@ -309,8 +345,9 @@ def ledger_steps(database_url: str, task_id: int) -> list[int]:
     elif url.scheme in ("postgres", "postgresql"):
         import psycopg
 
-        with psycopg.connect(database_url.replace("postgres://", "postgresql://", 1),
-                             autocommit=True) as pg:
+        with psycopg.connect(
+            database_url.replace("postgres://", "postgresql://", 1), autocommit=True
+        ) as pg:
             found = pg.execute("SELECT to_regclass('acc_ledger')").fetchone()
             if not found or found[0] is None:
                 return []
@@ -318,14 +355,20 @@ def ledger_steps(database_url: str, task_id: int) -> list[int]:
     elif url.scheme in ("mysql", "mariadb"):
         import pymysql
 
-        my = pymysql.connect(host=url.hostname or "127.0.0.1", port=url.port or 3306,
-                             user=unquote(url.username or "root"),
-                             password=unquote(url.password or ""),
-                             database=url.path.lstrip("/"), autocommit=True)
+        my = pymysql.connect(
+            host=url.hostname or "127.0.0.1",
+            port=url.port or 3306,
+            user=unquote(url.username or "root"),
+            password=unquote(url.password or ""),
+            database=url.path.lstrip("/"),
+            autocommit=True,
+        )
         try:
             with my.cursor() as cur:
-                cur.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = "
-                            "DATABASE() AND table_name = 'acc_ledger'")
+                cur.execute(
+                    "SELECT 1 FROM information_schema.tables WHERE table_schema = "
+                    "DATABASE() AND table_name = 'acc_ledger'"
+                )
                 if not cur.fetchone():
                     return []
                 cur.execute(query.format("%s"), [task_id])
@@ -346,4 +389,3 @@ from tests.acceptance.celery_fixtures import (  # noqa: E402, F401
     services,
     worker,
 )
-

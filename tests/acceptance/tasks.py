@@ -23,8 +23,9 @@ from tether.context import TaskContext
 from tether.exceptions import ShutdownSignal
 from tether.models import Task
 
-CREATE_LEDGER = ("CREATE TABLE IF NOT EXISTS acc_ledger "
-                 "(task_id INTEGER, step INTEGER, UNIQUE(task_id, step))")
+CREATE_LEDGER = (
+    "CREATE TABLE IF NOT EXISTS acc_ledger (task_id INTEGER, step INTEGER, UNIQUE(task_id, step))"
+)
 HOLD_ROLLBACK_FILE = "hold-rollback"
 MAX_HOLD_SECONDS = 120.0
 
@@ -67,8 +68,14 @@ LEDGER_PARAMS = {
 
 
 @task(name="ledger", rollback=_undo_ledger, params=LEDGER_PARAMS)
-def ledger(ctx: TaskContext, *, steps: int, step_ms: int = 5, hold_rollback: bool = False,
-           rollback_progress: bool = True) -> dict[str, Any]:
+def ledger(
+    ctx: TaskContext,
+    *,
+    steps: int,
+    step_ms: int = 5,
+    hold_rollback: bool = False,
+    rollback_progress: bool = True,
+) -> dict[str, Any]:
     """Write one acc_ledger row per step, each in one transaction with its checkpoint."""
     _ensure_table()
     start = int(ctx.state.get("step", 0))
@@ -76,23 +83,29 @@ def ledger(ctx: TaskContext, *, steps: int, step_ms: int = 5, hold_rollback: boo
         if step_ms:
             time.sleep(step_ms / 1000)
         with ctx.atomic({"step": i + 1}), connection.cursor() as cur:
-            cur.execute("INSERT INTO acc_ledger (task_id, step) VALUES (%s, %s)",
-                        [ctx.task_id, i + 1])
+            cur.execute(
+                "INSERT INTO acc_ledger (task_id, step) VALUES (%s, %s)", [ctx.task_id, i + 1]
+            )
         ctx.progress(i + 1, total=steps, unit="rows")
     return {"steps": steps, "started_from": start, "attempt": ctx.attempt}
 
 
 # the same task with room for many worker losses (each one costs an attempt)
-task(name="ledger_durable", rollback=_undo_ledger, params=LEDGER_PARAMS,
-     max_attempts=20)(ledger)
+task(name="ledger_durable", rollback=_undo_ledger, params=LEDGER_PARAMS, max_attempts=20)(ledger)
 
 
-@task(name="flaky", retry_backoff=0.1, max_attempts=3, params={
-    "type": "object",
-    "properties": {"fail_times": {"type": "integer", "minimum": 0, "maximum": 10,
-                                  "default": 1}},
-    "additionalProperties": False,
-})
+@task(
+    name="flaky",
+    retry_backoff=0.1,
+    max_attempts=3,
+    params={
+        "type": "object",
+        "properties": {
+            "fail_times": {"type": "integer", "minimum": 0, "maximum": 10, "default": 1}
+        },
+        "additionalProperties": False,
+    },
+)
 def flaky(ctx: TaskContext, *, fail_times: int = 1) -> dict[str, Any]:
     """Raise on the first ``fail_times`` attempts, then succeed."""
     ctx.progress(0, total=1, unit="tries")
@@ -109,12 +122,15 @@ def always_fails(ctx: TaskContext) -> None:
     raise ValueError(f"always fails (attempt {ctx.attempt})")
 
 
-@task(name="stubborn", rollback=_undo_ledger, params={
-    "type": "object",
-    "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 600,
-                               "default": 600}},
-    "additionalProperties": False,
-})
+@task(
+    name="stubborn",
+    rollback=_undo_ledger,
+    params={
+        "type": "object",
+        "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 600, "default": 600}},
+        "additionalProperties": False,
+    },
+)
 def stubborn(ctx: TaskContext, *, seconds: float = 600) -> None:
     """Write ledger step 1, then compute for ``seconds`` without any control point: only
     hard termination stops it."""

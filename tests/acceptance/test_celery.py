@@ -19,8 +19,9 @@ from tests.acceptance.conftest import (
 )
 
 
-def test_pause_resume_cancel_across_processes(server: ServerFactory, worker: WorkerFactory,
-                                              services: dict[str, str]) -> None:
+def test_pause_resume_cancel_across_processes(
+    server: ServerFactory, worker: WorkerFactory, services: dict[str, str]
+) -> None:
     srv = server(**services)
     assert httpx.get(f"{srv.url}/api/v1/health").json()["executor"] == "celery"
     worker()
@@ -37,7 +38,14 @@ def test_pause_resume_cancel_across_processes(server: ServerFactory, worker: Wor
     assert wait_for(c, tid, "succeeded", timeout=60)["status"] == "succeeded"
     assert pg_rows(services, tid) == list(range(1, 301))  # each step exactly once
     assert [e["to_status"] for e in events(c, tid)] == [
-        "queued", "running", "pausing", "paused", "queued", "running", "succeeded"]
+        "queued",
+        "running",
+        "pausing",
+        "paused",
+        "queued",
+        "running",
+        "succeeded",
+    ]
 
     doomed = submit(c, "ledger", {"steps": 2000, "step_ms": 5})["id"]
     wait_progress(c, doomed, 10)
@@ -46,8 +54,9 @@ def test_pause_resume_cancel_across_processes(server: ServerFactory, worker: Wor
     assert pg_rows(services, doomed) == []
 
 
-def test_queues_route_tasks_to_workers(server: ServerFactory, worker: WorkerFactory,
-                                       services: dict[str, str]) -> None:
+def test_queues_route_tasks_to_workers(
+    server: ServerFactory, worker: WorkerFactory, services: dict[str, str]
+) -> None:
     srv = server(**services)
     worker("-Q", "render")
     c = login(srv)
@@ -60,7 +69,8 @@ def test_queues_route_tasks_to_workers(server: ServerFactory, worker: WorkerFact
 
 
 def test_worker_killed_mid_task_loses_and_duplicates_nothing(
-        server: ServerFactory, worker: WorkerFactory, services: dict[str, str]) -> None:
+    server: ServerFactory, worker: WorkerFactory, services: dict[str, str]
+) -> None:
     srv = server(**services)
     first = worker()
     c = login(srv)
@@ -78,8 +88,9 @@ def test_worker_killed_mid_task_loses_and_duplicates_nothing(
     assert "worker lost (lease expired)" in reasons
 
 
-def test_lost_messages_are_republished(server: ServerFactory, worker: WorkerFactory,
-                                       services: dict[str, str]) -> None:
+def test_lost_messages_are_republished(
+    server: ServerFactory, worker: WorkerFactory, services: dict[str, str]
+) -> None:
     """The broker loses every queued message (this Redis keeps nothing on disk, as after
     a restart): every task still reaches a final status."""
     import redis
@@ -93,8 +104,9 @@ def test_lost_messages_are_republished(server: ServerFactory, worker: WorkerFact
         assert wait_for(c, task_id, "succeeded", timeout=90)["status"] == "succeeded"
 
 
-def test_cancel_while_no_worker_runs_it_never(server: ServerFactory, worker: WorkerFactory,
-                                              services: dict[str, str]) -> None:
+def test_cancel_while_no_worker_runs_it_never(
+    server: ServerFactory, worker: WorkerFactory, services: dict[str, str]
+) -> None:
     srv = server(**services)
     c = login(srv)
     tid = submit(c, "ledger", {"steps": 50, "step_ms": 1})["id"]

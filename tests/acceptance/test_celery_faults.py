@@ -48,22 +48,27 @@ LEASE_REASON = "worker lost (lease expired)"
 @pytest.fixture
 def celery_env(pg_database: str, private_redis: PrivateRedis) -> dict[str, str]:
     """Every process of these tests uses a fresh database and the test's own broker."""
-    return {"TETHER_DATABASE_URL": pg_database, "TETHER_BROKER_URL": private_redis.url,
-            "TETHER_LEASE_SECONDS": str(LEASE), "TETHER_REPUBLISH_SECONDS": str(REPUBLISH)}
+    return {
+        "TETHER_DATABASE_URL": pg_database,
+        "TETHER_BROKER_URL": private_redis.url,
+        "TETHER_LEASE_SECONDS": str(LEASE),
+        "TETHER_REPUBLISH_SECONDS": str(REPUBLISH),
+    }
 
 
 def holder(env: dict[str, str], task_id: int) -> tuple[str, str | None, int]:
     """(status, worker, attempts) of a task, straight from the database."""
     [(status, owner, attempts)] = pg_query(
-        env, "SELECT status, worker, attempts FROM tether_task WHERE id = %s", [task_id])
+        env, "SELECT status, worker, attempts FROM tether_task WHERE id = %s", [task_id]
+    )
     return status, owner, attempts
 
 
-def held_by(env: dict[str, str], task_id: int, proc: subprocess.Popen[bytes],
-            status: str = "running") -> bool:
+def held_by(
+    env: dict[str, str], task_id: int, proc: subprocess.Popen[bytes], status: str = "running"
+) -> bool:
     now, owner, _ = holder(env, task_id)
-    return now == status and owner is not None and owner.endswith(
-        Workers.worker_id_suffix(proc))
+    return now == status and owner is not None and owner.endswith(Workers.worker_id_suffix(proc))
 
 
 def poll(check: Callable[[], Any], timeout: float) -> Any:
@@ -98,7 +103,8 @@ STEPS = 900
 
 
 def test_worker_sigkilled_ten_times_loses_and_duplicates_no_step(
-        server: ServerFactory, worker: Workers, celery_env: dict[str, str]) -> None:
+    server: ServerFactory, worker: Workers, celery_env: dict[str, str]
+) -> None:
     """Two workers run at any time: the one holding the task is killed, a replacement
     starts at once (so recovery never waits for a Python start), and the task is
     recovered by whichever live worker gets its re-published message."""
@@ -116,14 +122,16 @@ def test_worker_sigkilled_ten_times_loses_and_duplicates_no_step(
     log: list[str] = []
     for kill in range(1, KILLS + 1):
         began = time.monotonic()
-        victim = wait_until(running_on, f"task {tid} running (kill {kill}, seed {seed})",
-                            timeout=30)
+        victim = wait_until(
+            running_on, f"task {tid} running (kill {kill}, seed {seed})", timeout=30
+        )
         recovered = time.monotonic() - began
         delay = rng.uniform(0.0, MAX_DELAY)
         time.sleep(delay)
         assert held_by(celery_env, tid, victim), (
             f"kill {kill}: task {tid} not running on pid {victim.pid} any more: "
-            f"{holder(celery_env, tid)} (seed {seed}; raise STEPS if it finished)")
+            f"{holder(celery_env, tid)} (seed {seed}; raise STEPS if it finished)"
+        )
         worker.kill(victim)
         status, owner, attempts = holder(celery_env, tid)
         # the process just killed held the task: nothing else could have moved it since
@@ -131,8 +139,10 @@ def test_worker_sigkilled_ten_times_loses_and_duplicates_no_step(
         assert owner.endswith(Workers.worker_id_suffix(victim)), (owner, victim.pid)
         rows = pg_rows(celery_env, tid)
         assert contiguous(rows), f"kill {kill} (seed {seed}): rows not 1..n: {rows}"
-        log.append(f"kill {kill}: pid {victim.pid}, running again after {recovered:.2f}s, "
-                   f"killed {delay:.3f}s later: attempt {attempts}, {len(rows)} rows")
+        log.append(
+            f"kill {kill}: pid {victim.pid}, running again after {recovered:.2f}s, "
+            f"killed {delay:.3f}s later: attempt {attempts}, {len(rows)} rows"
+        )
         worker(wait=False)  # the replacement
     print("\n".join(log))
 
@@ -142,12 +152,13 @@ def test_worker_sigkilled_ten_times_loses_and_duplicates_no_step(
     assert done["result"]["attempt"] == KILLS + 1
     history = events(c, tid)
     assert [e["to_status"] for e in history] == (
-        ["queued", "running"] + ["queued", "running"] * KILLS + ["succeeded"]), history
-    requeues = [e for e in history if e["from_status"] == "running"
-                and e["to_status"] == "queued"]
+        ["queued", "running"] + ["queued", "running"] * KILLS + ["succeeded"]
+    ), history
+    requeues = [e for e in history if e["from_status"] == "running" and e["to_status"] == "queued"]
     assert len(requeues) == KILLS
-    assert all(e["reason"] == LEASE_REASON and e["actor"].startswith("celery:")
-               for e in requeues), requeues
+    assert all(
+        e["reason"] == LEASE_REASON and e["actor"].startswith("celery:") for e in requeues
+    ), requeues
 
 
 # -- 2. the broker restarted with 200 tasks --------------------------------------------------
@@ -155,8 +166,9 @@ TASKS = 200
 
 
 def task_counts(env: dict[str, str], ids: list[int]) -> dict[str, int]:
-    rows = pg_query(env, "SELECT status, count(*) FROM tether_task WHERE id = ANY(%s) "
-                         "GROUP BY status", [ids])
+    rows = pg_query(
+        env, "SELECT status, count(*) FROM tether_task WHERE id = ANY(%s) GROUP BY status", [ids]
+    )
     return {status: n for status, n in rows}
 
 
@@ -170,13 +182,16 @@ def api_answers_while_broker_is_down(c: httpx.Client, srv_url: str, ids: list[in
 
 
 def test_broker_restart_with_200_tasks_queued_runs_each_exactly_once(
-        server: ServerFactory, worker: Workers, celery_env: dict[str, str],
-        private_redis: PrivateRedis) -> None:
+    server: ServerFactory, worker: Workers, celery_env: dict[str, str], private_redis: PrivateRedis
+) -> None:
     srv = server(**celery_env)
     c = login(srv)
     ids = [submit(c, "ledger", {"steps": 1, "step_ms": 20})["id"] for _ in range(TASKS)]
-    wait_until(lambda: private_redis.queued_messages() == TASKS,  # no worker yet
-               f"{TASKS} messages in the broker", timeout=10)
+    wait_until(
+        lambda: private_redis.queued_messages() == TASKS,  # no worker yet
+        f"{TASKS} messages in the broker",
+        timeout=10,
+    )
 
     private_redis.kill()  # every message is gone
     api_answers_while_broker_is_down(c, srv.url, ids)
@@ -185,8 +200,11 @@ def test_broker_restart_with_200_tasks_queued_runs_each_exactly_once(
     worker()  # finds no message: the reaper re-publishes the queued tasks
 
     # and once more mid-flight, with a worker running tasks
-    wait_until(lambda: task_counts(celery_env, ids).get("succeeded", 0) >= 20,
-               "20 tasks done after the first broker restart", timeout=30)
+    wait_until(
+        lambda: task_counts(celery_env, ids).get("succeeded", 0) >= 20,
+        "20 tasks done after the first broker restart",
+        timeout=30,
+    )
     private_redis.kill()
     mid = task_counts(celery_env, ids)
     api_answers_while_broker_is_down(c, srv.url, ids)
@@ -194,27 +212,39 @@ def test_broker_restart_with_200_tasks_queued_runs_each_exactly_once(
     print(f"second broker restart with tasks at {mid}")
     assert mid.get("succeeded", 0) < TASKS, "all done before the second restart"
 
-    wait_until(lambda: task_counts(celery_env, ids).get("succeeded", 0) == TASKS,
-               f"all {TASKS} tasks succeeded", timeout=60)
+    wait_until(
+        lambda: task_counts(celery_env, ids).get("succeeded", 0) == TASKS,
+        f"all {TASKS} tasks succeeded",
+        timeout=60,
+    )
     assert task_counts(celery_env, ids) == {"succeeded": TASKS}
-    ledger = pg_query(celery_env, "SELECT task_id, step FROM acc_ledger "
-                                  "WHERE task_id = ANY(%s) ORDER BY task_id", [ids])
+    ledger = pg_query(
+        celery_env,
+        "SELECT task_id, step FROM acc_ledger WHERE task_id = ANY(%s) ORDER BY task_id",
+        [ids],
+    )
     assert ledger == [(i, 1) for i in sorted(ids)]  # each ran its step exactly once
     history: dict[int, list[tuple[str | None, str, str]]] = defaultdict(list)
     for task_id, src, dst, reason in pg_query(
-            celery_env, "SELECT task_id, from_status, to_status, reason "
-                        "FROM tether_taskevent WHERE task_id = ANY(%s) ORDER BY id", [ids]):
+        celery_env,
+        "SELECT task_id, from_status, to_status, reason "
+        "FROM tether_taskevent WHERE task_id = ANY(%s) ORDER BY id",
+        [ids],
+    ):
         history[task_id].append((src, dst, reason))
     # one claim and one success each: nothing ran twice, nothing was retried
-    odd = {i: h for i, h in history.items()
-           if [dst for _, dst, _ in h] != ["queued", "running", "succeeded"]}
+    odd = {
+        i: h
+        for i, h in history.items()
+        if [dst for _, dst, _ in h] != ["queued", "running", "succeeded"]
+    }
     assert odd == {}
     assert sorted(history) == sorted(ids)
 
 
 def test_submit_while_broker_down_answers_503_and_creates_nothing(
-        server: ServerFactory, worker: Workers, celery_env: dict[str, str],
-        private_redis: PrivateRedis) -> None:
+    server: ServerFactory, worker: Workers, celery_env: dict[str, str], private_redis: PrivateRedis
+) -> None:
     from tether.executors.celery_executor import Publisher
 
     srv = server(**celery_env)
@@ -252,18 +282,24 @@ def test_submit_while_broker_down_answers_503_and_creates_nothing(
 
 
 # -- 3. cancel while every worker is down ------------------------------------------------------
-def signal_all(worker: Workers, procs: list[subprocess.Popen[bytes]],
-               how: signal.Signals) -> None:
+def signal_all(worker: Workers, procs: list[subprocess.Popen[bytes]], how: signal.Signals) -> None:
     """Every worker goes down at once: SIGTERM (warm shutdown) or SIGKILL (a crash)."""
     took = worker.signal(procs, how)
     print(f"{len(procs)} worker(s) down {took:.2f}s after {how.name}")
     hung = [p.pid for p in procs if p.pid in worker.hung]
-    assert not hung, (f"workers {hung} still running {took:.1f}s after {how.name}; "
-                      f"stacks in their logs: {[worker.output(p)[-8000:] for p in procs]}")
+    assert not hung, (
+        f"workers {hung} still running {took:.1f}s after {how.name}; "
+        f"stacks in their logs: {[worker.output(p)[-8000:] for p in procs]}"
+    )
 
 
-def wait_rollback_taken(c: httpx.Client, env: dict[str, str], task_id: int,
-                        procs: list[subprocess.Popen[bytes]], timeout: float = 15) -> None:
+def wait_rollback_taken(
+    c: httpx.Client,
+    env: dict[str, str],
+    task_id: int,
+    procs: list[subprocess.Popen[bytes]],
+    timeout: float = 15,
+) -> None:
     """Until one of ``procs`` holds the task in ``cancelling``: its rollback runs there."""
     seen: set[tuple[str, str | None]] = set()
 
@@ -273,13 +309,21 @@ def wait_rollback_taken(c: httpx.Client, env: dict[str, str], task_id: int,
         return any(held_by(env, task_id, p, "cancelling") for p in procs)
 
     if not poll(rolling_back, timeout=timeout):
-        pytest.fail(f"no live worker took up the rollback of task {task_id} in {timeout:g}s;"
-                    f" (status, worker) seen: {sorted(seen, key=str)}; events: "
-                    f"{[(e['to_status'], e['reason']) for e in events(c, task_id)]}")
+        pytest.fail(
+            f"no live worker took up the rollback of task {task_id} in {timeout:g}s;"
+            f" (status, worker) seen: {sorted(seen, key=str)}; events: "
+            f"{[(e['to_status'], e['reason']) for e in events(c, task_id)]}"
+        )
 
 
-def finish_rollback(c: httpx.Client, env: dict[str, str], task_id: int, gate: Path,
-                    at_cancel: list[int], n_events: int) -> None:
+def finish_rollback(
+    c: httpx.Client,
+    env: dict[str, str],
+    task_id: int,
+    gate: Path,
+    at_cancel: list[int],
+    n_events: int,
+) -> None:
     """The rollback is held at ``gate``: no step may be added meanwhile. Then let it end;
     it must remove every row, end ``cancelled``, and the task must never run again."""
     assert pg_rows(env, task_id) == at_cancel  # the rollback runs; the task does not
@@ -295,7 +339,7 @@ def finish_rollback(c: httpx.Client, env: dict[str, str], task_id: int, gate: Pa
         assert get_task(c, task_id)["status"] == "cancelled"
         time.sleep(0.2)
     history = events(c, task_id)
-    after_cancel = history[n_events - 1:]
+    after_cancel = history[n_events - 1 :]
     assert [e["to_status"] for e in after_cancel] == ["cancelling", "cancelled"], history
     assert after_cancel[-1]["reason"] == "rollback done"
     assert pg_rows(env, task_id) == []
@@ -303,8 +347,12 @@ def finish_rollback(c: httpx.Client, env: dict[str, str], task_id: int, gate: Pa
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_cancel_while_all_workers_are_down_rolls_back_and_never_runs_again(
-        how: signal.Signals, server: ServerFactory, worker: Workers,
-        celery_env: dict[str, str], tmp_path: Path) -> None:
+    how: signal.Signals,
+    server: ServerFactory,
+    worker: Workers,
+    celery_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
     srv = server(**celery_env)
     c = login(srv)
     first = start_workers(worker)
@@ -334,8 +382,12 @@ def test_cancel_while_all_workers_are_down_rolls_back_and_never_runs_again(
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_rollback_cut_short_by_worker_loss_resumes_on_another_worker(
-        how: signal.Signals, server: ServerFactory, worker: Workers,
-        celery_env: dict[str, str], tmp_path: Path) -> None:
+    how: signal.Signals,
+    server: ServerFactory,
+    worker: Workers,
+    celery_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
     """The contract: a crash (or stop) during a rollback resumes the rollback, not the
     task."""
     srv = server(**celery_env)

@@ -53,8 +53,10 @@ def test_account_types_logout_server_down(server: ServerFactory, tmp_path: Path)
     for args in (("ls",), ("watch", "1"), ("submit", "countdown", "-p", "seconds=1")):
         r = cli.run(*args)
         assert r.returncode == 3, r
-        assert r.stderr.startswith("tether: cannot reach the Tether server at ") and \
-            "tether serve" in r.stderr, r
+        assert (
+            r.stderr.startswith("tether: cannot reach the Tether server at ")
+            and "tether serve" in r.stderr
+        ), r
         assert "Traceback" not in r.stderr and r.stdout == "", r
 
 
@@ -62,8 +64,10 @@ def test_submit_result_ls_show_history(server: ServerFactory, tmp_path: Path) ->
     cli = Cli(server(workers=2), tmp_path / "cfg")
     cli.login("dave")
     tid = int(cli.ok("submit", "fibonacci", "-p", "n=30").strip())
-    assert cli.ok("wait", str(tid), "--until", "succeeded", "--timeout", "20").strip() \
+    assert (
+        cli.ok("wait", str(tid), "--until", "succeeded", "--timeout", "20").strip()
         == f"task {tid}: succeeded"
+    )
     assert cli.json("result", str(tid))["value"] == "832040"
 
     r = cli.run("submit", "fibonacci", "-p", "n=thirty")
@@ -76,8 +80,9 @@ def test_submit_result_ls_show_history(server: ServerFactory, tmp_path: Path) ->
 
     params = tmp_path / "add.json"
     params.write_text(json.dumps({"operand1": 2}))
-    added = json.loads(cli.ok("submit", "add", "--params", str(params), "-p", "operand2=3.5",
-                              "--json"))
+    added = json.loads(
+        cli.ok("submit", "add", "--params", str(params), "-p", "operand2=3.5", "--json")
+    )
     assert added["params"] == {"operand1": 2, "operand2": 3.5}
     slow = int(cli.ok("submit", "countdown", "-p", "seconds=30", "--pause-timeout", "60"))
 
@@ -107,8 +112,7 @@ def test_pause_resume_cancel_wait(server: ServerFactory, tmp_path: Path) -> None
     tid = int(cli.ok("submit", "countdown", "-p", "seconds=60"))
     with cli.server.client(cli.token()) as api:
         wait_progress(api, tid, 5)
-        assert cli.ok("pause", str(tid)).strip() in (f"task {tid}: pausing",
-                                                      f"task {tid}: paused")
+        assert cli.ok("pause", str(tid)).strip() in (f"task {tid}: pausing", f"task {tid}: paused")
         cli.ok("wait", str(tid), "--until", "paused", "--timeout", "20")
         r = cli.run("pause", str(tid), "999999")
         assert r.returncode == 1, r
@@ -126,8 +130,7 @@ def test_pause_resume_cancel_wait(server: ServerFactory, tmp_path: Path) -> None
     assert r.returncode == 2, r
 
 
-def test_submit_watch_plain_and_watch_in_terminal(server: ServerFactory,
-                                                  tmp_path: Path) -> None:
+def test_submit_watch_plain_and_watch_in_terminal(server: ServerFactory, tmp_path: Path) -> None:
     cli = Cli(server(workers=2), tmp_path / "cfg")
     cli.login("frank")
     r = cli.run("submit", "countdown", "-p", "seconds=0.5", "--watch")
@@ -136,8 +139,9 @@ def test_submit_watch_plain_and_watch_in_terminal(server: ServerFactory,
 
     tid = int(cli.ok("submit", "countdown", "-p", "seconds=2"))
     outcome: dict[str, tuple[int, str]] = {}
-    watcher = threading.Thread(target=lambda: outcome.update(
-        result=cli.run_in_pty("watch", str(tid), timeout=45)))
+    watcher = threading.Thread(
+        target=lambda: outcome.update(result=cli.run_in_pty("watch", str(tid), timeout=45))
+    )
     watcher.start()
     with cli.server.client(cli.token()) as api:
         wait_progress(api, tid, 20)
@@ -156,8 +160,7 @@ def test_submit_watch_plain_and_watch_in_terminal(server: ServerFactory,
     assert "Traceback" not in output
 
 
-def test_watch_and_wait_outlast_a_server_restart(server: ServerFactory,
-                                                 tmp_path: Path) -> None:
+def test_watch_and_wait_outlast_a_server_restart(server: ServerFactory, tmp_path: Path) -> None:
     """A server restarted while the client watches (the Done-when of the datasets issue
     restarts it mid-import): watch and wait say it is gone, then go on when it is back."""
     cli = Cli(server(workers=1), tmp_path / "cfg")
@@ -168,10 +171,14 @@ def test_watch_and_wait_outlast_a_server_restart(server: ServerFactory,
         cli.ok("pause", str(tid))
         wait_for(api, tid, "paused", timeout=20)
     outcome: dict[str, Any] = {}
-    waiter = threading.Thread(target=lambda: outcome.update(
-        wait=cli.run("wait", str(tid), "--timeout", "90", timeout=120)))
-    watcher = threading.Thread(target=lambda: outcome.update(
-        watch=cli.run("watch", str(tid), timeout=120)))
+    waiter = threading.Thread(
+        target=lambda: outcome.update(
+            wait=cli.run("wait", str(tid), "--timeout", "90", timeout=120)
+        )
+    )
+    watcher = threading.Thread(
+        target=lambda: outcome.update(watch=cli.run("watch", str(tid), timeout=120))
+    )
     waiter.start()
     watcher.start()
     time.sleep(1.0)  # both have seen the task (paused) before the server goes away

@@ -23,8 +23,11 @@ from tests.acceptance.conftest import (
 
 FINAL = ("succeeded", "failed", "cancelled")
 # slow the import down (not its result) so that a test can act while it runs
-KNOBS = {"TETHER_APPS": "tests.acceptance.dataset_knobs.DatasetKnobs",
-         "ACC_IMPORT_BATCH_ROWS": "2000", "ACC_IMPORT_BATCH_DELAY_MS": "25"}
+KNOBS = {
+    "TETHER_APPS": "tests.acceptance.dataset_knobs.DatasetKnobs",
+    "ACC_IMPORT_BATCH_ROWS": "2000",
+    "ACC_IMPORT_BATCH_DELAY_MS": "25",
+}
 
 
 def query(srv: Server, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -37,9 +40,15 @@ def query(srv: Server, sql: str, *args: Any) -> list[tuple[Any, ...]]:
 
 
 def dataset_tables(srv: Server) -> set[str]:
-    return {r[0] for r in query(srv, "SELECT name FROM sqlite_master WHERE type = 'table' "
-                                     "AND (name LIKE 'tds\\_%' ESCAPE '\\' "
-                                     "OR name LIKE 'tstg\\_%' ESCAPE '\\')")}
+    return {
+        r[0]
+        for r in query(
+            srv,
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND (name LIKE 'tds\\_%' ESCAPE '\\' "
+            "OR name LIKE 'tstg\\_%' ESCAPE '\\')",
+        )
+    }
 
 
 def table_rows(srv: Server, dataset: str) -> list[tuple[Any, ...]]:
@@ -49,8 +58,7 @@ def table_rows(srv: Server, dataset: str) -> list[tuple[Any, ...]]:
 
 
 def gen_csv(cli: Cli, path: Path, rows: int, seed: int = 7) -> list[dict[str, str]]:
-    r = cli.run("gen-csv", "--rows", str(rows), "--seed", str(seed), "-o", str(path),
-                timeout=120)
+    r = cli.run("gen-csv", "--rows", str(rows), "--seed", str(seed), "-o", str(path), timeout=120)
     assert r.returncode == 0, r
     assert f"wrote {rows:,} rows" in r.stderr
     with open(path, encoding="utf-8", newline="") as f:
@@ -60,10 +68,17 @@ def gen_csv(cli: Cli, path: Path, rows: int, seed: int = 7) -> list[dict[str, st
 def normalised(row: dict[str, str]) -> tuple[Any, ...]:
     """A gen-csv row as typed values (how an export writes them may differ: 12.50 vs
     12.5, Z vs +00:00)."""
-    return (int(row["id"]), row["customer"], row["email"], float(row["amount"]),
-            int(row["quantity"]), row["paid"] in ("true", "t"),
-            datetime.fromisoformat(row["ordered_at"].replace("Z", "+00:00")),
-            row["ship_date"], row["note"])
+    return (
+        int(row["id"]),
+        row["customer"],
+        row["email"],
+        float(row["amount"]),
+        int(row["quantity"]),
+        row["paid"] in ("true", "t"),
+        datetime.fromisoformat(row["ordered_at"].replace("Z", "+00:00")),
+        row["ship_date"],
+        row["note"],
+    )
 
 
 def test_gen_import_list_export_date_range(server: ServerFactory, tmp_path: Path) -> None:
@@ -82,7 +97,16 @@ def test_gen_import_list_export_date_range(server: ServerFactory, tmp_path: Path
     assert listed["name"] == "orders" and listed["row_count"] == 5000
     assert listed["last_import_task"] == task_id
     assert [c["type"] for c in listed["columns"]] == [
-        "integer", "text", "text", "float", "integer", "boolean", "timestamptz", "date", "text"]
+        "integer",
+        "text",
+        "text",
+        "float",
+        "integer",
+        "boolean",
+        "timestamptz",
+        "date",
+        "text",
+    ]
     table = cli.ok("datasets")
     assert "orders" in table and "5,000" in table and "id:integer" in table
     shown = cli.ok("datasets", "orders", "--rows", "3")
@@ -93,8 +117,20 @@ def test_gen_import_list_export_date_range(server: ServerFactory, tmp_path: Path
     # a date range of it, back to CSV
     dest = tmp_path / "out" / "q1-2021.csv"
     dest.parent.mkdir()
-    r = cli.run("export", "orders", "--from", "2021-01-01", "--to", "2021-03-31",
-                "--date-column", "ship_date", "--raw", "-o", str(dest), timeout=120)
+    r = cli.run(
+        "export",
+        "orders",
+        "--from",
+        "2021-01-01",
+        "--to",
+        "2021-03-31",
+        "--date-column",
+        "ship_date",
+        "--raw",
+        "-o",
+        str(dest),
+        timeout=120,
+    )
     assert r.returncode == 0, r
     export_id = int(r.stdout.strip())
     wanted = [s for s in source if "2021-01-01" <= s["ship_date"] <= "2021-03-31"]
@@ -110,8 +146,20 @@ def test_gen_import_list_export_date_range(server: ServerFactory, tmp_path: Path
     cli.ok("download", str(export_id), "-o", str(again))
     assert again.read_bytes() == dest.read_bytes()
     safe = tmp_path / "safe.csv"
-    cli.ok("export", "orders", "--from", "2021-01-01", "--to", "2021-03-31", "-o", str(safe),
-           "--date-column", "ship_date", "--columns", "id,note")
+    cli.ok(
+        "export",
+        "orders",
+        "--from",
+        "2021-01-01",
+        "--to",
+        "2021-03-31",
+        "-o",
+        str(safe),
+        "--date-column",
+        "ship_date",
+        "--columns",
+        "id,note",
+    )
     with open(safe, encoding="utf-8", newline="") as f:
         notes = [row["note"] for row in csv.DictReader(f)]
     assert "'=not a formula" in notes and "=not a formula" not in notes
@@ -119,18 +167,35 @@ def test_gen_import_list_export_date_range(server: ServerFactory, tmp_path: Path
     # mistakes: one line, an exit code, nothing uploaded or submitted
     for args, code, words in [
         (("import", str(source_file), "--dataset", "orders"), 1, "exists already"),
-        (("import", str(source_file), "--dataset", "x", "--mode", "append"), 1,
-         "no dataset 'x'"),
+        (("import", str(source_file), "--dataset", "x", "--mode", "append"), 1, "no dataset 'x'"),
         (("import", str(source_file), "--dataset", "../x"), 2, "not allowed"),
         (("import", str(tmp_path / "missing.csv"), "--dataset", "x"), 2, "cannot read"),
         (("import", str(source_file), "--dataset", "x", "--columns", "a:money"), 2, "NAME:TYPE"),
-        (("export", "orders", "--from", "2021-02-01", "--to", "2021-01-01", "-o",
-          str(tmp_path / "x.csv")), 2, "after"),
-        (("export", "orders", "--from", "2021-01-01", "-o", str(tmp_path / "x.csv")), 2,
-         "--date-column"),
+        (
+            (
+                "export",
+                "orders",
+                "--from",
+                "2021-02-01",
+                "--to",
+                "2021-01-01",
+                "-o",
+                str(tmp_path / "x.csv"),
+            ),
+            2,
+            "after",
+        ),
+        (
+            ("export", "orders", "--from", "2021-01-01", "-o", str(tmp_path / "x.csv")),
+            2,
+            "--date-column",
+        ),
         (("export", "nope", "-o", str(tmp_path / "x.csv")), 1, "no dataset 'nope'"),
-        (("export", "orders", "--columns", "id,bogus", "-o", str(tmp_path / "x.csv")), 1,
-         "unknown column"),
+        (
+            ("export", "orders", "--columns", "id,bogus", "-o", str(tmp_path / "x.csv")),
+            1,
+            "unknown column",
+        ),
         (("download", str(task_id), "-o", str(tmp_path / "x.csv")), 1, "csv_export"),
         (("datasets", "nope"), 1, "no dataset 'nope'"),
         (("datasets", "rm", "orders"), 2, "--yes"),
@@ -146,14 +211,12 @@ def test_gen_import_list_export_date_range(server: ServerFactory, tmp_path: Path
     assert dataset_tables(cli.server) == set()
 
 
-def test_import_watch_on_a_terminal_shows_progress(server: ServerFactory,
-                                                   tmp_path: Path) -> None:
+def test_import_watch_on_a_terminal_shows_progress(server: ServerFactory, tmp_path: Path) -> None:
     cli = Cli(server(workers=1, **KNOBS), tmp_path / "cfg")
     cli.login("gil")
     path = tmp_path / "orders.csv"
     gen_csv(cli, path, 60_000)  # 6.6 MB: an upload bar too
-    code, output = cli.run_in_pty("import", str(path), "--dataset", "orders", "--watch",
-                                  timeout=90)
+    code, output = cli.run_in_pty("import", str(path), "--dataset", "orders", "--watch", timeout=90)
     assert code == 0, output
     found = re.search(r"#(\d+) csv_import", output)
     assert found, output
@@ -164,8 +227,9 @@ def test_import_watch_on_a_terminal_shows_progress(server: ServerFactory,
     assert "Traceback" not in output
 
 
-def test_sigkill_mid_import_then_restart_equals_uninterrupted(server: ServerFactory,
-                                                              tmp_path: Path) -> None:
+def test_sigkill_mid_import_then_restart_equals_uninterrupted(
+    server: ServerFactory, tmp_path: Path
+) -> None:
     rows = 200_000
     srv = server(workers=2, **KNOBS)
     cli = Cli(srv, tmp_path / "cfg")
@@ -177,8 +241,9 @@ def test_sigkill_mid_import_then_restart_equals_uninterrupted(server: ServerFact
     with srv.client(token) as api:
         wait_progress(api, task_id, 20_000, timeout=60)
     srv.kill()
-    [(status, checkpoint)] = query(srv, "SELECT status, checkpoint FROM tether_task "
-                                        "WHERE id = ?", task_id)
+    [(status, checkpoint)] = query(
+        srv, "SELECT status, checkpoint FROM tether_task WHERE id = ?", task_id
+    )
     assert status == "running", "kill the server while the import runs"
     assert '"loaded"' in checkpoint
     assert query(srv, "SELECT COUNT(*) FROM tether_dataset") == [(0,)]  # nothing published
@@ -195,8 +260,9 @@ def test_sigkill_mid_import_then_restart_equals_uninterrupted(server: ServerFact
     assert [r[1] for r in big] == list(range(1, rows + 1))  # the id column, in file order
 
     # an uninterrupted import of the same file gives the same table
-    r = cli.run("import", str(path), "--dataset", "reference", "--watch", timeout=240,
-                TETHER_TOKEN=token)
+    r = cli.run(
+        "import", str(path), "--dataset", "reference", "--watch", timeout=240, TETHER_TOKEN=token
+    )
     assert r.returncode == 0, r
     assert table_rows(srv, "reference") == big
     assert not list((srv.home / "uploads").iterdir())

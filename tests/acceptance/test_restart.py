@@ -29,8 +29,9 @@ def reconnect(srv: Server, client: httpx.Client) -> httpx.Client:
     return srv.client(token)
 
 
-def assert_ledger_complete(srv: Server, client: httpx.Client, task_id: int,
-                           steps: int) -> dict[str, Any]:
+def assert_ledger_complete(
+    srv: Server, client: httpx.Client, task_id: int, steps: int
+) -> dict[str, Any]:
     task = wait_for(client, task_id, FINAL, timeout=60)
     assert task["status"] == "succeeded", task  # a duplicate row would have failed it
     assert srv.ledger_rows(task_id) == list(range(1, steps + 1))
@@ -44,8 +45,11 @@ def test_sigkill_mid_run_then_restart(server: ServerFactory) -> None:
     c = login(srv)
 
     # slot 1: a task stuck in "cancelling" (its rollback waits for the gate file)
-    cancelling = submit(c, "ledger", {"steps": 100_000, "step_ms": 5, "hold_rollback": True,
-                                      "rollback_progress": False})["id"]
+    cancelling = submit(
+        c,
+        "ledger",
+        {"steps": 100_000, "step_ms": 5, "hold_rollback": True, "rollback_progress": False},
+    )["id"]
     wait_progress(c, cancelling, 5)
     assert c.post(f"/tasks/{cancelling}/cancel").status_code == 202
     wait_for(c, cancelling, "cancelling")
@@ -93,7 +97,7 @@ def test_sigkill_mid_run_then_restart(server: ServerFactory) -> None:
         assert task["status"] == "cancelled", task
         assert srv.ledger_rows(cancelling) == []
         to = [e["to_status"] for e in events(c, cancelling)]
-        assert "running" not in to[to.index("cancelling"):], to  # never ran again
+        assert "running" not in to[to.index("cancelling") :], to  # never ran again
         assert c.get("/health").status_code == 200
     finally:
         c.close()

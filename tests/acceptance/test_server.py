@@ -27,7 +27,6 @@ from tests.acceptance.conftest import (
 FINAL = ("succeeded", "failed", "cancelled")
 
 
-
 def task_count(client: httpx.Client) -> int:
     r = client.get("/tasks")
     assert r.status_code == 200, r.text
@@ -83,7 +82,14 @@ def test_new_user_flow_pause_resume(server: ServerFactory) -> None:
 
         history = events(c, tid)
         assert [e["to_status"] for e in history] == [
-            "queued", "running", "pausing", "paused", "queued", "running", "succeeded"]
+            "queued",
+            "running",
+            "pausing",
+            "paused",
+            "queued",
+            "running",
+            "succeeded",
+        ]
         assert_event_chain(history)
         by_move = {(e["from_status"], e["to_status"]): e for e in history}
         assert by_move[("running", "pausing")]["actor"] == "user:alice"
@@ -168,12 +174,21 @@ def test_retries(server: ServerFactory) -> None:
         assert "always fails (attempt 2)" in failed["error"]
         history = events(c, aid)
         assert [e["to_status"] for e in history] == [
-            "queued", "running", "queued", "running", "failed"]
+            "queued",
+            "running",
+            "queued",
+            "running",
+            "failed",
+        ]
         assert "retry" in history[2]["reason"]
 
         assert c.get("/health").status_code == 200
-        assert wait_for(c, submit(c, "add", {"operand1": 2, "operand2": 3})["id"],
-                        FINAL)["result"]["sum"] == 5
+        assert (
+            wait_for(c, submit(c, "add", {"operand1": 2, "operand2": 3})["id"], FINAL)["result"][
+                "sum"
+            ]
+            == 5
+        )
 
 
 def test_bad_input_is_rejected_and_creates_nothing(server: ServerFactory) -> None:
@@ -187,14 +202,22 @@ def test_bad_input_is_rejected_and_creates_nothing(server: ServerFactory) -> Non
 
         err = assert_error(c.post("/tasks", json={"type": "no-such-type", "params": {}}), 400)
         assert "no-such-type" in err["message"]
-        err = assert_error(c.post("/tasks", json={"type": "countdown",
-                                                  "params": {"seconds": -1}}), 400)
+        err = assert_error(
+            c.post("/tasks", json={"type": "countdown", "params": {"seconds": -1}}), 400
+        )
         assert "seconds" in err["message"]
-        err = assert_error(c.post("/tasks", json={"type": "fibonacci",
-                                                  "params": {"n": 10**9}}), 400)
+        err = assert_error(
+            c.post("/tasks", json={"type": "fibonacci", "params": {"n": 10**9}}), 400
+        )
         assert "params.n" in err["message"]
-        assert_error(c.post("/tasks", content=b'{"type": "add", "params": {',
-                            headers={"Content-Type": "application/json"}), 400)
+        assert_error(
+            c.post(
+                "/tasks",
+                content=b'{"type": "add", "params": {',
+                headers={"Content-Type": "application/json"},
+            ),
+            400,
+        )
 
         body = {"type": "add", "params": {"operand1": 1, "operand2": 1}}
         with srv.client() as anon:
@@ -237,9 +260,13 @@ def test_tenancy(server: ServerFactory) -> None:
     with login(srv) as a, login(srv) as b:
         tid = submit(a, "countdown", {"seconds": 60})["id"]
         wait_for(a, tid, "running")
-        for method, path in [("GET", f"/tasks/{tid}"), ("GET", f"/tasks/{tid}/events"),
-                             ("POST", f"/tasks/{tid}/pause"), ("POST", f"/tasks/{tid}/resume"),
-                             ("POST", f"/tasks/{tid}/cancel")]:
+        for method, path in [
+            ("GET", f"/tasks/{tid}"),
+            ("GET", f"/tasks/{tid}/events"),
+            ("POST", f"/tasks/{tid}/pause"),
+            ("POST", f"/tasks/{tid}/resume"),
+            ("POST", f"/tasks/{tid}/cancel"),
+        ]:
             assert_error(b.request(method, path), 404, "not_found")
         listing = b.get("/tasks").json()
         assert listing["count"] == 0 and listing["results"] == []
@@ -280,9 +307,15 @@ def test_auth_rate_is_configurable(server: ServerFactory) -> None:
 def test_check_deploy_is_clean(tmp_path: Any) -> None:
     home = tmp_path / "deploy-home"
     home.mkdir()
-    r = run_tether(home, "manage", "check", "--deploy", TETHER_PRODUCTION="1",
-                   TETHER_SECRET_KEY=secrets.token_urlsafe(64),
-                   TETHER_ALLOWED_HOSTS="example.com")
+    r = run_tether(
+        home,
+        "manage",
+        "check",
+        "--deploy",
+        TETHER_PRODUCTION="1",
+        TETHER_SECRET_KEY=secrets.token_urlsafe(64),
+        TETHER_ALLOWED_HOSTS="example.com",
+    )
     output = r.stdout + r.stderr
     assert r.returncode == 0, output
     assert "no issues" in output, output
@@ -305,8 +338,7 @@ def test_serve_refuses_busy_port(tmp_path: Any) -> None:
 
 def test_serve_refuses_second_server_on_same_home(server: ServerFactory) -> None:
     srv = server(workers=1)
-    r = run_tether(srv.home, "serve", "--port", str(free_port()), "--workers", "1",
-                   timeout=30)
+    r = run_tether(srv.home, "serve", "--port", str(free_port()), "--workers", "1", timeout=30)
     assert r.returncode != 0, r
     err = r.stderr.strip()
     assert "Traceback" not in r.stderr + r.stdout, r.stderr

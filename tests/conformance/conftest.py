@@ -65,11 +65,13 @@ WORKERS = 2
 WORKER_CONCURRENCY = 2
 # every test registers and logs in fresh users: no rate limit, fast password hashing
 # imports load 500-row batches, each 20 ms late, so that a test can catch one midway
-COMMON_ENV = {"TETHER_AUTH_RATE": "100000/min",
-              "TETHER_APPS": "tests.conformance.fast_passwords,"
-                             "tests.acceptance.dataset_knobs.DatasetKnobs",
-              "TETHER_CANCEL_GRACE_SECONDS": "1",
-              "ACC_IMPORT_BATCH_ROWS": "500", "ACC_IMPORT_BATCH_DELAY_MS": "20"}
+COMMON_ENV = {
+    "TETHER_AUTH_RATE": "100000/min",
+    "TETHER_APPS": "tests.conformance.fast_passwords,tests.acceptance.dataset_knobs.DatasetKnobs",
+    "TETHER_CANCEL_GRACE_SECONDS": "1",
+    "ACC_IMPORT_BATCH_ROWS": "500",
+    "ACC_IMPORT_BATCH_DELAY_MS": "20",
+}
 CELERY_ENV = {"TETHER_LEASE_SECONDS": "3", "TETHER_REPUBLISH_SECONDS": "2"}
 
 FINAL = ("succeeded", "failed", "cancelled")
@@ -120,17 +122,22 @@ class Worker:
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [str(TETHER), "worker", "-c", str(WORKER_CONCURRENCY)], cwd=self.home,
-                env=server_env(self.home, **self.env), stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT)
+                [str(TETHER), "worker", "-c", str(WORKER_CONCURRENCY)],
+                cwd=self.home,
+                env=server_env(self.home, **self.env),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def ready(self) -> bool:
         if not self.alive():
-            pytest.fail(f"tether worker in {self.home.name} exited before it was ready:\n"
-                        f"{tail(self.log)}")
+            pytest.fail(
+                f"tether worker in {self.home.name} exited before it was ready:\n{tail(self.log)}"
+            )
         return "ready." in self.log.read_text(errors="replace")
 
     def terminate(self) -> None:
@@ -181,10 +188,14 @@ class Deployment:
         assert not dead, f"{self.name}: process(es) died: {dead}\n{self.logs()}"
 
     def logs(self) -> str:
-        parts = [f"--- {log.name} (last {LOG_TAIL_LINES} lines) ---\n{tail(log)}"
-                 for log in self.server.logs]
-        parts += [f"--- {w.home.name}/worker.log (last {LOG_TAIL_LINES} lines) ---\n"
-                  f"{tail(w.log)}" for w in self.workers]
+        parts = [
+            f"--- {log.name} (last {LOG_TAIL_LINES} lines) ---\n{tail(log)}"
+            for log in self.server.logs
+        ]
+        parts += [
+            f"--- {w.home.name}/worker.log (last {LOG_TAIL_LINES} lines) ---\n{tail(w.log)}"
+            for w in self.workers
+        ]
         return "\n".join(parts)
 
 
@@ -243,8 +254,10 @@ def _rabbitmqctl(*args: str) -> bool:
     if exe is None:
         return False
     try:
-        return subprocess.run([exe, *args], capture_output=True, timeout=60,
-                              check=False).returncode == 0
+        return (
+            subprocess.run([exe, *args], capture_output=True, timeout=60, check=False).returncode
+            == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -288,8 +301,9 @@ def start_deployment(spec: Spec, root: Path, stack: ExitStack) -> Deployment:
         env["TETHER_DATABASE_URL"] = database_url
     workers: list[Worker] = []
     if spec.broker is not None:
-        env.update(CELERY_ENV,
-                   TETHER_BROKER_URL=(_redis if spec.broker == "redis" else _rabbitmq)(stack))
+        env.update(
+            CELERY_ENV, TETHER_BROKER_URL=(_redis if spec.broker == "redis" else _rabbitmq)(stack)
+        )
         workers = [Worker(root / f"worker-{i + 1}", env) for i in range(WORKERS)]
     server = Server(home, EMBEDDED_SLOTS, root, env)
     stack.callback(stop_processes, server, workers)
@@ -298,9 +312,15 @@ def start_deployment(spec: Spec, root: Path, stack: ExitStack) -> Deployment:
         # query the tables only from 1 s after they are ready.
         for w in workers:
             w.start()
-        migrated = subprocess.run([str(TETHER), "migrate"], cwd=home,
-                                  env=server_env(home, **env), capture_output=True, text=True,
-                                  timeout=120, check=False)
+        migrated = subprocess.run(
+            [str(TETHER), "migrate"],
+            cwd=home,
+            env=server_env(home, **env),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     server.start()
     wait_until(lambda: all(w.ready() for w in workers), "workers ready", timeout=60)
@@ -369,8 +389,9 @@ def prestarter() -> Iterator[Prestarter]:
 
 
 @pytest.fixture(scope="module", params=SPECS, ids=lambda spec: spec.name)
-def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-               prestarter: Prestarter) -> Iterator[Deployment]:
+def deployment(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, prestarter: Prestarter
+) -> Iterator[Deployment]:
     spec: Spec = request.param
     order = session_specs(request.session)
     with ExitStack() as stack:
@@ -380,7 +401,7 @@ def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         else:
             dep = started[0]
             stack.enter_context(started[1])
-        following = order[order.index(spec) + 1:] if spec in order else []
+        following = order[order.index(spec) + 1 :] if spec in order else []
         if following and not shares_services(spec, following[0]):
             prestarter.begin(following[0], tmp_path_factory.mktemp(following[0].name))
         yield dep
@@ -437,11 +458,15 @@ def task_ids(client: httpx.Client, **query: str) -> list[int]:
     return [t["id"] for t in body["results"]]
 
 
-def wait_ledger(dep: Deployment, task_id: int, at_least: int,
-                timeout: float = 30.0) -> list[int]:
+def wait_ledger(dep: Deployment, task_id: int, at_least: int, timeout: float = 30.0) -> list[int]:
     """Wait until the running ``ledger`` task has committed ``at_least`` steps."""
-    return list(wait_until(lambda: (rows := dep.ledger(task_id)) and len(rows) >= at_least
-                           and rows, f"task {task_id}: {at_least} ledger rows", timeout))
+    return list(
+        wait_until(
+            lambda: (rows := dep.ledger(task_id)) and len(rows) >= at_least and rows,
+            f"task {task_id}: {at_least} ledger rows",
+            timeout,
+        )
+    )
 
 
 # Claim-ahead (executors/board.py, Pace): after short tasks an executor claims more

@@ -40,8 +40,9 @@ def pause_and_wait(client: httpx.Client, task_id: int) -> dict[str, Any]:
     return wait_for(client, task_id, "paused")
 
 
-def test_submit_runs_to_success_with_result_and_history(deployment: Deployment,
-                                                        api: httpx.Client) -> None:
+def test_submit_runs_to_success_with_result_and_history(
+    deployment: Deployment, api: httpx.Client
+) -> None:
     add = submit(api, "add", {"operand1": 2, "operand2": 3.5})
     assert add["status"] == "queued" and add["type"] == "add", add
     assert add["params"] == {"operand1": 2, "operand2": 3.5}
@@ -94,8 +95,9 @@ def test_progress_is_visible_while_running(deployment: Deployment, api: httpx.Cl
     assert task["progress"]["percent"] == 100
 
 
-def test_pause_running_then_resume_applies_each_step_once(deployment: Deployment,
-                                                          api: httpx.Client) -> None:
+def test_pause_running_then_resume_applies_each_step_once(
+    deployment: Deployment, api: httpx.Client
+) -> None:
     tid = submit(api, "ledger", {"steps": 120, "step_ms": 5})["id"]
     wait_ledger(deployment, tid, 10)
     paused = pause_and_wait(api, tid)
@@ -117,15 +119,23 @@ def test_pause_running_then_resume_applies_each_step_once(deployment: Deployment
     assert deployment.ledger(tid) == list(range(1, 121))  # every step exactly once
     history = events(api, tid)
     assert statuses(history) == [
-        "queued", "running", "pausing", "paused", "queued", "running", "succeeded"]
+        "queued",
+        "running",
+        "pausing",
+        "paused",
+        "queued",
+        "running",
+        "succeeded",
+    ]
     username = task["owner"]
     by_move = {(e["from_status"], e["to_status"]): e for e in history}
     assert by_move[("running", "pausing")]["actor"] == f"user:{username}"
     assert by_move[("paused", "queued")]["actor"] == f"user:{username}"
 
 
-def test_cancel_running_rolls_back_its_ledger_rows(deployment: Deployment,
-                                                  api: httpx.Client) -> None:
+def test_cancel_running_rolls_back_its_ledger_rows(
+    deployment: Deployment, api: httpx.Client
+) -> None:
     keep = submit(api, "ledger", {"steps": 4, "step_ms": 0})["id"]
     assert wait_for(api, keep, FINAL)["status"] == "succeeded"
     tid = submit(api, "ledger", LONG)["id"]
@@ -144,7 +154,8 @@ def test_cancel_running_rolls_back_its_ledger_rows(deployment: Deployment,
 
 
 def test_task_ignoring_cancel_is_terminated_after_grace_and_rolled_back(
-        deployment: Deployment, api: httpx.Client) -> None:
+    deployment: Deployment, api: httpx.Client
+) -> None:
     """A task that reaches no control point is hard-terminated TETHER_CANCEL_GRACE_SECONDS
     (1 s here) after a cancel, then rolled back; its thread is free again."""
     tid = submit(api, "stubborn", {})["id"]
@@ -186,14 +197,17 @@ def short_burst(client: httpx.Client, n: int = 25) -> None:
 
 
 def test_claimed_ahead_tasks_never_keep_a_control_request_waiting(
-        deployment: Deployment, api: httpx.Client) -> None:
+    deployment: Deployment, api: httpx.Client
+) -> None:
     """After many short tasks the executors claim ahead of free threads. Still: as many
     long tasks as there are slots all get to run (a claimed task that finds no free
     thread is handed back to the queue within seconds), and a task claimed while every
     slot is busy is paused or cancelled at once, not after the long task ahead of it."""
     short_burst(api)
-    longs = [submit(api, "countdown", {"seconds": 600, "tick_ms": 20})["id"]
-             for _ in range(deployment.slots)]
+    longs = [
+        submit(api, "countdown", {"seconds": 600, "tick_ms": 20})["id"]
+        for _ in range(deployment.slots)
+    ]
 
     def not_started() -> list[dict[str, Any]]:
         tasks = [get_task(api, task_id) for task_id in longs]
@@ -237,8 +251,7 @@ def test_pause_queued_task_then_resume(deployment: Deployment, api: httpx.Client
     task = wait_for(api, tid, FINAL)
     assert task["status"] == "succeeded", task
     assert deployment.ledger(tid) == [1, 2, 3, 4, 5]
-    assert statuses(events(api, tid)) == ["queued", "paused", "queued", "running",
-                                          "succeeded"]
+    assert statuses(events(api, tid)) == ["queued", "paused", "queued", "running", "succeeded"]
 
 
 def test_cancel_paused_task_rolls_back(deployment: Deployment, api: httpx.Client) -> None:
@@ -257,7 +270,8 @@ def test_cancel_paused_task_rolls_back(deployment: Deployment, api: httpx.Client
 
 
 def test_failing_task_is_retried_then_fails_and_flaky_one_succeeds(
-        deployment: Deployment, api: httpx.Client) -> None:
+    deployment: Deployment, api: httpx.Client
+) -> None:
     fid = submit(api, "flaky", {})["id"]
     aid = submit(api, "always_fails", {})["id"]
 
@@ -277,8 +291,9 @@ def test_failing_task_is_retried_then_fails_and_flaky_one_succeeds(
     assert statuses(events(api, aid)) == ["queued", "running", "queued", "running", "failed"]
 
 
-def test_illegal_transitions_answer_409_and_change_nothing(deployment: Deployment,
-                                                          api: httpx.Client) -> None:
+def test_illegal_transitions_answer_409_and_change_nothing(
+    deployment: Deployment, api: httpx.Client
+) -> None:
     def refused(task_id: int, action: str, current: str) -> None:
         before = events(api, task_id)
         err = assert_error(api.post(f"/tasks/{task_id}/{action}"), 409, "illegal_transition")
@@ -307,10 +322,13 @@ def test_another_users_task_is_404(deployment: Deployment, api: httpx.Client) ->
     tid = submit(api, "ledger", LONG)["id"]
     wait_ledger(deployment, tid, 1)
     with deployment.login() as other:
-        for method, path in [("GET", f"/tasks/{tid}"), ("GET", f"/tasks/{tid}/events"),
-                             ("POST", f"/tasks/{tid}/pause"),
-                             ("POST", f"/tasks/{tid}/resume"),
-                             ("POST", f"/tasks/{tid}/cancel")]:
+        for method, path in [
+            ("GET", f"/tasks/{tid}"),
+            ("GET", f"/tasks/{tid}/events"),
+            ("POST", f"/tasks/{tid}/pause"),
+            ("POST", f"/tasks/{tid}/resume"),
+            ("POST", f"/tasks/{tid}/cancel"),
+        ]:
             assert_error(other.request(method, path), 404, "not_found")
         assert task_ids(other) == []
         assert_error(other.get("/tasks/987654321"), 404, "not_found")  # same as missing
@@ -319,25 +337,38 @@ def test_another_users_task_is_404(deployment: Deployment, api: httpx.Client) ->
     assert tid in task_ids(api)
 
 
-def test_bad_params_answer_400_and_create_nothing(deployment: Deployment,
-                                                 api: httpx.Client) -> None:
+def test_bad_params_answer_400_and_create_nothing(
+    deployment: Deployment, api: httpx.Client
+) -> None:
     done = submit(api, "add", {"operand1": 1, "operand2": 1})["id"]
     before = task_ids(api)
     err = assert_error(api.post("/tasks", json={"type": "no-such-type", "params": {}}), 400)
     assert "no-such-type" in err["message"], err
     for params in ({"seconds": -1}, {"seconds": "ten"}, {"seconds": 1, "extra": 1}, {}):
-        err = assert_error(api.post("/tasks", json={"type": "countdown", "params": params}),
-                           400)
+        err = assert_error(api.post("/tasks", json={"type": "countdown", "params": params}), 400)
         assert err["message"], err
-    err = assert_error(api.post("/tasks", json={"type": "fibonacci", "params": {"n": 10**9}}),
-                       400)
+    err = assert_error(api.post("/tasks", json={"type": "fibonacci", "params": {"n": 10**9}}), 400)
     assert "n" in err["message"], err
-    assert_error(api.post("/tasks", json={"type": "add", "params": {"operand1": 1,
-                                                                     "operand2": 1},
-                                          "queue": "no spaces allowed"}), 400)
+    assert_error(
+        api.post(
+            "/tasks",
+            json={
+                "type": "add",
+                "params": {"operand1": 1, "operand2": 1},
+                "queue": "no spaces allowed",
+            },
+        ),
+        400,
+    )
     assert_error(api.post("/tasks", json={"params": {}}), 400)
-    assert_error(api.post("/tasks", content=b'{"type": "add", "params": {',
-                          headers={"Content-Type": "application/json"}), 400)
+    assert_error(
+        api.post(
+            "/tasks",
+            content=b'{"type": "add", "params": {',
+            headers={"Content-Type": "application/json"},
+        ),
+        400,
+    )
     assert_error(api.get("/tasks", params={"status": "sleeping"}), 400)
     assert task_ids(api) == before  # nothing was created
     assert wait_for(api, done, FINAL)["status"] == "succeeded"
@@ -355,9 +386,16 @@ def test_pause_expiry_cancels_with_rollback(deployment: Deployment, api: httpx.C
     assert deployment.ledger(tid) == []
     history = events(api, tid)
     assert statuses(history) == [
-        "queued", "running", "pausing", "paused", "cancelling", "cancelled"], history
-    expired = [(e["from_status"], e["to_status"]) for e in history
-               if e["reason"] == "pause_expired"]
+        "queued",
+        "running",
+        "pausing",
+        "paused",
+        "cancelling",
+        "cancelled",
+    ], history
+    expired = [
+        (e["from_status"], e["to_status"]) for e in history if e["reason"] == "pause_expired"
+    ]
     assert expired == [("paused", "cancelling")], history
 
 
@@ -381,8 +419,9 @@ def test_list_filters_by_status_and_type(deployment: Deployment, api: httpx.Clie
 
 
 def _upload(api: httpx.Client, text: str, dataset: str) -> int:
-    r = api.post("/datasets/import", files={"file": ("orders.csv", text.encode())},
-                 data={"dataset": dataset})
+    r = api.post(
+        "/datasets/import", files={"file": ("orders.csv", text.encode())}, data={"dataset": dataset}
+    )
     assert r.status_code == 201, r.text
     return int(r.json()["id"])
 
@@ -396,8 +435,9 @@ def _ids(api: httpx.Client, dataset: str, rows: int) -> list[int]:
     return ids
 
 
-def test_csv_import_pause_resume_export_and_cancel(deployment: Deployment,
-                                                   api: httpx.Client) -> None:
+def test_csv_import_pause_resume_export_and_cancel(
+    deployment: Deployment, api: httpx.Client
+) -> None:
     """Datasets on every deployment (on Celery: uploads received by the API server,
     imported and exported by workers through the shared data directory)."""
     rows = 20_000

@@ -16,8 +16,8 @@ from tether.states import Status
 @pytest.fixture
 def make_user(db: None) -> Callable[..., Any]:
     def make(name: str = "alice", staff: bool = False) -> Any:
-        return get_user_model().objects.create_user(name, password="Pass-word-1234",
-                                                    is_staff=staff)
+        return get_user_model().objects.create_user(name, password="Pass-word-1234", is_staff=staff)
+
     return make
 
 
@@ -32,6 +32,7 @@ def client_for(make_user: Callable[..., Any]) -> Callable[..., APIClient]:
         client.credentials(HTTP_AUTHORIZATION=f"Token {raw}")
         client.user = user  # type: ignore[attr-defined]
         return client
+
     return make
 
 
@@ -57,8 +58,11 @@ def wait_status(task_id: int, *statuses: str, timeout: float = 10.0) -> Task:
 def history(task_id: int) -> list[tuple[str | None, str]]:
     from tether.models import TaskEvent
 
-    return list(TaskEvent.objects.filter(task_id=task_id).order_by("id")
-                .values_list("from_status", "to_status"))
+    return list(
+        TaskEvent.objects.filter(task_id=task_id)
+        .order_by("id")
+        .values_list("from_status", "to_status")
+    )
 
 
 S = Status

@@ -12,8 +12,9 @@ from tether import task
 from tether.context import TaskContext
 
 GATES: dict[str, threading.Event] = {}
-LEDGER_DDL = ("CREATE TABLE IF NOT EXISTS it_ledger (task_id INTEGER, step INTEGER, "
-              "UNIQUE(task_id, step))")
+LEDGER_DDL = (
+    "CREATE TABLE IF NOT EXISTS it_ledger (task_id INTEGER, step INTEGER, UNIQUE(task_id, step))"
+)
 
 
 def ledger_rows(task_id: int) -> list[int]:
@@ -35,8 +36,9 @@ def it_ledger(ctx: TaskContext, *, steps: int = 50, step_ms: float = 5) -> dict[
     for i in range(ctx.state.get("step", 0), steps):
         time.sleep(step_ms / 1000)
         with ctx.atomic({"step": i + 1}), connection.cursor() as cur:
-            cur.execute("INSERT INTO it_ledger (task_id, step) VALUES (%s, %s)",
-                        [ctx.task_id, i + 1])
+            cur.execute(
+                "INSERT INTO it_ledger (task_id, step) VALUES (%s, %s)", [ctx.task_id, i + 1]
+            )
         ctx.progress(i + 1, total=steps)
     return {"rows": steps}
 

@@ -29,11 +29,13 @@ def err(resp: Any) -> dict[str, Any]:
 class TestAuth:
     def test_register_login_logout(self) -> None:
         c = APIClient()
-        r = c.post(f"{API}/auth/register", {"username": "bob", "password": "Very-secret-77"},
-                   format="json")
+        r = c.post(
+            f"{API}/auth/register", {"username": "bob", "password": "Very-secret-77"}, format="json"
+        )
         assert r.status_code == 201 and r.json() == {"username": "bob"}
-        r = c.post(f"{API}/auth/token", {"username": "bob", "password": "Very-secret-77"},
-                   format="json")
+        r = c.post(
+            f"{API}/auth/token", {"username": "bob", "password": "Very-secret-77"}, format="json"
+        )
         assert r.status_code == 200
         raw = r.json()["token"]
         assert r.json()["expires_at"]
@@ -47,11 +49,17 @@ class TestAuth:
 
     def test_several_tokens_listed_and_revocable(self) -> None:
         c = APIClient()
-        c.post(f"{API}/auth/register", {"username": "bob", "password": "Very-secret-77"},
-               format="json")
-        toks = [c.post(f"{API}/auth/token", {"username": "bob", "password": "Very-secret-77",
-                                             "name": f"laptop{i}"}, format="json").json()["token"]
-                for i in range(2)]
+        c.post(
+            f"{API}/auth/register", {"username": "bob", "password": "Very-secret-77"}, format="json"
+        )
+        toks = [
+            c.post(
+                f"{API}/auth/token",
+                {"username": "bob", "password": "Very-secret-77", "name": f"laptop{i}"},
+                format="json",
+            ).json()["token"]
+            for i in range(2)
+        ]
         c.credentials(HTTP_AUTHORIZATION=f"Token {toks[0]}")
         listed = c.get(f"{API}/auth/tokens").json()
         assert {t["name"] for t in listed} == {"laptop0", "laptop1"}
@@ -60,11 +68,14 @@ class TestAuth:
         c.credentials(HTTP_AUTHORIZATION=f"Token {toks[1]}")
         assert c.get(f"{API}/tasks").status_code == 401
 
-    @pytest.mark.parametrize(("body", "field"), [
-        ({"username": "bob", "password": "short"}, "password"),
-        ({"username": "bad name!", "password": "Very-secret-77"}, "username"),
-        ({"password": "Very-secret-77"}, "username"),
-    ])
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            ({"username": "bob", "password": "short"}, "password"),
+            ({"username": "bad name!", "password": "Very-secret-77"}, "username"),
+            ({"password": "Very-secret-77"}, "username"),
+        ],
+    )
     def test_register_rejects_bad_input(self, body: dict[str, str], field: str) -> None:
         r = APIClient().post(f"{API}/auth/register", body, format="json")
         assert r.status_code == 400
@@ -79,8 +90,9 @@ class TestAuth:
 
     def test_wrong_password(self, make_user: Any) -> None:
         make_user("bob")
-        r = APIClient().post(f"{API}/auth/token", {"username": "bob", "password": "nope"},
-                             format="json")
+        r = APIClient().post(
+            f"{API}/auth/token", {"username": "bob", "password": "nope"}, format="json"
+        )
         assert r.status_code == 401 and err(r)["code"] == "invalid_credentials"
 
     @pytest.mark.parametrize("header", [None, "Token garbage", "Token", "Basic abc"])
@@ -106,8 +118,12 @@ class TestAuth:
         cache.clear()
         settings.TETHER = {**settings.TETHER, "AUTH_RATE": "3/min"}
         c = APIClient()
-        codes = [c.post(f"{API}/auth/token", {"username": "x", "password": "y"},
-                        format="json").status_code for _ in range(5)]
+        codes = [
+            c.post(
+                f"{API}/auth/token", {"username": "x", "password": "y"}, format="json"
+            ).status_code
+            for _ in range(5)
+        ]
         assert codes[:3] == [401] * 3 and codes[3] == 429
 
 
@@ -131,24 +147,37 @@ class TestTasks:
         events = c.get(f"{API}/tasks/{task['id']}/events").json()
         assert events[0]["to_status"] == "queued" and events[0]["actor"] == "user:alice"
 
-    @pytest.mark.parametrize(("body", "code", "needle"), [
-        ({"type": "nope"}, "unknown_task_type", "nope"),
-        ({"type": "countdown", "params": {"seconds": -1}}, "invalid_params", "seconds"),
-        ({"type": "countdown", "params": {}}, "invalid_params", "seconds"),
-        ({"type": "fibonacci", "params": {"n": 10**9}}, "invalid_params", "capped"),
-        ({"type": "fibonacci", "params": {"n": -3}}, "invalid_params", "params.n"),
-        ({"type": "render", "params": {"frames": 10**7}}, "invalid_params", "frames"),
-        ({"type": "add", "params": {"operand1": "x", "operand2": 1}}, "invalid_params",
-         "operand1"),
-        ({"type": "add", "params": [1, 2]}, "invalid_params", "object"),
-        ({"type": "countdown", "params": {"seconds": 1}, "queue": "a b"}, "invalid_params",
-         "queue"),
-        ({"type": "countdown", "params": {"seconds": 1}, "pause_timeout": 0},
-         "invalid_params", "pause_timeout"),
-        ({"params": {}}, "invalid", "type"),
-    ])
-    def test_bad_submit_creates_nothing(self, client_for: Client, body: dict[str, Any],
-                                        code: str, needle: str) -> None:
+    @pytest.mark.parametrize(
+        ("body", "code", "needle"),
+        [
+            ({"type": "nope"}, "unknown_task_type", "nope"),
+            ({"type": "countdown", "params": {"seconds": -1}}, "invalid_params", "seconds"),
+            ({"type": "countdown", "params": {}}, "invalid_params", "seconds"),
+            ({"type": "fibonacci", "params": {"n": 10**9}}, "invalid_params", "capped"),
+            ({"type": "fibonacci", "params": {"n": -3}}, "invalid_params", "params.n"),
+            ({"type": "render", "params": {"frames": 10**7}}, "invalid_params", "frames"),
+            (
+                {"type": "add", "params": {"operand1": "x", "operand2": 1}},
+                "invalid_params",
+                "operand1",
+            ),
+            ({"type": "add", "params": [1, 2]}, "invalid_params", "object"),
+            (
+                {"type": "countdown", "params": {"seconds": 1}, "queue": "a b"},
+                "invalid_params",
+                "queue",
+            ),
+            (
+                {"type": "countdown", "params": {"seconds": 1}, "pause_timeout": 0},
+                "invalid_params",
+                "pause_timeout",
+            ),
+            ({"params": {}}, "invalid", "type"),
+        ],
+    )
+    def test_bad_submit_creates_nothing(
+        self, client_for: Client, body: dict[str, Any], code: str, needle: str
+    ) -> None:
         r = client_for().post(f"{API}/tasks", body, format="json")
         assert r.status_code == 400
         e = err(r)
@@ -163,8 +192,11 @@ class TestTasks:
     def test_list_filters_and_pagination(self, client_for: Client) -> None:
         c = client_for()
         for i in range(3):
-            c.post(f"{API}/tasks", {"type": "add", "params": {"operand1": i, "operand2": 0}},
-                   format="json")
+            c.post(
+                f"{API}/tasks",
+                {"type": "add", "params": {"operand1": i, "operand2": 0}},
+                format="json",
+            )
         c.post(f"{API}/tasks", {"type": "countdown", "params": {"seconds": 1}}, format="json")
         page = c.get(f"{API}/tasks?page_size=2").json()
         assert page["count"] == 4 and len(page["results"]) == 2 and page["next"]
@@ -178,12 +210,16 @@ class TestTasks:
 
     def test_control_conflicts_report_status(self, client_for: Client) -> None:
         c = client_for()
-        tid = c.post(f"{API}/tasks", {"type": "countdown", "params": {"seconds": 1}},
-                     format="json").json()["id"]
+        tid = c.post(
+            f"{API}/tasks", {"type": "countdown", "params": {"seconds": 1}}, format="json"
+        ).json()["id"]
         r = c.post(f"{API}/tasks/{tid}/resume")
         assert r.status_code == 409
-        assert err(r) == {"code": "illegal_transition", "status": "queued",
-                          "message": "cannot resume a task that is queued"}
+        assert err(r) == {
+            "code": "illegal_transition",
+            "status": "queued",
+            "message": "cannot resume a task that is queued",
+        }
         r = c.post(f"{API}/tasks/{tid}/pause")
         assert r.status_code == 202 and r.json()["status"] == "paused"
         r = c.post(f"{API}/tasks/{tid}/pause")
@@ -197,8 +233,9 @@ class TestTasks:
 
     def test_pause_of_running_task_is_pausing(self, client_for: Client) -> None:
         c = client_for()
-        tid = c.post(f"{API}/tasks", {"type": "countdown", "params": {"seconds": 1}},
-                     format="json").json()["id"]
+        tid = c.post(
+            f"{API}/tasks", {"type": "countdown", "params": {"seconds": 1}}, format="json"
+        ).json()["id"]
         Task.objects.filter(pk=tid).update(status="running")
         r = c.post(f"{API}/tasks/{tid}/pause")
         assert r.status_code == 202 and r.json()["status"] == "pausing"
@@ -207,8 +244,9 @@ class TestTasks:
 
     def test_tenancy_404_everywhere(self, client_for: Client) -> None:
         a, b = client_for("alice"), client_for("bob")
-        tid = a.post(f"{API}/tasks", {"type": "countdown", "params": {"seconds": 1}},
-                     format="json").json()["id"]
+        tid = a.post(
+            f"{API}/tasks", {"type": "countdown", "params": {"seconds": 1}}, format="json"
+        ).json()["id"]
         for path in ("", "/events"):
             r = b.get(f"{API}/tasks/{tid}{path}")
             assert r.status_code == 404 and err(r)["code"] == "not_found"
@@ -235,8 +273,14 @@ def test_health_schema_and_docs() -> None:
     assert health["status"] == "ok" and health["executor"] == "embedded"
     assert health["database"] == connection.vendor and health["version"]
     schema = c.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
-    for path in ("/api/v1/tasks", "/api/v1/tasks/{id}/pause", "/api/v1/auth/token",
-                 "/api/v1/task-types", "/api/v1/tasks/{id}/events", "/api/v1/health"):
+    for path in (
+        "/api/v1/tasks",
+        "/api/v1/tasks/{id}/pause",
+        "/api/v1/auth/token",
+        "/api/v1/task-types",
+        "/api/v1/tasks/{id}/events",
+        "/api/v1/health",
+    ):
         assert path in schema["paths"], path
     assert "TokenAuth" in schema["components"]["securitySchemes"]
     docs = c.get("/docs/")

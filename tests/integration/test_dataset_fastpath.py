@@ -44,15 +44,27 @@ def with_bad_date(rows: int, at: int) -> str:
 
 CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("generated", generated(3000), {}),
-    ("null tokens", header(4) + '1,NA,2.5,2024-01-01\n2,"NA",NULL,\n3,"","","NULL"\n'
-     '4,x,,2024-01-02\n', {"columns": declared("integer", "text", "float", "date")}),
-    ("quoted numbers", header(2) + '"1","2.5"\n2,3\n"-3",".5"\n',
-     {"columns": declared("integer", "float")}),
+    (
+        "null tokens",
+        header(4) + '1,NA,2.5,2024-01-01\n2,"NA",NULL,\n3,"","","NULL"\n4,x,,2024-01-02\n',
+        {"columns": declared("integer", "text", "float", "date")},
+    ),
+    (
+        "quoted numbers",
+        header(2) + '"1","2.5"\n2,3\n"-3",".5"\n',
+        {"columns": declared("integer", "float")},
+    ),
     ("quote inside a field", header(2) + '1,x"y\n2,z\n3,"a ""b"""\n', {}),
-    ("hour 24", header(1) + "2024-01-01T10:00:00Z\n2024-01-01T24:00:00Z\n",
-     {"columns": declared("timestamptz")}),
-    ("second 60", header(1) + "2024-01-01 10:00:00\n2024-06-30 23:59:60\n",
-     {"columns": declared("timestamp")}),
+    (
+        "hour 24",
+        header(1) + "2024-01-01T10:00:00Z\n2024-01-01T24:00:00Z\n",
+        {"columns": declared("timestamptz")},
+    ),
+    (
+        "second 60",
+        header(1) + "2024-01-01 10:00:00\n2024-06-30 23:59:60\n",
+        {"columns": declared("timestamp")},
+    ),
     ("blanks around an integer", header(1) + "1\n 2\n", {"columns": declared("integer")}),
     ("19 digits", header(1) + "1\n1234567890123456789\n", {"columns": declared("integer")}),
     ("Infinity", header(1) + "1.5\nInfinity\n", {"columns": declared("float")}),
@@ -65,20 +77,32 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("end-of-data marker", header(1) + "x\n\\.\ny\n", {"columns": declared("text")}),
     ("impossible date", header(1) + "2024-01-01\n2023-02-29\n", {"columns": declared("date")}),
     ("year 0", header(1) + "2024-01-01\n0000-01-01\n", {"columns": declared("date")}),
-    ("naive time, zoned column", header(1) + "2024-01-01T10:00:00Z\n2024-01-01T10:00:00\n",
-     {"columns": declared("timestamptz")}),
-    ("zoned time, naive column", header(1) + "2024-01-01T10:00:00\n2024-01-01T10:00:00+02:00\n",
-     {"columns": declared("timestamp")}),
+    (
+        "naive time, zoned column",
+        header(1) + "2024-01-01T10:00:00Z\n2024-01-01T10:00:00\n",
+        {"columns": declared("timestamptz")},
+    ),
+    (
+        "zoned time, naive column",
+        header(1) + "2024-01-01T10:00:00\n2024-01-01T10:00:00+02:00\n",
+        {"columns": declared("timestamp")},
+    ),
     ("other date style", header(1) + "2024-01-01\n01/02/2024\n", {"columns": declared("date")}),
     ("ragged", header(2) + "1,2\n3\n4,5,6\n", {"columns": declared("integer", "integer")}),
     ("nul byte", header(1) + "x\ny\x00z\n", {"columns": declared("text")}),
-    ("non-ascii", "name,n\nZoë,1\nŁukasz,2\n\"Søren, Müller\",3\n", {}),
+    ("non-ascii", 'name,n\nZoë,1\nŁukasz,2\n"Søren, Müller",3\n', {}),
     ("no final newline", header(2) + "1,2\n3,4", {}),
-    ("semicolons", "a;b\n1;x,y\n2;\"z;w\"\n", {"delimiter": ";"}),
-    ("custom nulls", header(2) + "1,-\n-,x\n,y\n", {"null_values": ["-"],
-                                                   "columns": declared("integer", "text")}),
-    ("skip bad rows", header(2) + "1,2024-01-01\nx,2024-01-02\n3,2024-02-30\n4,\n5,no\n",
-     {"columns": declared("integer", "date"), "on_error": "skip"}),
+    ("semicolons", 'a;b\n1;x,y\n2;"z;w"\n', {"delimiter": ";"}),
+    (
+        "custom nulls",
+        header(2) + "1,-\n-,x\n,y\n",
+        {"null_values": ["-"], "columns": declared("integer", "text")},
+    ),
+    (
+        "skip bad rows",
+        header(2) + "1,2024-01-01\nx,2024-01-02\n3,2024-02-30\n4,\n5,no\n",
+        {"columns": declared("integer", "date"), "on_error": "skip"},
+    ),
 ]
 
 
@@ -96,11 +120,12 @@ def per_cell_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importer._Loader, "_columns", lambda self, block: None)
 
 
-@pytest.mark.parametrize(("text", "params"), [(t, p) for _, t, p in CASES],
-                         ids=[c[0] for c in CASES])
-def test_fast_paths_equal_the_per_cell_path(executor: EmbeddedExecutor, text: str,
-                                            params: dict[str, Any],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("text", "params"), [(t, p) for _, t, p in CASES], ids=[c[0] for c in CASES]
+)
+def test_fast_paths_equal_the_per_cell_path(
+    executor: EmbeddedExecutor, text: str, params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     me = user()
     fast = outcome(me, text, "fast", params)
     per_cell_only(monkeypatch)
@@ -109,8 +134,9 @@ def test_fast_paths_equal_the_per_cell_path(executor: EmbeddedExecutor, text: st
 
 
 @pytest.mark.parametrize("on_error", ["fail", "skip"])
-def test_a_refused_value_deep_in_a_batch(executor: EmbeddedExecutor, on_error: str,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_refused_value_deep_in_a_batch(
+    executor: EmbeddedExecutor, on_error: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A value only the database refuses (an impossible date with an ISO shape) after
     many good rows: the batch is rolled back and redone cell by cell, which names the
     line (or skips it)."""
@@ -126,8 +152,7 @@ def test_a_refused_value_deep_in_a_batch(executor: EmbeddedExecutor, on_error: s
         assert fast["result"]["skipped_count"] == 1 and len(fast["rows"]) == 29_999
 
 
-def test_many_small_batches(executor: EmbeddedExecutor,
-                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_many_small_batches(executor: EmbeddedExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importer, "BATCH_ROWS", 150)
     text = generated(5000, seed=12)
     me = user()
@@ -138,15 +163,19 @@ def test_many_small_batches(executor: EmbeddedExecutor,
     assert Task.objects.get(pk=done.pk).checkpoint["consumed"] == 5000
 
 
-def test_plain_data_takes_the_fast_path(executor: EmbeddedExecutor,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plain_data_takes_the_fast_path(
+    executor: EmbeddedExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Generated data (quotes, commas, line breaks, empty cells) is not sent down the
     per-cell path: raw COPY on PostgreSQL, column-wise conversion elsewhere."""
     from django.db import connection
 
     taken: list[str] = []
-    raw, columns, cells = (importer._Loader._raw_records, importer._Loader._columns,
-                           importer._Loader._cells)
+    raw, columns, cells = (
+        importer._Loader._raw_records,
+        importer._Loader._columns,
+        importer._Loader._cells,
+    )
 
     def spy(name: str, real: Any) -> Any:
         def call(self: Any, *args: Any) -> Any:
@@ -154,6 +183,7 @@ def test_plain_data_takes_the_fast_path(executor: EmbeddedExecutor,
             if name == "cells" or result is not None:
                 taken.append(name)
             return result
+
         return call
 
     monkeypatch.setattr(importer._Loader, "_raw_records", spy("raw", raw))
@@ -166,7 +196,8 @@ def test_plain_data_takes_the_fast_path(executor: EmbeddedExecutor,
 
 
 def test_a_stray_quote_does_not_grow_blocks_without_bound(
-        executor: EmbeddedExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    executor: EmbeddedExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A quote inside an unquoted field upsets the quote parity that finds where blocks
     of whole records end: blocks stop growing at BLOCK_LIMIT, and the rows are still
     exactly those of the csv module (which takes such a quote as a character)."""

@@ -56,7 +56,8 @@ def test_staging_and_retired_tables_of_final_tasks_are_dropped() -> None:
         sql.create_table(retired_name(t.pk), cols)  # the table a replace replaced
     sql.create_table("tstg_999999", cols)  # its task is gone
     assert sorted(sweep.sweep_staging()) == sorted(
-        [sql.staging_name(failed.pk), retired_name(failed.pk), "tstg_999999"])
+        [sql.staging_name(failed.pk), retired_name(failed.pk), "tstg_999999"]
+    )
     assert dataset_tables() == {sql.staging_name(running.pk), retired_name(running.pk)}
 
 
@@ -66,7 +67,8 @@ def test_uploads_nothing_needs_are_removed_after_an_hour() -> None:
     _, live_up = _import_task(me, "paused")
     _, fresh_up = _import_task(me, "failed")
     Upload.objects.filter(pk__in=[done_up.pk, live_up.pk]).update(
-        created_at=timezone.now() - timedelta(hours=2))
+        created_at=timezone.now() - timedelta(hours=2)
+    )
     orphan_old = data_dir("uploads") / "left-by-a-crash.csv"
     orphan_new = data_dir("uploads") / "being-uploaded.csv"
     orphan_old.write_bytes(b"a,b\n")
@@ -79,8 +81,7 @@ def test_uploads_nothing_needs_are_removed_after_an_hour() -> None:
     assert left == {live_up.path, fresh_up.path, orphan_new.name}
 
 
-def test_exports_expire_and_partial_files_of_final_tasks_go(
-        client_for: Any, settings: Any) -> None:
+def test_exports_expire_and_partial_files_of_final_tasks_go(client_for: Any, settings: Any) -> None:
     client = client_for("exporter")
     me = client.user
     settings.TETHER = {**settings.TETHER, "EXPORT_TTL": 48 * HOUR}
@@ -88,9 +89,11 @@ def test_exports_expire_and_partial_files_of_final_tasks_go(
     Task.objects.filter(pk__in=[t.pk for t in tasks[:2]]).update(status="succeeded")
     Task.objects.filter(pk=tasks[2].pk).update(status="failed")
     old, new, failed_part, running_part = (
-        export_path(tasks[0].pk), export_path(tasks[1].pk),
+        export_path(tasks[0].pk),
+        export_path(tasks[1].pk),
         export_path(tasks[2].pk).with_name(f"export-{tasks[2].pk}.csv.part"),
-        export_path(tasks[3].pk).with_name(f"export-{tasks[3].pk}.csv.part"))
+        export_path(tasks[3].pk).with_name(f"export-{tasks[3].pk}.csv.part"),
+    )
     for path in (old, new, failed_part, running_part):
         path.write_bytes(b"a\n1\n")
     _age(old, 72 * HOUR)

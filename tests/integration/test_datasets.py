@@ -45,8 +45,11 @@ def rows_of(ds: Dataset) -> list[tuple[Any, ...]]:
 
 def dataset_tables() -> set[str]:
     with connection.cursor() as cur:
-        return {t for t in connection.introspection.table_names(cur)
-                if t.startswith(("tstg_", "tds_", "tret_"))}
+        return {
+            t
+            for t in connection.introspection.table_names(cur)
+            if t.startswith(("tstg_", "tds_", "tret_"))
+        }
 
 
 def await_checkpoint(task: Task, key: str, at_least: int = 1) -> None:
@@ -75,8 +78,17 @@ def test_import_infers_types_and_exports_back(executor: EmbeddedExecutor) -> Non
     assert done.result["rows"] == 3000
     ds = Dataset.objects.get(name="orders")
     assert ds.row_count == 3000
-    assert [c["type"] for c in ds.columns] == ["integer", "text", "text", "float", "integer",
-                                               "boolean", "timestamptz", "date", "text"]
+    assert [c["type"] for c in ds.columns] == [
+        "integer",
+        "text",
+        "text",
+        "float",
+        "integer",
+        "boolean",
+        "timestamptz",
+        "date",
+        "text",
+    ]
     assert not sql.table_exists(sql.staging_name(done.pk))
     assert not any(data_dir("uploads").iterdir())  # the upload is removed when done
     exp = service.submit(user(), "csv_export", {"dataset": "orders", "raw": True})
@@ -94,9 +106,12 @@ def test_import_infers_types_and_exports_back(executor: EmbeddedExecutor) -> Non
 
 def test_bad_row_fails_naming_the_line_and_leaves_nothing(executor: EmbeddedExecutor) -> None:
     text = "id,amount\n1,2.5\n2,3.5\n3,abc\n4,1\n"
-    done = run_import(user(), text, dataset="bad",
-                      columns=[{"name": "id", "type": "integer"},
-                               {"name": "amount", "type": "float"}])
+    done = run_import(
+        user(),
+        text,
+        dataset="bad",
+        columns=[{"name": "id", "type": "integer"}, {"name": "amount", "type": "float"}],
+    )
     assert done.status == "failed"
     assert "line 4" in done.error and "abc" in done.error
     assert not Dataset.objects.filter(name="bad").exists()
@@ -105,9 +120,13 @@ def test_bad_row_fails_naming_the_line_and_leaves_nothing(executor: EmbeddedExec
 
 def test_skip_mode_reports_skipped_lines(executor: EmbeddedExecutor) -> None:
     text = "id,amount\n1,2.5\n2,x\n3\n4,1\n"
-    done = run_import(user(), text, dataset="skippy", on_error="skip",
-                      columns=[{"name": "id", "type": "integer"},
-                               {"name": "amount", "type": "float"}])
+    done = run_import(
+        user(),
+        text,
+        dataset="skippy",
+        on_error="skip",
+        columns=[{"name": "id", "type": "integer"}, {"name": "amount", "type": "float"}],
+    )
     assert done.status == "succeeded", done.error
     assert done.result["rows"] == 2 and done.result["skipped_count"] == 2
     assert [s["line"] for s in done.result["skipped_lines"]] == [3, 4]
@@ -126,13 +145,16 @@ def test_append_and_replace(executor: EmbeddedExecutor) -> None:
     assert rows_of(ds) == [(9,)] and ds.columns == [{"name": "c", "type": "integer"}]
 
 
-@pytest.mark.parametrize(("text", "reason"), [
-    (b"", "empty"),
-    (b"\n\r\n\n", "empty"),
-    (b"\xff\xfe\x00binary\x00garbage", "not UTF-8"),
-    (b"a,b\n1,\"unterminated\n", "not valid CSV"),
-    (b"bad;name,b\n1,2\n", "not allowed"),
-])
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (b"", "empty"),
+        (b"\n\r\n\n", "empty"),
+        (b"\xff\xfe\x00binary\x00garbage", "not UTF-8"),
+        (b'a,b\n1,"unterminated\n', "not valid CSV"),
+        (b"bad;name,b\n1,2\n", "not allowed"),
+    ],
+)
 def test_bad_files_fail_clearly(executor: EmbeddedExecutor, text: bytes, reason: str) -> None:
     done = run_import(user(), text, dataset="x")
     assert done.status == "failed" and reason in done.error, done.error
@@ -155,8 +177,9 @@ def test_bom_quoted_newlines_header_only_and_big_field(executor: EmbeddedExecuto
     assert rows_of(Dataset.objects.get(name="blank")) == [(1, 2), (3, 4)]
 
 
-def _start_import(monkeypatch: pytest.MonkeyPatch, dataset: str, *, batch_rows: int,
-                  seed: int) -> tuple[Task, Upload]:
+def _start_import(
+    monkeypatch: pytest.MonkeyPatch, dataset: str, *, batch_rows: int, seed: int
+) -> tuple[Task, Upload]:
     """Submit an import of 20,000 generated rows loaded in small batches (so that it
     can be caught midway)."""
     from tether.datasets import importer
@@ -169,8 +192,9 @@ def _start_import(monkeypatch: pytest.MonkeyPatch, dataset: str, *, batch_rows: 
     return service.submit(me, "csv_import", {"upload": up.pk, "dataset": dataset}), up
 
 
-def test_pause_resume_equals_uninterrupted(executor: EmbeddedExecutor,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pause_resume_equals_uninterrupted(
+    executor: EmbeddedExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     task, _ = _start_import(monkeypatch, "paused", batch_rows=200, seed=5)
     for _ in range(3):
         await_checkpoint(task, "loaded")
@@ -188,8 +212,9 @@ def test_pause_resume_equals_uninterrupted(executor: EmbeddedExecutor,
     assert done.result["rows"] == 20_000
 
 
-def test_cancel_leaves_no_trace(executor: EmbeddedExecutor,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cancel_leaves_no_trace(
+    executor: EmbeddedExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     before = dataset_tables()
     task, up = _start_import(monkeypatch, "gone", batch_rows=100, seed=6)
     await_checkpoint(task, "loaded")
@@ -227,10 +252,9 @@ def _generated_dataset(owner: Any, name: str, rows: int, seed: int) -> str:
     return buf.getvalue()
 
 
-
-
-def test_export_pause_resume_equals_uninterrupted(executor: EmbeddedExecutor,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_pause_resume_equals_uninterrupted(
+    executor: EmbeddedExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     me = user()
     _generated_dataset(me, "big", 5000, seed=7)
     whole = service.submit(me, "csv_export", {"dataset": "big"})
@@ -256,8 +280,9 @@ def test_export_pause_resume_equals_uninterrupted(executor: EmbeddedExecutor,
     assert not export_path(task.pk).with_suffix(".csv.part").exists()
 
 
-def test_export_cancel_deletes_the_partial_file(executor: EmbeddedExecutor,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_cancel_deletes_the_partial_file(
+    executor: EmbeddedExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     me = user()
     _generated_dataset(me, "half", 3000, seed=8)
     _slow_pages(monkeypatch, 100)
@@ -275,12 +300,21 @@ def test_zoned_timestamps_filter_by_utc_day(executor: EmbeddedExecutor) -> None:
     """The same file gives the same date-range export on every database: zoned
     timestamps are stored in UTC (23:30 at -02:00 is 01:30 UTC the next day)."""
     me = user()
-    text = ("id,at\n1,2024-02-29T23:30:00-02:00\n2,2024-02-29T12:00:00+00:00\n"
-            "3,2024-03-01T00:15:00+05:30\n4,2024-03-01T23:59:59Z\n")
+    text = (
+        "id,at\n1,2024-02-29T23:30:00-02:00\n2,2024-02-29T12:00:00+00:00\n"
+        "3,2024-03-01T00:15:00+05:30\n4,2024-03-01T23:59:59Z\n"
+    )
     assert run_import(me, text, dataset="zoned").status == "succeeded"
-    exp = service.submit(me, "csv_export", {"dataset": "zoned", "date_column": "at",
-                                            "from_date": "2024-03-01",
-                                            "to_date": "2024-03-01"})
+    exp = service.submit(
+        me,
+        "csv_export",
+        {
+            "dataset": "zoned",
+            "date_column": "at",
+            "from_date": "2024-03-01",
+            "to_date": "2024-03-01",
+        },
+    )
     done = wait_status(exp.pk, "succeeded", "failed", timeout=60)
     assert done.status == "succeeded", done.error
     back = list(csv.reader(io.StringIO(export_path(exp.pk).read_text())))
@@ -322,14 +356,13 @@ def test_round_trip_export_equals_the_input(executor: EmbeddedExecutor) -> None:
     source = list(csv.reader(io.StringIO(text)))
     back = list(csv.reader(io.StringIO(export_path(exp.pk).read_text(), newline="")))
     assert back[0] == source[0]
-    assert [_normalised(r, kinds) for r in back[1:]] == [
-        _normalised(r, kinds) for r in source[1:]]
+    assert [_normalised(r, kinds) for r in back[1:]] == [_normalised(r, kinds) for r in source[1:]]
 
 
 @pytest.mark.parametrize("mode", ["create", "append", "replace"])
-def test_cancel_right_after_the_publish_undoes_it(executor: EmbeddedExecutor,
-                                                  monkeypatch: pytest.MonkeyPatch,
-                                                  mode: str) -> None:
+def test_cancel_right_after_the_publish_undoes_it(
+    executor: EmbeddedExecutor, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
     """A cancel that comes after the import was published, before its success was
     recorded: the rollback undoes the publish and the dataset is exactly as before."""
     from tether.datasets import importer
@@ -338,8 +371,11 @@ def test_cancel_right_after_the_publish_undoes_it(executor: EmbeddedExecutor,
     if mode != "create":
         assert run_import(me, "id,name\n1,a\n2,b\n", dataset="kept").status == "succeeded"
     ds = Dataset.objects.filter(name="kept").first()
-    before = (rows_of(ds), ds.columns, ds.row_count, ds.table, ds.last_import_task_id,
-              ds.last_import_at) if ds else None
+    before = (
+        (rows_of(ds), ds.columns, ds.row_count, ds.table, ds.last_import_task_id, ds.last_import_at)
+        if ds
+        else None
+    )
     tables = dataset_tables()
     discard = importer._discard_upload
 
@@ -351,13 +387,17 @@ def test_cancel_right_after_the_publish_undoes_it(executor: EmbeddedExecutor,
 
     monkeypatch.setattr(importer, "_discard_upload", cancel_then_discard)
     text = "id,name\n3,c\n4,d\n5,e\n" if mode == "append" else "id,label,n\n9,z,1\n"
-    task = service.submit(me, "csv_import", {"upload": upload(me, text).pk,
-                                             "dataset": "kept", "mode": mode})
+    task = service.submit(
+        me, "csv_import", {"upload": upload(me, text).pk, "dataset": "kept", "mode": mode}
+    )
     done = wait_status(task.pk, "cancelled", "failed", "succeeded")
     assert done.status == "cancelled", done.error
     ds = Dataset.objects.filter(name="kept").first()
-    after = (rows_of(ds), ds.columns, ds.row_count, ds.table, ds.last_import_task_id,
-             ds.last_import_at) if ds else None
+    after = (
+        (rows_of(ds), ds.columns, ds.row_count, ds.table, ds.last_import_task_id, ds.last_import_at)
+        if ds
+        else None
+    )
     assert after == before
     assert dataset_tables() == tables  # no staging, no retired, no new table left
 

@@ -23,11 +23,13 @@ from tether.models import Dataset, Task, Upload
 
 API = "/api/v1"
 Client = Callable[..., APIClient]
-SAMPLE = ("id,name,amount,paid,day,at\n"
-          "1,Ann,1.5,true,2024-01-02,2024-01-02T10:00:00Z\n"
-          '2,"Bo, Jr",NA,false,2024-02-03,2024-02-03T11:30:00Z\n'
-          "3,=cmd,-2,yes,2024-03-04,2024-03-04T00:00:00Z\n"
-          '4,"two\nlines",1e3,no,,2024-04-05T23:59:59Z\n')
+SAMPLE = (
+    "id,name,amount,paid,day,at\n"
+    "1,Ann,1.5,true,2024-01-02,2024-01-02T10:00:00Z\n"
+    '2,"Bo, Jr",NA,false,2024-02-03,2024-02-03T11:30:00Z\n'
+    "3,=cmd,-2,yes,2024-03-04,2024-03-04T00:00:00Z\n"
+    '4,"two\nlines",1e3,no,,2024-04-05T23:59:59Z\n'
+)
 
 
 def err(resp: Any, status: int) -> dict[str, Any]:
@@ -46,8 +48,9 @@ def csv_file(content: str | bytes, name: str = "data.csv") -> io.BytesIO:
 
 def upload(client: APIClient, content: str | bytes = SAMPLE, **form: Any) -> Any:
     form.setdefault("dataset", "sample")
-    return client.post(f"{API}/datasets/import", {**form, "file": csv_file(content)},
-                       format="multipart")
+    return client.post(
+        f"{API}/datasets/import", {**form, "file": csv_file(content)}, format="multipart"
+    )
 
 
 def imported(client: APIClient, content: str | bytes = SAMPLE, **form: Any) -> Task:
@@ -68,8 +71,11 @@ def exported(client: APIClient, name: str, **body: Any) -> Task:
 
 def dataset_tables() -> set[str]:
     with connection.cursor() as cur:
-        return {t for t in connection.introspection.table_names(cur)
-                if t.startswith(("tstg_", "tds_", "tret_"))}
+        return {
+            t
+            for t in connection.introspection.table_names(cur)
+            if t.startswith(("tstg_", "tds_", "tret_"))
+        }
 
 
 def uploads_left() -> list[str]:
@@ -92,8 +98,9 @@ def _clean_up(transactional_db: None) -> Iterator[None]:
         sql.drop_table(table)
 
 
-def test_upload_import_list_show_and_preview(client_for: Client,
-                                             executor: EmbeddedExecutor) -> None:
+def test_upload_import_list_show_and_preview(
+    client_for: Client, executor: EmbeddedExecutor
+) -> None:
     c = client_for("alice")
     r = upload(c, dataset="sample")
     assert r.status_code == 201, r.content
@@ -111,12 +118,14 @@ def test_upload_import_list_show_and_preview(client_for: Client,
     ds = listed[0]
     assert ds["row_count"] == 4 and ds["last_import_task"] == task.pk
     assert ds["created_at"] and ds["last_import_at"]
-    assert ds["columns"] == [{"name": "id", "type": "integer"},
-                             {"name": "name", "type": "text"},
-                             {"name": "amount", "type": "float"},
-                             {"name": "paid", "type": "boolean"},
-                             {"name": "day", "type": "date"},
-                             {"name": "at", "type": "timestamptz"}]
+    assert ds["columns"] == [
+        {"name": "id", "type": "integer"},
+        {"name": "name", "type": "text"},
+        {"name": "amount", "type": "float"},
+        {"name": "paid", "type": "boolean"},
+        {"name": "day", "type": "date"},
+        {"name": "at", "type": "timestamptz"},
+    ]
     assert c.get(f"{API}/datasets/sample").json() == ds
 
     page = c.get(f"{API}/datasets/sample/rows").json()
@@ -133,8 +142,7 @@ def test_upload_import_list_show_and_preview(client_for: Client,
         err(c.get(f"{API}/datasets/sample/rows?{query}"), 400)
 
 
-def test_preview_pages_a_bigger_dataset(client_for: Client,
-                                        executor: EmbeddedExecutor) -> None:
+def test_preview_pages_a_bigger_dataset(client_for: Client, executor: EmbeddedExecutor) -> None:
     c = client_for("alice")
     buf = io.StringIO()
     generate.write(buf, 2500, seed=11)
@@ -149,18 +157,27 @@ def test_preview_pages_a_bigger_dataset(client_for: Client,
 def test_upload_options(client_for: Client, executor: EmbeddedExecutor) -> None:
     c = client_for("alice")
     text = "1;x;-\n2;y;3\n3;z;oops\n"
-    columns = '[{"name": "n", "type": "integer"}, {"name": "s", "type": "text"}, ' \
-              '{"name": "v", "type": "float"}]'
-    task = imported(c, text, dataset="opts", delimiter=";", header="false",
-                    null_values='["-"]', columns=columns, on_error="skip")
+    columns = (
+        '[{"name": "n", "type": "integer"}, {"name": "s", "type": "text"}, '
+        '{"name": "v", "type": "float"}]'
+    )
+    task = imported(
+        c,
+        text,
+        dataset="opts",
+        delimiter=";",
+        header="false",
+        null_values='["-"]',
+        columns=columns,
+        on_error="skip",
+    )
     assert task.params["null_values"] == ["-"] and task.params["header"] is False
     assert task.result["rows"] == 2 and task.result["skipped_count"] == 1
     assert task.result["skipped_lines"][0]["line"] == 3
     rows = c.get(f"{API}/datasets/opts/rows").json()["rows"]
     assert rows == [[1, "x", None], [2, "y", 3.0]]
 
-    tsv = imported(c, "a\tb\n1\t2\n", dataset="tabs", delimiter="tab",
-                   null_values="NA,NULL")
+    tsv = imported(c, "a\tb\n1\t2\n", dataset="tabs", delimiter="tab", null_values="NA,NULL")
     assert tsv.params["delimiter"] == "\t" and tsv.params["null_values"] == ["NA", "NULL"]
 
 
@@ -179,9 +196,24 @@ def test_append_replace_and_conflicts(client_for: Client, executor: EmbeddedExec
     assert ds["row_count"] == 1 and ds["columns"] == [{"name": "c", "type": "integer"}]
 
 
-@pytest.mark.parametrize("name", ["../etc/passwd", "a/b", "x;DROP TABLE tether_task", "x y",
-                                  "a'b", 'a"b', "", "-x", "_x", "é", "a" * 65, "import",
-                                  "tds_1\x00"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../etc/passwd",
+        "a/b",
+        "x;DROP TABLE tether_task",
+        "x y",
+        "a'b",
+        'a"b',
+        "",
+        "-x",
+        "_x",
+        "é",
+        "a" * 65,
+        "import",
+        "tds_1\x00",
+    ],
+)
 def test_bad_dataset_names_are_400_and_create_nothing(client_for: Client, name: str) -> None:
     c = client_for("alice")
     e = err(upload(c, dataset=name), 400)
@@ -189,18 +221,21 @@ def test_bad_dataset_names_are_400_and_create_nothing(client_for: Client, name: 
     nothing_created()
 
 
-@pytest.mark.parametrize(("form", "field"), [
-    ({"columns": "not json"}, "columns"),
-    ({"columns": '{"name": "a"}'}, "columns"),
-    ({"columns": '[{"name": "a", "type": "money"}]'}, "columns"),
-    ({"columns": '[{"name": "a;b", "type": "text"}]'}, "columns"),
-    ({"null_values": "[1, 2"}, "null_values"),
-    ({"delimiter": '"'}, "delimiter"),
-    ({"delimiter": ";;"}, "delimiter"),
-    ({"mode": "upsert"}, "mode"),
-    ({"on_error": "ignore"}, "on_error"),
-    ({"header": "maybe"}, "header"),
-])
+@pytest.mark.parametrize(
+    ("form", "field"),
+    [
+        ({"columns": "not json"}, "columns"),
+        ({"columns": '{"name": "a"}'}, "columns"),
+        ({"columns": '[{"name": "a", "type": "money"}]'}, "columns"),
+        ({"columns": '[{"name": "a;b", "type": "text"}]'}, "columns"),
+        ({"null_values": "[1, 2"}, "null_values"),
+        ({"delimiter": '"'}, "delimiter"),
+        ({"delimiter": ";;"}, "delimiter"),
+        ({"mode": "upsert"}, "mode"),
+        ({"on_error": "ignore"}, "on_error"),
+        ({"header": "maybe"}, "header"),
+    ],
+)
 def test_bad_form_fields_are_400(client_for: Client, form: dict[str, str], field: str) -> None:
     c = client_for("alice")
     e = err(upload(c, **form), 400)
@@ -215,13 +250,18 @@ def test_missing_or_empty_file_and_wrong_content_type(client_for: Client) -> Non
     e = err(upload(c, b""), 400)
     assert e["message"].startswith("file") and "empty" in e["message"]
     e = err(c.post(f"{API}/datasets/import", {"dataset": "x"}, format="json"), 415)
-    err(c.post(f"{API}/datasets/import", {"dataset": "x", "file": "text, not a file"},
-               format="multipart"), 400)
+    err(
+        c.post(
+            f"{API}/datasets/import",
+            {"dataset": "x", "file": "text, not a file"},
+            format="multipart",
+        ),
+        400,
+    )
     nothing_created()
 
 
-def test_upload_over_the_limit_is_413_and_leaves_nothing(client_for: Client,
-                                                         settings: Any) -> None:
+def test_upload_over_the_limit_is_413_and_leaves_nothing(client_for: Client, settings: Any) -> None:
     settings.TETHER = {**settings.TETHER, "MAX_UPLOAD_BYTES": 100}
     c = client_for("alice")
     e = err(upload(c, "a,b\n" + "1,2\n" * 250), 413)  # 1 KB: stopped while streaming
@@ -256,8 +296,14 @@ def test_export_and_download(client_for: Client, executor: EmbeddedExecutor) -> 
     source = list(csv.DictReader(io.StringIO(buf.getvalue())))
     imported(c, buf.getvalue(), dataset="orders")
 
-    task = exported(c, "orders", date_column="ship_date", from_date="2021-01-01",
-                    to_date="2021-06-30", columns=["id", "ship_date", "note"])
+    task = exported(
+        c,
+        "orders",
+        date_column="ship_date",
+        from_date="2021-01-01",
+        to_date="2021-06-30",
+        columns=["id", "ship_date", "note"],
+    )
     r = c.get(f"{API}/tasks/{task.pk}/download")
     assert r.status_code == 200
     assert r["Content-Type"] == "text/csv; charset=utf-8"
@@ -280,18 +326,25 @@ def test_export_and_download(client_for: Client, executor: EmbeddedExecutor) -> 
     assert len(back) == 1501 and "=not a formula" in {row[8] for row in back}
 
 
-@pytest.mark.parametrize(("body", "status", "words"), [
-    ({"date_column": "ship_date", "from_date": "2021-02-01", "to_date": "2021-01-01"}, 400,
-     "after"),
-    ({"from_date": "2021-01-01"}, 400, "date_column"),
-    ({"date_column": "note", "from_date": "2021-01-01"}, 400, "date or timestamp"),
-    ({"date_column": "ship_date", "from_date": "01/02/2021"}, 400, "from_date"),
-    ({"columns": ["id", "nope"]}, 400, "unknown column"),
-    ({"columns": []}, 400, "columns"),
-    ({"raw": "perhaps"}, 400, "raw"),
-])
-def test_bad_export_requests(client_for: Client, executor: EmbeddedExecutor,
-                             body: dict[str, Any], status: int, words: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        (
+            {"date_column": "ship_date", "from_date": "2021-02-01", "to_date": "2021-01-01"},
+            400,
+            "after",
+        ),
+        ({"from_date": "2021-01-01"}, 400, "date_column"),
+        ({"date_column": "note", "from_date": "2021-01-01"}, 400, "date or timestamp"),
+        ({"date_column": "ship_date", "from_date": "01/02/2021"}, 400, "from_date"),
+        ({"columns": ["id", "nope"]}, 400, "unknown column"),
+        ({"columns": []}, 400, "columns"),
+        ({"raw": "perhaps"}, 400, "raw"),
+    ],
+)
+def test_bad_export_requests(
+    client_for: Client, executor: EmbeddedExecutor, body: dict[str, Any], status: int, words: str
+) -> None:
     c = client_for("alice")
     buf = io.StringIO()
     generate.write(buf, 20, seed=1)
@@ -305,8 +358,12 @@ def test_bad_export_requests(client_for: Client, executor: EmbeddedExecutor,
 
 def test_download_only_for_a_succeeded_export(client_for: Client) -> None:
     c = client_for("alice")
-    ds = Dataset.objects.create(owner=c.user, name="d", table=sql.new_table_name(),  # type: ignore[attr-defined]
-                                columns=[{"name": "a", "type": "integer"}])
+    ds = Dataset.objects.create(
+        owner=c.user,
+        name="d",
+        table=sql.new_table_name(),  # type: ignore[attr-defined]
+        columns=[{"name": "a", "type": "integer"}],
+    )
     sql.create_table(ds.table, ds.columns)
     r = c.post(f"{API}/datasets/d/export", {}, format="json")
     assert r.status_code == 201, r.content
@@ -323,16 +380,20 @@ def test_download_only_for_a_succeeded_export(client_for: Client) -> None:
     err(c.get(f"{API}/tasks/999999/download"), 404)
 
 
-def test_another_users_dataset_is_404_everywhere(client_for: Client,
-                                                 executor: EmbeddedExecutor) -> None:
+def test_another_users_dataset_is_404_everywhere(
+    client_for: Client, executor: EmbeddedExecutor
+) -> None:
     alice, bob = client_for("alice"), client_for("bob")
     imported(alice, dataset="mine")
     export = exported(alice, "mine")
     assert bob.get(f"{API}/datasets").json() == []
-    for resp in (bob.get(f"{API}/datasets/mine"), bob.get(f"{API}/datasets/mine/rows"),
-                 bob.delete(f"{API}/datasets/mine"),
-                 bob.post(f"{API}/datasets/mine/export", {}, format="json"),
-                 bob.get(f"{API}/tasks/{export.pk}/download")):
+    for resp in (
+        bob.get(f"{API}/datasets/mine"),
+        bob.get(f"{API}/datasets/mine/rows"),
+        bob.delete(f"{API}/datasets/mine"),
+        bob.post(f"{API}/datasets/mine/export", {}, format="json"),
+        bob.get(f"{API}/tasks/{export.pk}/download"),
+    ):
         assert err(resp, 404)["code"] == "not_found"
     e = err(upload(bob, "a\n1\n", dataset="mine", mode="append"), 404)
     assert e["code"] == "not_found"
@@ -355,8 +416,12 @@ def test_delete_drops_the_table(client_for: Client, executor: EmbeddedExecutor) 
 
 def test_delete_is_refused_while_an_export_is_unfinished(client_for: Client) -> None:
     c = client_for("alice")
-    ds = Dataset.objects.create(owner=c.user, name="busy", table=sql.new_table_name(),  # type: ignore[attr-defined]
-                                columns=[{"name": "a", "type": "integer"}])
+    ds = Dataset.objects.create(
+        owner=c.user,
+        name="busy",
+        table=sql.new_table_name(),  # type: ignore[attr-defined]
+        columns=[{"name": "a", "type": "integer"}],
+    )
     sql.create_table(ds.table, ds.columns)
     task_id = c.post(f"{API}/datasets/busy/export", {}, format="json").json()["id"]
     e = err(c.delete(f"{API}/datasets/busy"), 409)
@@ -369,9 +434,14 @@ def test_delete_is_refused_while_an_export_is_unfinished(client_for: Client) -> 
 def test_schema_documents_the_datasets_endpoints(client_for: Client) -> None:
     schema = client_for("alice").get("/api/schema/?format=json").json()
     paths = schema["paths"]
-    for path in ("/api/v1/datasets", "/api/v1/datasets/import", "/api/v1/datasets/{name}",
-                 "/api/v1/datasets/{name}/rows", "/api/v1/datasets/{name}/export",
-                 "/api/v1/tasks/{id}/download"):
+    for path in (
+        "/api/v1/datasets",
+        "/api/v1/datasets/import",
+        "/api/v1/datasets/{name}",
+        "/api/v1/datasets/{name}/rows",
+        "/api/v1/datasets/{name}/export",
+        "/api/v1/tasks/{id}/download",
+    ):
         assert path in paths, sorted(paths)
     upload_op = paths["/api/v1/datasets/import"]["post"]
     assert upload_op["tags"] == ["datasets"]

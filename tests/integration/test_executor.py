@@ -26,8 +26,7 @@ def test_runs_to_success_with_history(executor: EmbeddedExecutor) -> None:
     done = wait_status(task.pk, "succeeded")
     assert done.result == {"n": 90, "value": "2880067194370816120", "digits": 19}
     assert done.progress["percent"] == 100.0
-    assert history(task.pk) == [(None, "queued"), ("queued", "running"),
-                                ("running", "succeeded")]
+    assert history(task.pk) == [(None, "queued"), ("queued", "running"), ("running", "succeeded")]
     assert done.worker is None and done.finished_at is not None
 
 
@@ -50,7 +49,14 @@ def test_pause_frees_slot_and_resume_continues(executor: EmbeddedExecutor) -> No
     wait_status(task.pk, "succeeded")
     assert t.ledger_rows(task.pk) == list(range(1, 201))  # each step exactly once
     assert [e[1] for e in history(task.pk)] == [
-        "queued", "running", "pausing", "paused", "queued", "running", "succeeded"]
+        "queued",
+        "running",
+        "pausing",
+        "paused",
+        "queued",
+        "running",
+        "succeeded",
+    ]
 
 
 def test_cancel_rolls_back(executor: EmbeddedExecutor) -> None:
@@ -155,11 +161,14 @@ def test_recovery_after_crash(transactional_db: None) -> None:
     """Simulate what a killed server leaves: tasks held by a dead worker."""
     u = user()
     running, pausing, cancelling = service.submit_many(u, "it_ledger", [{"steps": 20}] * 3)
-    for task, status in ((running, "running"), (pausing, "pausing"),
-                         (cancelling, "cancelling")):
-        Task.objects.filter(pk=task.pk).update(status=status, worker="dead", run_token="x",
-                                               lease_expires_at=timezone.now(),
-                                               checkpoint={"step": 0})
+    for task, status in ((running, "running"), (pausing, "pausing"), (cancelling, "cancelling")):
+        Task.objects.filter(pk=task.pk).update(
+            status=status,
+            worker="dead",
+            run_token="x",
+            lease_expires_at=timezone.now(),
+            checkpoint={"step": 0},
+        )
     ex = EmbeddedExecutor(2, poll_interval=0.05)
     ex.start()  # recovers everything held by any worker
     try:
@@ -179,8 +188,9 @@ def test_expired_lease_is_reaped(transactional_db: None) -> None:
     assert requeued.status == "queued" and requeued.attempts == 2 and requeued.worker is None
 
 
-def test_control_answer_waits_for_the_pause_to_settle(executor: EmbeddedExecutor,
-                                                      settings: Any) -> None:
+def test_control_answer_waits_for_the_pause_to_settle(
+    executor: EmbeddedExecutor, settings: Any
+) -> None:
     from datetime import timedelta
 
     from rest_framework.test import APIClient
@@ -201,14 +211,14 @@ def test_control_answer_waits_for_the_pause_to_settle(executor: EmbeddedExecutor
 
 
 def _grace_executor(grace: float) -> EmbeddedExecutor:
-    ex = EmbeddedExecutor(2, poll_interval=0.05, maintenance_interval=0.05,
-                          cancel_grace=grace)
+    ex = EmbeddedExecutor(2, poll_interval=0.05, maintenance_interval=0.05, cancel_grace=grace)
     ex.start()
     return ex
 
 
 def test_task_ignoring_cancel_is_terminated_after_grace_then_rolled_back(
-        transactional_db: None) -> None:
+    transactional_db: None,
+) -> None:
     ex = _grace_executor(0.3)
     try:
         task = service.submit(user(), "it_stubborn", {})
@@ -223,16 +233,14 @@ def test_task_ignoring_cancel_is_terminated_after_grace_then_rolled_back(
         assert t.ledger_rows(task.pk) == []  # rolled back
         assert done.worker is None
         # the slot is free again: both slots run new work
-        others = [service.submit(user(), "add", {"operand1": i, "operand2": 1})
-                  for i in range(4)]
+        others = [service.submit(user(), "add", {"operand1": i, "operand2": 1}) for i in range(4)]
         for other in others:
             wait_status(other.pk, "succeeded")
     finally:
         ex.stop(timeout=5)
 
 
-def test_task_stuck_in_blocking_call_is_rolled_back_and_fenced(
-        transactional_db: None) -> None:
+def test_task_stuck_in_blocking_call_is_rolled_back_and_fenced(transactional_db: None) -> None:
     ex = _grace_executor(0.2)
     try:
         task = service.submit(user(), "it_stubborn", {"block_seconds": 1.5})

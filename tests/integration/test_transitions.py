@@ -51,7 +51,9 @@ def test_token_fences_a_worker_that_lost_its_lease(make_user: Any) -> None:
     assert transition([task.pk], Status.SUCCEEDED, actor="w1", token=job.token)
 
 
-def test_listeners_hear_only_committed_changes(make_user: Any, django_capture_on_commit_callbacks: Any) -> None:  # noqa: E501
+def test_listeners_hear_only_committed_changes(
+    make_user: Any, django_capture_on_commit_callbacks: Any
+) -> None:
     heard: list[Change] = []
     subscribe(heard.extend)
     try:

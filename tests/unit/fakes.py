@@ -14,8 +14,14 @@ class MemoryStore:
         self.committed: list[Any] = []
         self.pending: list[Any] = []
 
-    def save(self, task_id: int, token: str, *, progress: dict[str, Any] | None,
-             checkpoint: dict[str, Any] | None) -> bool:
+    def save(
+        self,
+        task_id: int,
+        token: str,
+        *,
+        progress: dict[str, Any] | None,
+        checkpoint: dict[str, Any] | None,
+    ) -> bool:
         if not self.owned:
             return False
         self.saves.append({"progress": progress, "checkpoint": checkpoint, "in_tx": self.in_tx})

@@ -15,8 +15,10 @@ from tether.cli.http import EXIT_USAGE, CliError
 
 def test_columns_shorthand_becomes_the_api_json() -> None:
     assert json.loads(d.parse_columns("id:integer, name : text,at:timestamptz")) == [
-        {"name": "id", "type": "integer"}, {"name": "name", "type": "text"},
-        {"name": "at", "type": "timestamptz"}]
+        {"name": "id", "type": "integer"},
+        {"name": "name", "type": "text"},
+        {"name": "at", "type": "timestamptz"},
+    ]
     spec = '[{"name": "a", "type": "date"}]'
     assert d.parse_columns(spec) == spec  # JSON is passed on (the server checks it)
 
@@ -48,9 +50,12 @@ def test_preview_cells_fit_on_a_line() -> None:
 
 
 def test_the_client_does_not_import_django() -> None:
-    code = ("import sys, tether.cli.main; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('django', 'rest_framework', 'drf_spectacular')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60)
+    code = (
+        "import sys, tether.cli.main; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('django', 'rest_framework', 'drf_spectacular')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     assert out.stdout.strip() == "[]"

@@ -29,8 +29,9 @@ def test_mysql_runs_on_pymysql(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert db["TEST"] == {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
 
 
-def test_mysql_remote_keeps_tls_and_url_options(monkeypatch: pytest.MonkeyPatch,
-                                                tmp_path: Path) -> None:
+def test_mysql_remote_keeps_tls_and_url_options(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     remote = db_for("mysql://u:p@db.example:3306/t?connect_timeout=5", monkeypatch, tmp_path)
     assert "ssl_disabled" not in remote["OPTIONS"]
     assert remote["OPTIONS"]["connect_timeout"] == 5
@@ -46,10 +47,19 @@ def test_sqlite_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     assert db["NAME"] == str(tmp_path / "tether.sqlite3")
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    (None, 123), ("", 123), ("1048576", 1048576), ("512M", 512 * 1024**2),
-    ("2G", 2 * 1024**3), ("2GiB", 2 * 1024**3), ("1.5k", 1536), ("10 MB", 10 * 1024**2),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, 123),
+        ("", 123),
+        ("1048576", 1048576),
+        ("512M", 512 * 1024**2),
+        ("2G", 2 * 1024**3),
+        ("2GiB", 2 * 1024**3),
+        ("1.5k", 1536),
+        ("10 MB", 10 * 1024**2),
+    ],
+)
 def test_env_bytes(monkeypatch: pytest.MonkeyPatch, raw: str | None, expected: int) -> None:
     if raw is None:
         monkeypatch.delenv("TETHER_MAX_UPLOAD_BYTES", raising=False)

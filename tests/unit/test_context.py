@@ -32,8 +32,10 @@ def test_progress_keeps_total_unit_message_between_calls() -> None:
     assert store.saves[-1]["progress"]["message"] == "frame 1"
 
 
-@pytest.mark.parametrize(("kind", "signal"), [("pause", PauseSignal), ("cancel", CancelSignal),
-                                              ("shutdown", ShutdownSignal)])
+@pytest.mark.parametrize(
+    ("kind", "signal"),
+    [("pause", PauseSignal), ("cancel", CancelSignal), ("shutdown", ShutdownSignal)],
+)
 def test_stop_takes_effect_at_next_control_point(kind: str, signal: type) -> None:
     store = MemoryStore()
     ctx = make(store, flush_interval=3600)

@@ -12,14 +12,29 @@ from tether.datasets.types import PARSERS, CellError, clean_names, column_values
 def test_infers_the_narrowest_type_per_column() -> None:
     header = ["id", "price", "ok", "day", "at", "at_utc", "name", "empty"]
     rows = [
-        ["1", "2.5", "true", "2024-01-31", "2024-01-31 10:00:00", "2024-01-31T10:00:00Z",
-         "a", ""],
-        ["-7", "3", "no", "2023-12-01", "2024-02-01T11:30", "2024-02-01 11:30:00+02:00",
-         "b, with comma", "NA"],
+        ["1", "2.5", "true", "2024-01-31", "2024-01-31 10:00:00", "2024-01-31T10:00:00Z", "a", ""],
+        [
+            "-7",
+            "3",
+            "no",
+            "2023-12-01",
+            "2024-02-01T11:30",
+            "2024-02-01 11:30:00+02:00",
+            "b, with comma",
+            "NA",
+        ],
         ["", "NA", "NULL", "", "", "", "", ""],
     ]
     assert [c["type"] for c in infer(header, rows)] == [
-        "integer", "float", "boolean", "date", "timestamp", "timestamptz", "text", "text"]
+        "integer",
+        "float",
+        "boolean",
+        "date",
+        "timestamp",
+        "timestamptz",
+        "text",
+        "text",
+    ]
 
 
 def test_a_later_value_widens_the_type_for_all_earlier_ones() -> None:
@@ -35,26 +50,40 @@ def test_custom_null_values() -> None:
     assert infer(["x"], [["-"], ["5"]])[0]["type"] == "text"
 
 
-@pytest.mark.parametrize(("kind", "text", "value"), [
-    ("integer", "+42", 42),
-    ("float", "1e3", 1000.0),
-    ("boolean", "Y", True),
-    ("date", "2024-02-29", date(2024, 2, 29)),
-    ("timestamp", "2024-02-29 23:59:59.5", datetime(2024, 2, 29, 23, 59, 59, 500000)),
-    ("timestamptz", "2024-02-29T23:59:59+01:00",
-     datetime(2024, 2, 29, 23, 59, 59, tzinfo=timezone(timedelta(hours=1)))),
-    ("text", 'say "hi"\nthere', 'say "hi"\nthere'),
-])
+@pytest.mark.parametrize(
+    ("kind", "text", "value"),
+    [
+        ("integer", "+42", 42),
+        ("float", "1e3", 1000.0),
+        ("boolean", "Y", True),
+        ("date", "2024-02-29", date(2024, 2, 29)),
+        ("timestamp", "2024-02-29 23:59:59.5", datetime(2024, 2, 29, 23, 59, 59, 500000)),
+        (
+            "timestamptz",
+            "2024-02-29T23:59:59+01:00",
+            datetime(2024, 2, 29, 23, 59, 59, tzinfo=timezone(timedelta(hours=1))),
+        ),
+        ("text", 'say "hi"\nthere', 'say "hi"\nthere'),
+    ],
+)
 def test_parsers_accept(kind: str, text: str, value: object) -> None:
     assert PARSERS[kind](text) == value
 
 
-@pytest.mark.parametrize(("kind", "text"), [
-    ("integer", "1.0"), ("integer", "99999999999999999999"), ("float", "1,5"),
-    ("boolean", "maybe"), ("date", "2023-02-29"), ("date", "31/01/2024"),
-    ("timestamp", "2024-01-01T10:00Z"), ("timestamptz", "2024-01-01T10:00"),
-    ("text", "nul\x00byte"),
-])
+@pytest.mark.parametrize(
+    ("kind", "text"),
+    [
+        ("integer", "1.0"),
+        ("integer", "99999999999999999999"),
+        ("float", "1,5"),
+        ("boolean", "maybe"),
+        ("date", "2023-02-29"),
+        ("date", "31/01/2024"),
+        ("timestamp", "2024-01-01T10:00Z"),
+        ("timestamptz", "2024-01-01T10:00"),
+        ("text", "nul\x00byte"),
+    ],
+)
 def test_parsers_refuse_with_a_reason(kind: str, text: str) -> None:
     with pytest.raises(CellError) as err:
         PARSERS[kind](text)
@@ -85,8 +114,17 @@ def test_generated_data_parses_back_with_the_expected_types() -> None:
     assert any("\n" in r[8] for r in data) and any('"' in r[8] for r in data)
     assert any("," in r[1] for r in data)
     types = [c["type"] for c in infer(header, data)]
-    assert types == ["integer", "text", "text", "float", "integer", "boolean",
-                     "timestamptz", "date", "text"]
+    assert types == [
+        "integer",
+        "text",
+        "text",
+        "float",
+        "integer",
+        "boolean",
+        "timestamptz",
+        "date",
+        "text",
+    ]
     again = io.StringIO()
     generate.write(again, 2_000, seed=7)
     assert again.getvalue() == buf.getvalue()  # same seed, same file
@@ -101,8 +139,12 @@ def test_zoned_timestamps_are_kept_in_utc() -> None:
     cells = ["2024-02-29T23:30:00-02:00", "2024-03-01T00:15:00+05:30", ""]
     nulls = frozenset({""})
     assert column_values("timestamptz", cells, nulls, iso=True) == [
-        "2024-03-01T01:30:00+00:00", "2024-02-29T18:45:00+00:00", None]
+        "2024-03-01T01:30:00+00:00",
+        "2024-02-29T18:45:00+00:00",
+        None,
+    ]
     parsed = column_values("timestamptz", cells[:2], nulls, iso=False)
     assert [v.utcoffset() for v in parsed] == [timedelta(0), timedelta(0)]
     assert column_values("timestamptz", ["2024-01-01T10:00:00Z"], nulls, iso=True) == [
-        "2024-01-01T10:00:00+00:00"]
+        "2024-01-01T10:00:00+00:00"
+    ]

@@ -30,8 +30,15 @@ def test_rate_restarts_when_progress_goes_back() -> None:
 
 def test_snapshot_percent_and_eta() -> None:
     s = snapshot(25, 100, "rows", "hi", 5.0)
-    assert s == {"done": 25, "total": 100, "unit": "rows", "percent": 25.0, "rate": 5.0,
-                 "eta_seconds": 15.0, "message": "hi"}
+    assert s == {
+        "done": 25,
+        "total": 100,
+        "unit": "rows",
+        "percent": 25.0,
+        "rate": 5.0,
+        "eta_seconds": 15.0,
+        "message": "hi",
+    }
 
 
 def test_snapshot_without_total_or_rate() -> None:

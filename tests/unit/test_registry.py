@@ -10,12 +10,25 @@ from tether.exceptions import InvalidParams, UnknownTaskType
 
 @pytest.fixture
 def sample() -> Iterator[registry.TaskType]:
-    @registry.task(name="unit_sample", queue="q1", max_attempts=5, params={
-        "type": "object",
-        "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 10,
-                             "description": "n is capped at 10"},
-                       "mode": {"type": "string", "default": "fast"}},
-        "required": ["n"], "additionalProperties": False})
+    @registry.task(
+        name="unit_sample",
+        queue="q1",
+        max_attempts=5,
+        params={
+            "type": "object",
+            "properties": {
+                "n": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": 10,
+                    "description": "n is capped at 10",
+                },
+                "mode": {"type": "string", "default": "fast"},
+            },
+            "required": ["n"],
+            "additionalProperties": False,
+        },
+    )
     def sample(ctx: object, *, n: int, mode: str) -> int:
         """Sample docs."""
         return n
@@ -34,14 +47,17 @@ def test_defaults_filled(sample: registry.TaskType) -> None:
     assert sample.validate({"n": 3}) == {"n": 3, "mode": "fast"}
 
 
-@pytest.mark.parametrize(("params", "needle"), [
-    ({"n": -1}, "params.n"),
-    ({"n": 11}, "capped at 10"),
-    ({"n": "x"}, "params.n"),
-    ({}, "'n' is a required property"),
-    ({"n": 1, "zzz": 1}, "zzz"),
-    ([1, 2], "JSON object"),
-])
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"n": -1}, "params.n"),
+        ({"n": 11}, "capped at 10"),
+        ({"n": "x"}, "params.n"),
+        ({}, "'n' is a required property"),
+        ({"n": 1, "zzz": 1}, "zzz"),
+        ([1, 2], "JSON object"),
+    ],
+)
 def test_invalid_params(sample: registry.TaskType, params: object, needle: str) -> None:
     with pytest.raises(InvalidParams) as err:
         sample.validate(params)

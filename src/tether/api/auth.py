@@ -24,7 +24,8 @@ class TokenAuthentication(authentication.BaseAuthentication):
             return None
         if len(header) != 2:
             raise exceptions.AuthenticationFailed(
-                "malformed Authorization header; use 'Authorization: Token <token>'")
+                "malformed Authorization header; use 'Authorization: Token <token>'"
+            )
         try:
             raw = header[1].decode()
         except UnicodeError:
@@ -52,5 +53,9 @@ class TokenAuthScheme(OpenApiAuthenticationExtension):
     name = "TokenAuth"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
-        return {"type": "apiKey", "in": "header", "name": "Authorization",
-                "description": "Value: `Token <token>` (from POST /api/v1/auth/token)"}
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "Value: `Token <token>` (from POST /api/v1/auth/token)",
+        }

@@ -72,13 +72,20 @@ class DatasetBusy(TetherError):
 
 
 class DatasetSerializer(serializers.ModelSerializer[Dataset]):
-    columns = serializers.JSONField(help_text='[{"name": …, "type": integer|float|boolean|'
-                                              'date|timestamp|timestamptz|text}, …]')
+    columns = serializers.JSONField(
+        help_text='[{"name": …, "type": integer|float|boolean|date|timestamp|timestamptz|text}, …]'
+    )
 
     class Meta:
         model = Dataset
-        fields = ["name", "columns", "row_count", "created_at", "last_import_at",
-                  "last_import_task"]
+        fields = [
+            "name",
+            "columns",
+            "row_count",
+            "created_at",
+            "last_import_at",
+            "last_import_task",
+        ]
         read_only_fields = fields
 
 
@@ -87,28 +94,45 @@ class ImportFormSerializer(serializers.Serializer[Any]):
 
     file = serializers.FileField(help_text="the CSV file (UTF-8; a BOM is fine)")
     dataset = serializers.RegexField(
-        importer.NAME_PATTERN, max_length=64,
+        importer.NAME_PATTERN,
+        max_length=64,
         help_text="dataset name: 1-64 letters, digits, '_' and '-', starting with a letter "
-                  "or digit",
-        error_messages={"invalid": "use 1-64 letters, digits, '_' and '-', starting with a "
-                                   "letter or digit"})
-    mode = serializers.ChoiceField(MODES, default="create",
-                                   help_text="create (must not exist), append (must exist, "
-                                             "same columns) or replace")
-    delimiter = serializers.CharField(default=",", trim_whitespace=False, max_length=3,
-                                      help_text="one character; `tab` or `\\t` for tab")
-    header = serializers.BooleanField(default=True,
-                                      help_text="the first line holds the column names")
+        "or digit",
+        error_messages={
+            "invalid": "use 1-64 letters, digits, '_' and '-', starting with a letter or digit"
+        },
+    )
+    mode = serializers.ChoiceField(
+        MODES,
+        default="create",
+        help_text="create (must not exist), append (must exist, same columns) or replace",
+    )
+    delimiter = serializers.CharField(
+        default=",",
+        trim_whitespace=False,
+        max_length=3,
+        help_text="one character; `tab` or `\\t` for tab",
+    )
+    header = serializers.BooleanField(
+        default=True, help_text="the first line holds the column names"
+    )
     null_values = serializers.CharField(
-        required=False, allow_blank=True, trim_whitespace=False,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
         help_text='cells read as null: a JSON list (["", "NA"]) or comma-separated '
-                  '(",NA,NULL"); default "", NA, NULL')
+        '(",NA,NULL"); default "", NA, NULL',
+    )
     columns = serializers.CharField(
-        required=False, help_text='declared columns instead of inferred ones: a JSON list '
-                                  'of {"name": …, "type": …}, one per column of the file')
-    on_error = serializers.ChoiceField(("fail", "skip"), default="fail",
-                                       help_text="a bad row fails the import, or is skipped "
-                                                 "(and reported)")
+        required=False,
+        help_text="declared columns instead of inferred ones: a JSON list "
+        'of {"name": …, "type": …}, one per column of the file',
+    )
+    on_error = serializers.ChoiceField(
+        ("fail", "skip"),
+        default="fail",
+        help_text="a bad row fails the import, or is skipped (and reported)",
+    )
 
     def validate_dataset(self, value: str) -> str:
         if value.lower() in RESERVED_NAMES:
@@ -119,7 +143,8 @@ class ImportFormSerializer(serializers.Serializer[Any]):
         value = DELIMITER_ALIASES.get(value.lower(), value)
         if len(value) != 1 or value in '"\r\n':
             raise serializers.ValidationError(
-                "one character other than a quote or a line break ('tab' for a tab)")
+                "one character other than a quote or a line break ('tab' for a tab)"
+            )
         return value
 
     def validate_null_values(self, value: str) -> list[str]:
@@ -138,17 +163,23 @@ class ImportFormSerializer(serializers.Serializer[Any]):
             parsed = json.loads(value)
         except ValueError:
             raise serializers.ValidationError(
-                'not valid JSON; use [{"name": "id", "type": "integer"}, …]') from None
+                'not valid JSON; use [{"name": "id", "type": "integer"}, …]'
+            ) from None
         if not isinstance(parsed, list) or not parsed:
             raise serializers.ValidationError('a non-empty JSON list of {"name", "type"}')
         for i, col in enumerate(parsed, start=1):
-            if not (isinstance(col, dict) and set(col) == {"name", "type"}
-                    and isinstance(col["name"], str)):
+            if not (
+                isinstance(col, dict)
+                and set(col) == {"name", "type"}
+                and isinstance(col["name"], str)
+            ):
                 raise serializers.ValidationError(
-                    f'column {i}: an object with exactly "name" and "type"')
+                    f'column {i}: an object with exactly "name" and "type"'
+                )
             if col["type"] not in TYPES:
                 raise serializers.ValidationError(
-                    f"column {i}: type {col['type']!r} is not one of {', '.join(TYPES)}")
+                    f"column {i}: type {col['type']!r} is not one of {', '.join(TYPES)}"
+                )
         try:
             clean_names([c["name"] for c in parsed])
         except CellError as exc:
@@ -157,19 +188,27 @@ class ImportFormSerializer(serializers.Serializer[Any]):
 
 
 class ExportSerializer(serializers.Serializer[Any]):
-    columns = serializers.ListField(child=serializers.CharField(), required=False,
-                                    allow_empty=False, max_length=1000,
-                                    help_text="columns to export, in this order (default: "
-                                              "all)")
-    date_column = serializers.CharField(required=False,
-                                        help_text="a date or timestamp column for the range")
-    from_date = serializers.DateField(required=False, input_formats=["iso-8601"],
-                                      help_text="first day included (YYYY-MM-DD)")
-    to_date = serializers.DateField(required=False, input_formats=["iso-8601"],
-                                    help_text="last day included (YYYY-MM-DD)")
-    raw = serializers.BooleanField(required=False, default=False,
-                                   help_text="do not neutralise cells that look like "
-                                             "spreadsheet formulas")
+    columns = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        allow_empty=False,
+        max_length=1000,
+        help_text="columns to export, in this order (default: all)",
+    )
+    date_column = serializers.CharField(
+        required=False, help_text="a date or timestamp column for the range"
+    )
+    from_date = serializers.DateField(
+        required=False, input_formats=["iso-8601"], help_text="first day included (YYYY-MM-DD)"
+    )
+    to_date = serializers.DateField(
+        required=False, input_formats=["iso-8601"], help_text="last day included (YYYY-MM-DD)"
+    )
+    raw = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="do not neutralise cells that look like spreadsheet formulas",
+    )
 
 
 class RowsQuerySerializer(serializers.Serializer[Any]):
@@ -191,9 +230,13 @@ def owned(request: Request, name: str) -> Dataset:
 def unfinished_tasks(owner: Any, name: str) -> list[int]:
     """Ids of the owner's imports and exports naming dataset ``name`` that have not
     ended (paused ones included: they would resume against it)."""
-    return list(Task.objects.filter(owner=owner, type__in=DATASET_TASK_TYPES,
-                                    status__in=UNFINISHED, params__dataset=name)
-                .order_by("id").values_list("id", flat=True)[:20])
+    return list(
+        Task.objects.filter(
+            owner=owner, type__in=DATASET_TASK_TYPES, status__in=UNFINISHED, params__dataset=name
+        )
+        .order_by("id")
+        .values_list("id", flat=True)[:20]
+    )
 
 
 def json_value(value: Any, kind: str) -> Any:
@@ -221,8 +264,10 @@ def read_rows(ds: Dataset, limit: int, offset: int) -> list[list[Any]]:
     """Rows ``offset`` … ``offset + limit - 1`` in insertion order, as JSON values."""
     names = ", ".join(sql.q(c["name"]) for c in ds.columns)
     with connection.cursor() as cur:
-        cur.execute(f"SELECT {names} FROM {sql.q(ds.table)} ORDER BY {sql.ROW_KEY} "
-                    f"LIMIT %s OFFSET %s", [limit, offset])
+        cur.execute(
+            f"SELECT {names} FROM {sql.q(ds.table)} ORDER BY {sql.ROW_KEY} LIMIT %s OFFSET %s",
+            [limit, offset],
+        )
         fetched = cur.fetchall()
     kinds = [c["type"] for c in ds.columns]
     return [[json_value(v, k) for v, k in zip(row, kinds, strict=True)] for row in fetched]
@@ -243,8 +288,10 @@ def size_text(n: int) -> str:
 
 
 NAME_PARAM = OpenApiParameter("name", str, OpenApiParameter.PATH, description="dataset name")
-ERRORS = {400: OpenApiResponse(description='{"error": {"code", "message"}}'),
-          404: OpenApiResponse(description="no such dataset (or another user's)")}
+ERRORS = {
+    400: OpenApiResponse(description='{"error": {"code", "message"}}'),
+    404: OpenApiResponse(description="no such dataset (or another user's)"),
+}
 
 # -- views ---------------------------------------------------------------------------
 
@@ -257,16 +304,23 @@ class DatasetImportView(APIView):
 
     @extend_schema(
         request={"multipart/form-data": ImportFormSerializer},
-        responses={201: s.TaskSerializer, 400: ERRORS[400],
-                   404: OpenApiResponse(description="mode append: no such dataset"),
-                   409: OpenApiResponse(description="mode create: the dataset exists"),
-                   413: OpenApiResponse(description="the file is over "
-                                                    "TETHER_MAX_UPLOAD_BYTES")},
-        tags=TAGS, summary="Upload a CSV file and import it into a dataset")
+        responses={
+            201: s.TaskSerializer,
+            400: ERRORS[400],
+            404: OpenApiResponse(description="mode append: no such dataset"),
+            409: OpenApiResponse(description="mode create: the dataset exists"),
+            413: OpenApiResponse(description="the file is over TETHER_MAX_UPLOAD_BYTES"),
+        },
+        tags=TAGS,
+        summary="Upload a CSV file and import it into a dataset",
+    )
     def post(self, request: Request) -> Response:
         limit = cast(int, settings.TETHER["MAX_UPLOAD_BYTES"])
-        too_large = TooLarge(f"the file is larger than this server accepts "
-                             f"({size_text(limit)}, TETHER_MAX_UPLOAD_BYTES)", limit=limit)
+        too_large = TooLarge(
+            f"the file is larger than this server accepts "
+            f"({size_text(limit)}, TETHER_MAX_UPLOAD_BYTES)",
+            limit=limit,
+        )
         length = content_length(request)
         if length is None and request.META.get("HTTP_TRANSFER_ENCODING"):
             raise LengthRequired()
@@ -280,7 +334,8 @@ class DatasetImportView(APIView):
                 data = request.data
             except (RequestDataTooBig, TooManyFieldsSent):
                 raise serializers.ValidationError(
-                    {"non_field_errors": ["too many or too large form fields"]}) from None
+                    {"non_field_errors": ["too many or too large form fields"]}
+                ) from None
             except SuspiciousOperation as exc:
                 raise serializers.ValidationError({"non_field_errors": [str(exc)]}) from None
             if handler.too_large:
@@ -300,54 +355,75 @@ class DatasetImportView(APIView):
         name, mode = data["dataset"], data["mode"]
         exists = Dataset.objects.filter(owner=cast(Any, request.user), name=name).exists()
         if mode == "create" and exists:
-            raise DatasetExists(f"dataset {name!r} exists already; use mode append or "
-                                f"replace, or another name")
+            raise DatasetExists(
+                f"dataset {name!r} exists already; use mode append or replace, or another name"
+            )
         if mode == "append" and not exists:
             raise DatasetNotFound(f"no dataset {name!r} to append to; use mode create")
-        params: dict[str, Any] = {"dataset": name, "mode": mode,
-                                  "delimiter": data["delimiter"], "header": data["header"],
-                                  "on_error": data["on_error"]}
+        params: dict[str, Any] = {
+            "dataset": name,
+            "mode": mode,
+            "delimiter": data["delimiter"],
+            "header": data["header"],
+            "on_error": data["on_error"],
+        }
         for key in ("null_values", "columns"):
             if key in data:
                 params[key] = data[key]
         with transaction.atomic():  # the upload row and the task, or neither
-            upload = Upload.objects.create(owner=cast(Any, request.user),
-                                           path=stored.path.name,
-                                           original_name=(stored.name or "")[:255],
-                                           size=stored.size or 0)
-            return service.submit(request.user, "csv_import",
-                                  {"upload": upload.pk, **params})
+            upload = Upload.objects.create(
+                owner=cast(Any, request.user),
+                path=stored.path.name,
+                original_name=(stored.name or "")[:255],
+                size=stored.size or 0,
+            )
+            return service.submit(request.user, "csv_import", {"upload": upload.pk, **params})
 
 
 class DatasetListView(APIView):
-    @extend_schema(responses={200: DatasetSerializer(many=True)}, tags=TAGS,
-                   summary="Your datasets, by name")
+    @extend_schema(
+        responses={200: DatasetSerializer(many=True)}, tags=TAGS, summary="Your datasets, by name"
+    )
     def get(self, request: Request) -> Response:
         qs = Dataset.objects.filter(owner=cast(Any, request.user)).order_by("name")
         return Response(DatasetSerializer(qs, many=True).data)
 
 
 class DatasetDetailView(APIView):
-    @extend_schema(parameters=[NAME_PARAM], responses={200: DatasetSerializer,
-                                                       404: ERRORS[404]}, tags=TAGS,
-                   summary="One dataset: columns with types, row count, last import")
+    @extend_schema(
+        parameters=[NAME_PARAM],
+        responses={200: DatasetSerializer, 404: ERRORS[404]},
+        tags=TAGS,
+        summary="One dataset: columns with types, row count, last import",
+    )
     def get(self, request: Request, name: str) -> Response:
         return Response(DatasetSerializer(owned(request, name)).data)
 
-    @extend_schema(parameters=[NAME_PARAM], responses={
-        204: None, 404: ERRORS[404],
-        409: OpenApiResponse(description="an import or export of it is not finished")},
-        tags=TAGS, summary="Delete a dataset and its table")
+    @extend_schema(
+        parameters=[NAME_PARAM],
+        responses={
+            204: None,
+            404: ERRORS[404],
+            409: OpenApiResponse(description="an import or export of it is not finished"),
+        },
+        tags=TAGS,
+        summary="Delete a dataset and its table",
+    )
     def delete(self, request: Request, name: str) -> Response:
         owned(request, name)
         busy = unfinished_tasks(request.user, name)
         if busy:
-            raise DatasetBusy(f"task(s) {', '.join(map(str, busy))} (import/export of "
-                              f"{name!r}) not finished; wait for them or cancel them first",
-                              tasks=busy)
+            raise DatasetBusy(
+                f"task(s) {', '.join(map(str, busy))} (import/export of "
+                f"{name!r}) not finished; wait for them or cancel them first",
+                tasks=busy,
+            )
         with transaction.atomic():  # the row and its table go together (not on MySQL,
-            ds = (Dataset.objects.select_for_update()  # whose DDL commits by itself)
-                  .filter(owner=cast(Any, request.user), name=name).first())
+            ds = (
+                Dataset.objects.select_for_update()  # whose DDL commits by itself)
+                .filter(owner=cast(Any, request.user), name=name)
+                .first()
+            )
             if ds is None:
                 raise DatasetNotFound(f"no dataset {name!r}")
             ds.delete()
@@ -356,10 +432,18 @@ class DatasetDetailView(APIView):
 
 
 class DatasetRowsView(APIView):
-    @extend_schema(parameters=[NAME_PARAM, RowsQuerySerializer], responses={
-        200: OpenApiResponse(description='{"dataset", "columns", "row_count", "offset", '
-                                         '"limit", "rows": [[cell, …], …]}'),
-        404: ERRORS[404]}, tags=TAGS, summary="Preview rows, in import order")
+    @extend_schema(
+        parameters=[NAME_PARAM, RowsQuerySerializer],
+        responses={
+            200: OpenApiResponse(
+                description='{"dataset", "columns", "row_count", "offset", '
+                '"limit", "rows": [[cell, …], …]}'
+            ),
+            404: ERRORS[404],
+        },
+        tags=TAGS,
+        summary="Preview rows, in import order",
+    )
     def get(self, request: Request, name: str) -> Response:
         query = RowsQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -370,14 +454,26 @@ class DatasetRowsView(APIView):
         except DatabaseError:  # replaced (new table) or deleted between lookup and read
             ds = owned(request, name)
             rows = read_rows(ds, limit, offset)
-        return Response({"dataset": ds.name, "columns": ds.columns, "row_count": ds.row_count,
-                         "offset": offset, "limit": limit, "rows": rows})
+        return Response(
+            {
+                "dataset": ds.name,
+                "columns": ds.columns,
+                "row_count": ds.row_count,
+                "offset": offset,
+                "limit": limit,
+                "rows": rows,
+            }
+        )
 
 
 class DatasetExportView(APIView):
-    @extend_schema(parameters=[NAME_PARAM], request=ExportSerializer,
-                   responses={201: s.TaskSerializer, 400: ERRORS[400], 404: ERRORS[404]},
-                   tags=TAGS, summary="Export a dataset (or a date range of it) to CSV")
+    @extend_schema(
+        parameters=[NAME_PARAM],
+        request=ExportSerializer,
+        responses={201: s.TaskSerializer, 400: ERRORS[400], 404: ERRORS[404]},
+        tags=TAGS,
+        summary="Export a dataset (or a date range of it) to CSV",
+    )
     def post(self, request: Request, name: str) -> Response:
         body = ExportSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -389,8 +485,14 @@ class DatasetExportView(APIView):
         for key in ("from_date", "to_date"):
             if key in data:
                 params[key] = data[key].isoformat()
-        exporter.plan(cast(int, request.user.pk), name, params.get("columns"),  # 400, 404
-                      params.get("date_column"), params.get("from_date"), params.get("to_date"))
+        exporter.plan(
+            cast(int, request.user.pk),
+            name,
+            params.get("columns"),  # 400, 404
+            params.get("date_column"),
+            params.get("from_date"),
+            params.get("to_date"),
+        )
         task = service.submit(request.user, "csv_export", params)
         return Response(s.TaskSerializer(task).data, status=status.HTTP_201_CREATED)
 
@@ -403,25 +505,41 @@ class TaskDownloadView(APIView):
     def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
         return super().perform_content_negotiation(request, force=True)  # any Accept
 
-    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.BINARY, 404: OpenApiResponse(
-        description="no such task, not a csv_export, or not succeeded (yet)")},
-        tags=TAGS, summary="Download the file of a succeeded csv_export task")
+    @extend_schema(
+        responses={
+            (200, "text/csv"): OpenApiTypes.BINARY,
+            404: OpenApiResponse(
+                description="no such task, not a csv_export, or not succeeded (yet)"
+            ),
+        },
+        tags=TAGS,
+        summary="Download the file of a succeeded csv_export task",
+    )
     def get(self, request: Request, pk: int) -> FileResponse:
         task = service.get_visible(request.user, pk)
         if task.type != "csv_export":
-            raise TaskNotFound(f"task {pk} is a {task.type} task; only csv_export tasks "
-                               "have a file to download")
+            raise TaskNotFound(
+                f"task {pk} is a {task.type} task; only csv_export tasks have a file to download"
+            )
         if task.status != Status.SUCCEEDED:
-            raise TaskNotFound(f"task {pk} is {task.status}; its file can be downloaded "
-                               "once it has succeeded", status=task.status)
+            raise TaskNotFound(
+                f"task {pk} is {task.status}; its file can be downloaded once it has succeeded",
+                status=task.status,
+            )
         try:
             handle = open(export_path(pk), "rb")  # noqa: SIM115 - FileResponse closes it
         except FileNotFoundError:
             days = sweep.export_ttl() / 86400
-            raise TaskNotFound(f"the file of task {pk} is gone (export files are deleted "
-                               f"{days:g} days after they are written)") from None
+            raise TaskNotFound(
+                f"the file of task {pk} is gone (export files are deleted "
+                f"{days:g} days after they are written)"
+            ) from None
         dataset = str((task.params or {}).get("dataset") or "export")
         if not re.fullmatch(importer.NAME_PATTERN, dataset):
             dataset = "export"
-        return CsvFile(handle, as_attachment=True, filename=f"{dataset}-{pk}.csv",
-                       content_type="text/csv; charset=utf-8")
+        return CsvFile(
+            handle,
+            as_attachment=True,
+            filename=f"{dataset}-{pk}.csv",
+            content_type="text/csv; charset=utf-8",
+        )

@@ -49,10 +49,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return JsonResponse(error_body("not_found", f"no such endpoint: {request.path}"),
-                        status=status.HTTP_404_NOT_FOUND)
+    return JsonResponse(
+        error_body("not_found", f"no such endpoint: {request.path}"),
+        status=status.HTTP_404_NOT_FOUND,
+    )
 
 
 def server_error(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(error_body("server_error", "internal error; see the server log"),
-                        status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+    return JsonResponse(
+        error_body("server_error", "internal error; see the server log"),
+        status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )

@@ -13,10 +13,14 @@ User = get_user_model()
 
 
 class RegisterSerializer(serializers.Serializer[Any]):
-    username = serializers.RegexField(r"^[\w.@+-]{1,150}$", max_length=150, error_messages={
-        "invalid": "use 1-150 letters, digits and @/./+/-/_ only"})
-    password = serializers.CharField(write_only=True, max_length=128,
-                                     style={"input_type": "password"})
+    username = serializers.RegexField(
+        r"^[\w.@+-]{1,150}$",
+        max_length=150,
+        error_messages={"invalid": "use 1-150 letters, digits and @/./+/-/_ only"},
+    )
+    password = serializers.CharField(
+        write_only=True, max_length=128, style={"input_type": "password"}
+    )
 
     def validate_username(self, value: str) -> str:
         if User.objects.filter(username__iexact=value).exists():
@@ -25,8 +29,9 @@ class RegisterSerializer(serializers.Serializer[Any]):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         try:
-            password_validation.validate_password(attrs["password"],
-                                                  User(username=attrs["username"]))
+            password_validation.validate_password(
+                attrs["password"], User(username=attrs["username"])
+            )
         except DjangoValidationError as exc:
             raise serializers.ValidationError({"password": list(exc.messages)}) from None
         return attrs
@@ -35,8 +40,9 @@ class RegisterSerializer(serializers.Serializer[Any]):
 class CredentialsSerializer(serializers.Serializer[Any]):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=128, style={"input_type": "password"})
-    name = serializers.CharField(max_length=100, required=False, default="",
-                                 help_text="a label to tell your tokens apart")
+    name = serializers.CharField(
+        max_length=100, required=False, default="", help_text="a label to tell your tokens apart"
+    )
 
 
 class IssuedTokenSerializer(serializers.Serializer[Any]):
@@ -69,9 +75,12 @@ class SubmitSerializer(serializers.Serializer[Any]):
     type = serializers.CharField(max_length=100)
     params = serializers.JSONField(required=False, default=dict)
     queue = serializers.CharField(max_length=100, required=False, allow_null=True, default=None)
-    pause_timeout = serializers.FloatField(required=False, allow_null=True, default=None,
-                                           help_text="seconds a pause may last before the "
-                                                     "task is cancelled (default 300)")
+    pause_timeout = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="seconds a pause may last before the task is cancelled (default 300)",
+    )
 
 
 class TaskSerializer(serializers.ModelSerializer[Task]):
@@ -80,16 +89,35 @@ class TaskSerializer(serializers.ModelSerializer[Task]):
 
     class Meta:
         model = Task
-        fields = ["id", "type", "queue", "owner", "status", "params", "progress", "result",
-                  "error", "attempts", "max_attempts", "pause_timeout", "created_at",
-                  "updated_at", "started_at", "paused_at", "finished_at"]
+        fields = [
+            "id",
+            "type",
+            "queue",
+            "owner",
+            "status",
+            "params",
+            "progress",
+            "result",
+            "error",
+            "attempts",
+            "max_attempts",
+            "pause_timeout",
+            "created_at",
+            "updated_at",
+            "started_at",
+            "paused_at",
+            "finished_at",
+        ]
         read_only_fields = fields
 
     def to_representation(self, instance: Task) -> dict[str, Any]:
         data: dict[str, Any] = super().to_representation(instance)
         progress = data.get("progress")
-        if (isinstance(progress, dict) and progress.get("eta_seconds")
-                and instance.status != Status.RUNNING):
+        if (
+            isinstance(progress, dict)
+            and progress.get("eta_seconds")
+            and instance.status != Status.RUNNING
+        ):
             data["progress"] = {**progress, "eta_seconds": None}  # not counting down
         return data
 

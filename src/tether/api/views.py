@@ -53,14 +53,17 @@ class RegisterView(APIView):
     authentication_classes: list[Any] = []
     throttle_classes = [AuthThrottle]
 
-    @extend_schema(request=s.RegisterSerializer,
-                   responses={201: inline_serializer("Registered", {
-                       "username": serializers.CharField()})}, tags=["auth"])
+    @extend_schema(
+        request=s.RegisterSerializer,
+        responses={201: inline_serializer("Registered", {"username": serializers.CharField()})},
+        tags=["auth"],
+    )
     def post(self, request: Request) -> Response:
         ser = s.RegisterSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
-        user = User.objects.create_user(username=ser.validated_data["username"],
-                                        password=ser.validated_data["password"])
+        user = User.objects.create_user(
+            username=ser.validated_data["username"], password=ser.validated_data["password"]
+        )
         return Response({"username": user.get_username()}, status=status.HTTP_201_CREATED)
 
 
@@ -69,20 +72,24 @@ class TokenView(APIView):
     authentication_classes: list[Any] = []
     throttle_classes = [AuthThrottle]
 
-    @extend_schema(request=s.CredentialsSerializer, responses={200: s.IssuedTokenSerializer},
-                   tags=["auth"])
+    @extend_schema(
+        request=s.CredentialsSerializer, responses={200: s.IssuedTokenSerializer}, tags=["auth"]
+    )
     def post(self, request: Request) -> Response:
         ser = s.CredentialsSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
-        user = authenticate(request._request, username=ser.validated_data["username"],
-                            password=ser.validated_data["password"])
+        user = authenticate(
+            request._request,
+            username=ser.validated_data["username"],
+            password=ser.validated_data["password"],
+        )
         if user is None:
-            return Response({"error": {"code": "invalid_credentials",
-                                       "message": "wrong username or password"}},
-                            status=status.HTTP_401_UNAUTHORIZED)
+            return Response(
+                {"error": {"code": "invalid_credentials", "message": "wrong username or password"}},
+                status=status.HTTP_401_UNAUTHORIZED,
+            )
         ttl = cast(timedelta, settings.TETHER["TOKEN_TTL"])
-        token, raw = ApiToken.issue(user, ttl=ttl,
-                                    name=ser.validated_data["name"])
+        token, raw = ApiToken.issue(user, ttl=ttl, name=ser.validated_data["name"])
         return Response({"token": raw, "expires_at": token.expires_at})
 
 
@@ -98,8 +105,11 @@ class TokenListView(generics.ListAPIView[ApiToken]):
     pagination_class = None
 
     def get_queryset(self) -> QuerySet[ApiToken]:
-        return ApiToken.objects.filter(user=cast(Any, self.request.user), revoked_at__isnull=True,
-                                       expires_at__gt=timezone.now())
+        return ApiToken.objects.filter(
+            user=cast(Any, self.request.user),
+            revoked_at__isnull=True,
+            expires_at__gt=timezone.now(),
+        )
 
     def get_serializer_context(self) -> dict[str, Any]:
         return {**super().get_serializer_context(), "current_id": self.request.auth.pk}
@@ -112,12 +122,13 @@ class TokenListView(generics.ListAPIView[ApiToken]):
 class TokenRevokeView(APIView):
     @extend_schema(request=None, responses={204: None}, tags=["auth"])
     def delete(self, request: Request, pk: int) -> Response:
-        mine = ApiToken.objects.filter(pk=pk, user=cast(Any, request.user),
-                                       revoked_at__isnull=True)
+        mine = ApiToken.objects.filter(pk=pk, user=cast(Any, request.user), revoked_at__isnull=True)
         n = mine.update(revoked_at=timezone.now())
         if not n:
-            return Response({"error": {"code": "not_found", "message": f"no token {pk}"}},
-                            status=status.HTTP_404_NOT_FOUND)
+            return Response(
+                {"error": {"code": "not_found", "message": f"no token {pk}"}},
+                status=status.HTTP_404_NOT_FOUND,
+            )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -125,10 +136,20 @@ class HealthView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list[Any] = []
 
-    @extend_schema(responses={200: inline_serializer("Health", {
-        "status": serializers.CharField(), "version": serializers.CharField(),
-        "executor": serializers.CharField(), "database": serializers.CharField()})},
-        tags=["meta"])
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "Health",
+                {
+                    "status": serializers.CharField(),
+                    "version": serializers.CharField(),
+                    "executor": serializers.CharField(),
+                    "database": serializers.CharField(),
+                },
+            )
+        },
+        tags=["meta"],
+    )
     def get(self, request: Request) -> Response:
         try:
             with connection.cursor() as cur:
@@ -136,19 +157,31 @@ class HealthView(APIView):
             db_ok = "ok"
         except Exception as exc:  # report, don't crash
             db_ok = f"error: {type(exc).__name__}"
-        body = {"status": "ok" if db_ok == "ok" else "degraded", "version": tether.__version__,
-                "executor": settings.TETHER["EXECUTOR"], "database": connection.vendor,
-                "database_status": db_ok}
+        body = {
+            "status": "ok" if db_ok == "ok" else "degraded",
+            "version": tether.__version__,
+            "executor": settings.TETHER["EXECUTOR"],
+            "database": connection.vendor,
+            "database_status": db_ok,
+        }
         return Response(body, status=200 if db_ok == "ok" else 503)
 
 
 class TaskTypeListView(APIView):
     @extend_schema(responses={200: s.TaskTypeSerializer(many=True)}, tags=["tasks"])
     def get(self, request: Request) -> Response:
-        data = [{"name": t.name, "description": t.description, "queue": t.queue,
-                 "params_schema": t.params_schema, "supports_pause": t.supports_pause,
-                 "max_attempts": t.max_attempts, "pause_timeout": t.pause_timeout}
-                for t in registry.all_types()]
+        data = [
+            {
+                "name": t.name,
+                "description": t.description,
+                "queue": t.queue,
+                "params_schema": t.params_schema,
+                "supports_pause": t.supports_pause,
+                "max_attempts": t.max_attempts,
+                "pause_timeout": t.pause_timeout,
+            }
+            for t in registry.all_types()
+        ]
         return Response(s.TaskTypeSerializer(data, many=True).data)
 
 
@@ -167,8 +200,9 @@ class TaskListView(generics.ListCreateAPIView[Task]):
             wanted = [x.strip() for x in statuses.split(",") if x.strip()]
             bad = [x for x in wanted if x not in Status.__members__.values()]
             if bad:
-                raise InvalidParams(f"unknown status {bad[0]!r}; use one of "
-                                    f"{', '.join(Status)}", field="status")
+                raise InvalidParams(
+                    f"unknown status {bad[0]!r}; use one of {', '.join(Status)}", field="status"
+                )
             qs = qs.filter(status__in=wanted)
         type_name = self.request.query_params.get("type")
         if type_name:
@@ -179,14 +213,18 @@ class TaskListView(generics.ListCreateAPIView[Task]):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=s.SubmitSerializer, responses={201: s.TaskSerializer},
-                   tags=["tasks"])
+    @extend_schema(request=s.SubmitSerializer, responses={201: s.TaskSerializer}, tags=["tasks"])
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         ser = s.SubmitSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
         data = ser.validated_data
-        task = service.submit(request.user, data["type"], data["params"], queue=data["queue"],
-                              pause_timeout=data["pause_timeout"])
+        task = service.submit(
+            request.user,
+            data["type"],
+            data["params"],
+            queue=data["queue"],
+            pause_timeout=data["pause_timeout"],
+        )
         return Response(s.TaskSerializer(task).data, status=status.HTTP_201_CREATED)
 
 
@@ -234,8 +272,7 @@ class ControlView(APIView):
 
     action_name = ""
 
-    @extend_schema(request=s.ControlSerializer, responses={202: s.TaskSerializer},
-                   tags=["tasks"])
+    @extend_schema(request=s.ControlSerializer, responses={202: s.TaskSerializer}, tags=["tasks"])
     def post(self, request: Request, pk: int) -> Response:
         service.get_visible(request.user, pk)
         body = s.ControlSerializer(data=request.data if isinstance(request.data, dict) else {})

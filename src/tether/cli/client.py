@@ -32,8 +32,11 @@ def when(value: str | None) -> str:
     if not value:
         return "-"
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone().strftime(
-            "%Y-%m-%d %H:%M:%S")
+        return (
+            datetime.fromisoformat(value.replace("Z", "+00:00"))
+            .astimezone()
+            .strftime("%Y-%m-%d %H:%M:%S")
+        )
     except ValueError:
         return value
 
@@ -48,35 +51,41 @@ def read_password(from_stdin: bool, confirm: bool) -> str:
 
 
 USER_ARG = Annotated[str | None, typer.Argument(help="Your user name (asked if missing).")]
-STDIN_OPT = Annotated[bool, typer.Option("--password-stdin",
-                                         help="Read the password from stdin.")]
+STDIN_OPT = Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")]
 
 
-def register_cmd(ctx: typer.Context, username: USER_ARG = None,
-                 password_stdin: STDIN_OPT = False) -> None:
+def register_cmd(
+    ctx: typer.Context, username: USER_ARG = None, password_stdin: STDIN_OPT = False
+) -> None:
     """Create an account on the server."""
     username = username or str(typer.prompt("Username"))
     password = read_password(password_stdin, confirm=True)
     with connect(ctx) as api:
-        api.post("/auth/register", json={"username": username, "password": password},
-                 auth=False)
+        api.post("/auth/register", json={"username": username, "password": password}, auth=False)
         out.print(f"Registered {username} on {api.server}; now run `tether login {username}`")
 
 
-def login(ctx: typer.Context, username: USER_ARG = None,
-          password_stdin: STDIN_OPT = False) -> None:
+def login(ctx: typer.Context, username: USER_ARG = None, password_stdin: STDIN_OPT = False) -> None:
     """Get an API token and store it in the config file."""
     username = username or str(typer.prompt("Username"))
     password = read_password(password_stdin, confirm=False)
     with connect(ctx) as api:
-        data = api.post("/auth/token", auth=False, json={
-            "username": username, "password": password,
-            "name": f"cli@{socket.gethostname()}"[:100]})
+        data = api.post(
+            "/auth/token",
+            auth=False,
+            json={
+                "username": username,
+                "password": password,
+                "name": f"cli@{socket.gethostname()}"[:100],
+            },
+        )
         stored = config.load()
         stored.update(server=api.server, token=data["token"], username=username)
         path = config.save(stored)
-        out.print(f"Logged in to {api.server} as {username} (token expires "
-                  f"{when(data.get('expires_at'))})")
+        out.print(
+            f"Logged in to {api.server} as {username} (token expires "
+            f"{when(data.get('expires_at'))})"
+        )
         err.print(f"token stored in {path}", style="dim")
 
 
@@ -111,8 +120,10 @@ def whoami(ctx: typer.Context, as_json: JSON_OPT = False) -> None:
     out.print(f"server:   {settings.server}")
     out.print(f"user:     {settings.username or '(from TETHER_TOKEN)'}")
     if current:
-        out.print(f"token:    {current.get('name') or '-'} …{current.get('hint', '')}, "
-                  f"expires {when(current.get('expires_at'))}")
+        out.print(
+            f"token:    {current.get('name') or '-'} …{current.get('hint', '')}, "
+            f"expires {when(current.get('expires_at'))}"
+        )
 
 
 def describe_params(schema: dict[str, Any]) -> str:
@@ -136,8 +147,12 @@ def types(ctx: typer.Context, as_json: JSON_OPT = False) -> None:
         return
     table = Table("name", "queue", "params (* required)", "description")
     for t in data:
-        table.add_row(t["name"], t["queue"], describe_params(t.get("params_schema") or {}),
-                      " ".join((t.get("description") or "").split("\n\n")[0].split()))
+        table.add_row(
+            t["name"],
+            t["queue"],
+            describe_params(t.get("params_schema") or {}),
+            " ".join((t.get("description") or "").split("\n\n")[0].split()),
+        )
     out.print(table)
 
 
@@ -171,8 +186,9 @@ def convert(key: str, raw: str, prop: dict[str, Any]) -> Any:
         reason = "not an integer" if kind == "integer" else str(exc)
         if kind == "number" and "could not convert" in reason:
             reason = "not a number"
-        raise CliError(f"bad value for param {key!r} ({kind} expected): {raw!r}: {reason}",
-                       EXIT_USAGE) from None
+        raise CliError(
+            f"bad value for param {key!r} ({kind} expected): {raw!r}: {reason}", EXIT_USAGE
+        ) from None
     return raw
 
 
@@ -180,8 +196,9 @@ def load_params_file(source: str) -> dict[str, Any]:
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as exc:
-        raise CliError(f"cannot read params file {source}: {exc.strerror or exc}",
-                       EXIT_USAGE) from None
+        raise CliError(
+            f"cannot read params file {source}: {exc.strerror or exc}", EXIT_USAGE
+        ) from None
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -194,13 +211,19 @@ def load_params_file(source: str) -> dict[str, Any]:
 def submit(
     ctx: typer.Context,
     type_name: Annotated[str, typer.Argument(metavar="TYPE", help="Task type (see `types`).")],
-    param: Annotated[list[str] | None, typer.Option(
-        "--param", "-p", help="key=value, typed by the task type's schema; repeatable.")] = None,
-    params_file: Annotated[str | None, typer.Option(
-        "--params", help="JSON object file with the params ('-' = stdin).")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param", "-p", help="key=value, typed by the task type's schema; repeatable."
+        ),
+    ] = None,
+    params_file: Annotated[
+        str | None, typer.Option("--params", help="JSON object file with the params ('-' = stdin).")
+    ] = None,
     queue: Annotated[str | None, typer.Option(help="Queue (default: the type's).")] = None,
-    pause_timeout: Annotated[float | None, typer.Option(
-        help="Seconds a pause may last before the task is cancelled.")] = None,
+    pause_timeout: Annotated[
+        float | None, typer.Option(help="Seconds a pause may last before the task is cancelled.")
+    ] = None,
     watch_it: Annotated[bool, typer.Option("--watch", help="Watch it until it ends.")] = False,
     as_json: JSON_OPT = False,
 ) -> None:
@@ -243,26 +266,33 @@ def percent_of(task: dict[str, Any]) -> str:
 
 def ls(
     ctx: typer.Context,
-    status: Annotated[str | None, typer.Option(
-        help="Only these statuses (comma-separated).")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Only these statuses (comma-separated).")
+    ] = None,
     type_name: Annotated[str | None, typer.Option("--type", help="Only this task type.")] = None,
-    all_pages: Annotated[bool, typer.Option("--all-pages", help="Every task, not a page.")] =
-    False,
+    all_pages: Annotated[bool, typer.Option("--all-pages", help="Every task, not a page.")] = False,
     limit: Annotated[int, typer.Option(min=1, help="At most this many tasks.")] = 50,
     as_json: JSON_OPT = False,
 ) -> None:
     """List your tasks, newest first."""
     with connect(ctx) as api:
-        tasks = api.task_list(status=status, type_name=type_name,
-                              limit=None if all_pages else limit)
+        tasks = api.task_list(
+            status=status, type_name=type_name, limit=None if all_pages else limit
+        )
     if as_json:
         emit_json(tasks)
         return
     table = Table("id", "type", "status", "progress", "created", "message")
     for t in tasks:
         message = (t.get("progress") or {}).get("message") or t.get("error") or ""
-        table.add_row(str(t["id"]), t["type"], t["status"], percent_of(t),
-                      when(t.get("created_at")), str(message).split("\n")[0][:60])
+        table.add_row(
+            str(t["id"]),
+            t["type"],
+            t["status"],
+            percent_of(t),
+            when(t.get("created_at")),
+            str(message).split("\n")[0][:60],
+        )
     out.print(table)
 
 
@@ -278,8 +308,11 @@ def show(ctx: typer.Context, task_id: ID_ARG, as_json: JSON_OPT = False) -> None
         return
     p = task.get("progress") or {}
     rows: list[tuple[str, Any]] = [
-        ("id", task["id"]), ("type", task["type"]), ("queue", task.get("queue")),
-        ("owner", task.get("owner")), ("status", task["status"]),
+        ("id", task["id"]),
+        ("type", task["type"]),
+        ("queue", task.get("queue")),
+        ("owner", task.get("owner")),
+        ("status", task["status"]),
         ("params", json.dumps(task.get("params"))),
     ]
     if p:
@@ -314,8 +347,12 @@ def history(ctx: typer.Context, task_id: ID_ARG, as_json: JSON_OPT = False) -> N
         return
     table = Table("at", "from → to", "actor", "reason")
     for e in events:
-        table.add_row(when(e.get("at")), f"{e.get('from_status') or '-'} → {e['to_status']}",
-                      e.get("actor") or "", e.get("reason") or "")
+        table.add_row(
+            when(e.get("at")),
+            f"{e.get('from_status') or '-'} → {e['to_status']}",
+            e.get("actor") or "",
+            e.get("reason") or "",
+        )
     out.print(table)
 
 
@@ -325,14 +362,15 @@ def result(ctx: typer.Context, task_id: ID_ARG, as_json: JSON_OPT = False) -> No
         task = api.task(task_id)
     if task["status"] != "succeeded":
         why = f": {task['error']}" if task.get("error") else ""
-        raise CliError(f"task {task_id} has no result: it is {task['status']}, not "
-                       f"succeeded{why}")
+        raise CliError(f"task {task_id} has no result: it is {task['status']}, not succeeded{why}")
     emit_json(task.get("result"))
 
 
 def control(action: str) -> Any:
-    def command(ctx: typer.Context, task_ids: Annotated[list[int], typer.Argument(
-            metavar="ID...", help="Task ids.")]) -> None:
+    def command(
+        ctx: typer.Context,
+        task_ids: Annotated[list[int], typer.Argument(metavar="ID...", help="Task ids.")],
+    ) -> None:
         failed = False
         with connect(ctx) as api:
             for task_id in task_ids:
@@ -350,9 +388,11 @@ def control(action: str) -> Any:
             raise typer.Exit(1)
 
     command.__name__ = action
-    command.__doc__ = {"pause": "Pause tasks (they continue later from their checkpoint).",
-                       "resume": "Resume paused tasks.",
-                       "cancel": "Cancel tasks (their rollback undoes their effects)."}[action]
+    command.__doc__ = {
+        "pause": "Pause tasks (they continue later from their checkpoint).",
+        "resume": "Resume paused tasks.",
+        "cancel": "Cancel tasks (their rollback undoes their effects).",
+    }[action]
     return command
 
 

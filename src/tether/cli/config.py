@@ -72,8 +72,9 @@ class Settings:
 def resolve(server_option: str | None) -> Settings:
     stored = load()
     stored_server = normalize(str(stored["server"])) if stored.get("server") else None
-    server = normalize(server_option or os.environ.get("TETHER_SERVER") or stored_server
-                       or DEFAULT_SERVER)
+    server = normalize(
+        server_option or os.environ.get("TETHER_SERVER") or stored_server or DEFAULT_SERVER
+    )
     token = os.environ.get("TETHER_TOKEN") or None
     username = None
     if stored_server in (None, server):

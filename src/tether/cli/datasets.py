@@ -57,10 +57,12 @@ err = Console(stderr=True, highlight=False)
 
 
 def gen_csv(
-    output: Annotated[Path, typer.Option("--output", "-o", help="File to write ('-' for "
-                                                                "standard output).")],
-    rows: Annotated[int, typer.Option("--rows", "-n", min=0, max=100_000_000,
-                                      help="Data rows (plus a header).")] = 20_000,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="File to write ('-' for standard output).")
+    ],
+    rows: Annotated[
+        int, typer.Option("--rows", "-n", min=0, max=100_000_000, help="Data rows (plus a header).")
+    ] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same file).")] = 42,
 ) -> None:
     """Write realistic dummy CSV data (9 columns; quotes, commas, newlines in text).
@@ -82,8 +84,11 @@ def gen_csv(
         tmp.unlink(missing_ok=True)
         raise CliError(f"cannot write {output}: {exc.strerror or exc}", 1) from None
     size = output.stat().st_size
-    typer.echo(f"wrote {written:,} rows ({size / 1e6:.1f} MB) to {output} in "
-               f"{time.monotonic() - started:.1f}s", err=True)
+    typer.echo(
+        f"wrote {written:,} rows ({size / 1e6:.1f} MB) to {output} in "
+        f"{time.monotonic() - started:.1f}s",
+        err=True,
+    )
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -91,8 +96,11 @@ def gen_csv(
 
 def check_name(name: str) -> str:
     if not NAME_RE.match(name):
-        raise CliError(f"dataset name {name!r} is not allowed: use 1-64 letters, digits, "
-                       "'_' and '-', starting with a letter or digit", EXIT_USAGE)
+        raise CliError(
+            f"dataset name {name!r} is not allowed: use 1-64 letters, digits, "
+            "'_' and '-', starting with a letter or digit",
+            EXIT_USAGE,
+        )
     return name
 
 
@@ -109,8 +117,10 @@ def parse_columns(spec: str) -> str:
     for item in spec.split(","):
         name, sep, kind = item.rpartition(":")
         if not sep or not name.strip() or kind.strip() not in TYPES:
-            raise CliError(f"--columns: {item.strip()!r} is not NAME:TYPE with TYPE one of "
-                           f"{', '.join(TYPES)}", EXIT_USAGE)
+            raise CliError(
+                f"--columns: {item.strip()!r} is not NAME:TYPE with TYPE one of {', '.join(TYPES)}",
+                EXIT_USAGE,
+            )
         columns.append({"name": name.strip(), "type": kind.strip()})
     return json.dumps(columns)
 
@@ -139,9 +149,16 @@ def transfer_bar(description: str, show: bool) -> Iterator[Callable[[int, int | 
     if not show:
         yield lambda done, total: None
         return
-    with Progress(TextColumn(description), BarColumn(), TaskProgressColumn(),
-                  DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                  console=err, transient=True) as bars:
+    with Progress(
+        TextColumn(description),
+        BarColumn(),
+        TaskProgressColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bars:
         row = bars.add_task(description, total=None, visible=False)
 
         def update(done: int, total: int | None) -> None:
@@ -240,33 +257,56 @@ def describe_columns(columns: list[dict[str, Any]], width: int = 70) -> str:
 
 def import_cmd(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="The CSV file (UTF-8).",
-                                         show_default=False)],
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.",
-                                         show_default=False)],
-    mode: Annotated[Mode, typer.Option(
-        help="create (must not exist), append (same columns) or replace.")] = Mode.CREATE,
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="The CSV file (UTF-8).", show_default=False)
+    ],
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="Dataset name.", show_default=False)
+    ],
+    mode: Annotated[
+        Mode, typer.Option(help="create (must not exist), append (same columns) or replace.")
+    ] = Mode.CREATE,
     delimiter: Annotated[str, typer.Option(help="Field delimiter ('tab' for a tab).")] = ",",
-    no_header: Annotated[bool, typer.Option(
-        "--no-header", help="The first line is data; columns are column_1, column_2, …")] =
-    False,
-    null_values: Annotated[str | None, typer.Option(
-        "--null-values", help="Cells read as null, comma-separated (default: '', NA, NULL); "
-                              "a JSON list also works.")] = None,
-    columns: Annotated[str | None, typer.Option(
-        help="Declare the columns instead of inferring them: NAME:TYPE,… (types: "
-             + ", ".join(TYPES) + ").")] = None,
-    on_error: Annotated[OnError, typer.Option(
-        "--on-error", help="fail: a bad row fails the import; skip: skip and report it.")] =
-    OnError.FAIL,
+    no_header: Annotated[
+        bool,
+        typer.Option(
+            "--no-header", help="The first line is data; columns are column_1, column_2, …"
+        ),
+    ] = False,
+    null_values: Annotated[
+        str | None,
+        typer.Option(
+            "--null-values",
+            help="Cells read as null, comma-separated (default: '', NA, NULL); "
+            "a JSON list also works.",
+        ),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            help="Declare the columns instead of inferring them: NAME:TYPE,… (types: "
+            + ", ".join(TYPES)
+            + ")."
+        ),
+    ] = None,
+    on_error: Annotated[
+        OnError,
+        typer.Option(
+            "--on-error", help="fail: a bad row fails the import; skip: skip and report it."
+        ),
+    ] = OnError.FAIL,
     watch_it: Annotated[bool, typer.Option("--watch", help="Watch it until it ends.")] = False,
     as_json: JSON_OPT = False,
 ) -> None:
     """Upload a CSV file and import it into a dataset; prints the import task's id."""
     check_name(dataset)
-    form: dict[str, Any] = {"dataset": dataset, "mode": mode.value, "delimiter": delimiter,
-                            "header": "false" if no_header else "true",
-                            "on_error": on_error.value}
+    form: dict[str, Any] = {
+        "dataset": dataset,
+        "mode": mode.value,
+        "delimiter": delimiter,
+        "header": "false" if no_header else "true",
+        "on_error": on_error.value,
+    }
     if null_values is not None:
         form["null_values"] = null_values
     if columns is not None:
@@ -279,17 +319,22 @@ def import_cmd(
         size = os.fstat(handle.fileno()).st_size
         existing = find_dataset(api, dataset)
         if mode is Mode.CREATE and existing is not None:
-            raise CliError(f"dataset {dataset!r} exists already; use --mode append or "
-                           "--mode replace, or another name")
+            raise CliError(
+                f"dataset {dataset!r} exists already; use --mode append or "
+                "--mode replace, or another name"
+            )
         if mode is Mode.APPEND and existing is None:
             raise CliError(f"no dataset {dataset!r} to append to; use --mode create")
         started = time.monotonic()
         try:
             with transfer_bar(f"upload {file.name}", err.is_terminal and not as_json) as bar:
                 reader = ProgressReader(handle, lambda sent: bar(sent, size))
-                task = api.post("/datasets/import", data=form,
-                                files={"file": (file.name, reader, "text/csv")},
-                                timeout=UPLOAD_READ_TIMEOUT)
+                task = api.post(
+                    "/datasets/import",
+                    data=form,
+                    files={"file": (file.name, reader, "text/csv")},
+                    timeout=UPLOAD_READ_TIMEOUT,
+                )
         except KeyboardInterrupt:
             err.print("upload interrupted: nothing was imported")
             raise typer.Exit(130) from None
@@ -298,9 +343,12 @@ def import_cmd(
             emit_json(task)
             return
         if not as_json:
-            err.print(f"uploaded {file.name} ({human_size(size)}) in "
-                      f"{time.monotonic() - started:.1f}s; task {task_id} imports it into "
-                      f"dataset {dataset!r}", style="dim")
+            err.print(
+                f"uploaded {file.name} ({human_size(size)}) in "
+                f"{time.monotonic() - started:.1f}s; task {task_id} imports it into "
+                f"dataset {dataset!r}",
+                style="dim",
+            )
             out.print(task_id)
         if watch_it:
             sys.stdout.flush()
@@ -310,20 +358,34 @@ def import_cmd(
 def export_cmd(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="Dataset name.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.",
-                                         show_default=False)],
-    from_date: Annotated[str | None, typer.Option(
-        "--from", metavar="DATE", help="First day included (YYYY-MM-DD).")] = None,
-    to_date: Annotated[str | None, typer.Option(
-        "--to", metavar="DATE", help="Last day included (YYYY-MM-DD).")] = None,
-    date_column: Annotated[str | None, typer.Option(
-        "--date-column", help="Date/timestamp column for --from/--to (default: the "
-                              "dataset's only one).")] = None,
-    columns: Annotated[str | None, typer.Option(
-        help="Columns to export, comma-separated, in this order (default: all).")] = None,
-    raw: Annotated[bool, typer.Option(
-        "--raw", help="Keep cells that look like spreadsheet formulas as they are "
-                      "(default: prefix them with ').")] = False,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="File to write.", show_default=False)
+    ],
+    from_date: Annotated[
+        str | None, typer.Option("--from", metavar="DATE", help="First day included (YYYY-MM-DD).")
+    ] = None,
+    to_date: Annotated[
+        str | None, typer.Option("--to", metavar="DATE", help="Last day included (YYYY-MM-DD).")
+    ] = None,
+    date_column: Annotated[
+        str | None,
+        typer.Option(
+            "--date-column",
+            help="Date/timestamp column for --from/--to (default: the dataset's only one).",
+        ),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="Columns to export, comma-separated, in this order (default: all)."),
+    ] = None,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="Keep cells that look like spreadsheet formulas as they are "
+            "(default: prefix them with ').",
+        ),
+    ] = False,
     watch_it: Annotated[bool, typer.Option("--watch", help="Show progress bars.")] = False,
     as_json: JSON_OPT = False,
 ) -> None:
@@ -359,8 +421,10 @@ def export_cmd(
             else:
                 task = wait_final(api, task_id)
         except KeyboardInterrupt:
-            err.print(f"stopped waiting; export task {task_id} keeps running (`tether "
-                      f"download {task_id} -o {output}` fetches its file)")
+            err.print(
+                f"stopped waiting; export task {task_id} keeps running (`tether "
+                f"download {task_id} -o {output}` fetches its file)"
+            )
             raise typer.Exit(130) from None
         if task["status"] != "succeeded":
             raise CliError(watch.final_line(task_id, task))
@@ -369,8 +433,11 @@ def export_cmd(
         emit_json(task)
         return
     rows = (task.get("result") or {}).get("rows")
-    err.print(f"wrote {rows:,} row{'' if rows == 1 else 's'} ({human_size(size)}) to {output}"
-              if isinstance(rows, int) else f"wrote {human_size(size)} to {output}")
+    err.print(
+        f"wrote {rows:,} row{'' if rows == 1 else 's'} ({human_size(size)}) to {output}"
+        if isinstance(rows, int)
+        else f"wrote {human_size(size)} to {output}"
+    )
 
 
 def guess_date_column(api: Api, name: str) -> str:
@@ -380,16 +447,19 @@ def guess_date_column(api: Api, name: str) -> str:
     candidates = [c["name"] for c in ds.get("columns") or [] if c.get("type") in DATE_TYPES]
     if len(candidates) != 1:
         which = ", ".join(candidates) if candidates else "none"
-        raise CliError(f"--from/--to need --date-column (date or timestamp columns of "
-                       f"{name!r}: {which})", EXIT_USAGE)
+        raise CliError(
+            f"--from/--to need --date-column (date or timestamp columns of {name!r}: {which})",
+            EXIT_USAGE,
+        )
     return str(candidates[0])
 
 
 def download_cmd(
     ctx: typer.Context,
     task_id: Annotated[int, typer.Argument(metavar="ID", help="A csv_export task id.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.",
-                                         show_default=False)],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="File to write.", show_default=False)
+    ],
 ) -> None:
     """Download the CSV file of a succeeded export task."""
     check_writable(output)
@@ -410,9 +480,12 @@ class DatasetsGroup(TyperGroup):
         return super().resolve_command(ctx, args)
 
 
-datasets_app = typer.Typer(cls=DatasetsGroup, invoke_without_command=True,
-                           no_args_is_help=False,
-                           context_settings={"help_option_names": ["-h", "--help"]})
+datasets_app = typer.Typer(
+    cls=DatasetsGroup,
+    invoke_without_command=True,
+    no_args_is_help=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
 
 @datasets_app.callback()
@@ -433,8 +506,7 @@ def datasets_list(ctx: typer.Context, as_json: JSON_OPT = False) -> None:
         last = when(ds.get("last_import_at"))
         if ds.get("last_import_task"):
             last += f" (task {ds['last_import_task']})"
-        table.add_row(ds["name"], f"{ds['row_count']:,}", describe_columns(ds["columns"]),
-                      last)
+        table.add_row(ds["name"], f"{ds['row_count']:,}", describe_columns(ds["columns"]), last)
     out.print(table)
 
 
@@ -442,8 +514,9 @@ def datasets_list(ctx: typer.Context, as_json: JSON_OPT = False) -> None:
 def datasets_show(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="Dataset name.")],
-    rows: Annotated[int, typer.Option("--rows", "-n", min=0, max=1000,
-                                      help="Preview this many rows (0: none).")] = 10,
+    rows: Annotated[
+        int, typer.Option("--rows", "-n", min=0, max=1000, help="Preview this many rows (0: none).")
+    ] = 10,
     offset: Annotated[int, typer.Option(min=0, help="Skip this many rows first.")] = 0,
     as_json: JSON_OPT = False,
 ) -> None:
@@ -453,22 +526,30 @@ def datasets_show(
         ds = find_dataset(api, name)
         if ds is None:
             raise CliError(f"no dataset {name!r}")
-        page = (api.get(f"/datasets/{name}/rows", params={"limit": rows, "offset": offset})
-                if rows else None)
+        page = (
+            api.get(f"/datasets/{name}/rows", params={"limit": rows, "offset": offset})
+            if rows
+            else None
+        )
     if as_json:
         emit_json({**ds, "preview": page["rows"] if page else []})
         return
     last = when(ds.get("last_import_at"))
     if ds.get("last_import_task"):
         last += f" (task {ds['last_import_task']})"
-    for key, value in (("name", ds["name"]), ("rows", f"{ds['row_count']:,}"),
-                       ("created", when(ds.get("created_at"))), ("last import", last),
-                       ("columns", describe_columns(ds["columns"], width=10_000))):
+    for key, value in (
+        ("name", ds["name"]),
+        ("rows", f"{ds['row_count']:,}"),
+        ("created", when(ds.get("created_at"))),
+        ("last import", last),
+        ("columns", describe_columns(ds["columns"], width=10_000)),
+    ):
         out.print(f"[bold]{key + ':':<13}[/bold] {value}", soft_wrap=True)
     if page and page["rows"]:
-        table = Table(*(c["name"] for c in ds["columns"]),
-                      title=f"rows {offset + 1}-{offset + len(page['rows'])} of "
-                            f"{ds['row_count']:,}")
+        table = Table(
+            *(c["name"] for c in ds["columns"]),
+            title=f"rows {offset + 1}-{offset + len(page['rows'])} of {ds['row_count']:,}",
+        )
         for row in page["rows"]:
             table.add_row(*(preview_cell(v) for v in row))
         out.print(table)
@@ -478,8 +559,7 @@ def datasets_show(
 def datasets_rm(
     ctx: typer.Context,
     names: Annotated[list[str], typer.Argument(metavar="NAME...", help="Dataset names.")],
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] =
-    False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete datasets and their tables (not while an import or export of one runs)."""
     for name in names:
@@ -487,8 +567,10 @@ def datasets_rm(
     if not yes:
         if not sys.stdin.isatty():
             raise CliError("deleting datasets needs --yes when not on a terminal", EXIT_USAGE)
-        typer.confirm(f"Delete {', '.join(names)} and all {'their' if len(names) > 1 else 'its'}"
-                      f" rows?", abort=True)
+        typer.confirm(
+            f"Delete {', '.join(names)} and all {'their' if len(names) > 1 else 'its'} rows?",
+            abort=True,
+        )
     failed = False
     with connect(ctx) as api:
         for name in names:

@@ -28,8 +28,9 @@ class CliError(Exception):
 class ApiError(CliError):
     """The server answered with an error status."""
 
-    def __init__(self, message: str, status: int, error_code: str = "",
-                 body: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, status: int, error_code: str = "", body: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message, EXIT_REFUSED)
         self.status = status
         self.error_code = error_code
@@ -38,8 +39,11 @@ class ApiError(CliError):
 
 def unreachable(server: str, exc: Exception) -> CliError:
     reason = str(exc) or type(exc).__name__
-    return CliError(f"cannot reach the Tether server at {server}: {reason}; is `tether serve` "
-                    "running? (set --server or TETHER_SERVER)", EXIT_UNREACHABLE)
+    return CliError(
+        f"cannot reach the Tether server at {server}: {reason}; is `tether serve` "
+        "running? (set --server or TETHER_SERVER)",
+        EXIT_UNREACHABLE,
+    )
 
 
 def error_of(response: httpx.Response) -> tuple[str, str, dict[str, Any]]:
@@ -62,8 +66,7 @@ class Api:
         self.server = server
         self.token = token
         headers = {"User-Agent": f"tether-cli/{__version__}"}
-        self._client = httpx.Client(base_url=f"{server}/api/v1", headers=headers,
-                                    timeout=timeout)
+        self._client = httpx.Client(base_url=f"{server}/api/v1", headers=headers, timeout=timeout)
 
     def close(self) -> None:
         self._client.close()
@@ -79,17 +82,32 @@ class Api:
             return {"Authorization": f"Token {self.token}"}
         return {}
 
-    def request(self, method: str, path: str, *, json: Any = None,
-                params: dict[str, Any] | None = None, auth: bool = True,
-                task_id: int | None = None, data: dict[str, Any] | None = None,
-                files: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        auth: bool = True,
+        task_id: int | None = None,
+        data: dict[str, Any] | None = None,
+        files: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         """``data`` + ``files``: a multipart form; file objects are streamed, not read
         into memory. ``timeout``: seconds to wait for each read (default: the client's)."""
         try:
             response = self._client.request(
-                method, path, json=json, params=params, headers=self._headers(auth),
-                data=data, files=files,
-                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
+                method,
+                path,
+                json=json,
+                params=params,
+                headers=self._headers(auth),
+                data=data,
+                files=files,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+            )
         except httpx.TransportError as exc:
             raise unreachable(self.server, exc) from None
         if response.status_code >= 400:
@@ -99,11 +117,11 @@ class Api:
         try:
             return response.json()
         except ValueError:
-            raise CliError(f"{self.server} did not answer with JSON (is it a Tether "
-                           "server?)") from None
+            raise CliError(
+                f"{self.server} did not answer with JSON (is it a Tether server?)"
+            ) from None
 
-    def _error(self, response: httpx.Response, *, auth: bool,
-               task_id: int | None) -> ApiError:
+    def _error(self, response: httpx.Response, *, auth: bool, task_id: int | None) -> ApiError:
         code, message, body = error_of(response)
         status = response.status_code
         if status == 401 and auth:
@@ -118,8 +136,9 @@ class Api:
             message = f"HTTP {status}"
         return ApiError(message, status, code, body)
 
-    def download(self, path: str, out: BinaryIO,
-                 progress: Callable[[int, int | None], None] | None = None) -> int:
+    def download(
+        self, path: str, out: BinaryIO, progress: Callable[[int, int | None], None] | None = None
+    ) -> int:
         """Stream the body of GET ``path`` into ``out``; returns the bytes written.
         ``progress(done, total)`` is called after each chunk (total from Content-Length)."""
         written = 0
@@ -151,8 +170,9 @@ class Api:
     def task(self, task_id: int) -> dict[str, Any]:
         return dict(self.get(f"/tasks/{task_id}", task_id=task_id))
 
-    def task_list(self, *, status: str | None = None, type_name: str | None = None,
-                  limit: int | None = 50) -> list[dict[str, Any]]:
+    def task_list(
+        self, *, status: str | None = None, type_name: str | None = None, limit: int | None = 50
+    ) -> list[dict[str, Any]]:
         """Tasks newest first; ``limit=None`` follows every page."""
         page_size = 500 if limit is None else max(1, min(limit, 500))
         params: dict[str, Any] = {"page_size": page_size}

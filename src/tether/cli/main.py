@@ -23,10 +23,16 @@ app = typer.Typer(
 @app.callback()
 def root(
     ctx: typer.Context,
-    server_url: Annotated[str | None, typer.Option(
-        "--server", metavar="URL", show_default=False,
-        help="Tether server for client commands (default: $TETHER_SERVER, the logged-in "
-             "server, else http://127.0.0.1:8000).")] = None,
+    server_url: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            metavar="URL",
+            show_default=False,
+            help="Tether server for client commands (default: $TETHER_SERVER, the logged-in "
+            "server, else http://127.0.0.1:8000).",
+        ),
+    ] = None,
 ) -> None:
     """Tether: long-running tasks you can pause, resume, cancel with rollback and watch."""
     ctx.obj = {"server": server_url}

@@ -37,8 +37,9 @@ def home_lock(home: Path) -> IO[str]:  # type: ignore[misc]
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.close()
-        raise fail(f"another 'tether serve' is using {home} (set TETHER_HOME to run a second "
-                   "one)") from None
+        raise fail(
+            f"another 'tether serve' is using {home} (set TETHER_HOME to run a second one)"
+        ) from None
     try:
         yield f
     finally:
@@ -61,9 +62,12 @@ WSGI_THREADS = 10  # requests served at once (a long upload or download holds on
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="PORT", help="Port to listen on.")] = 8000,
-    workers: Annotated[int | None, typer.Option(
-        "--workers", "-w", min=1, max=256,
-        help="Embedded worker slots (default: CPU count).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", "-w", min=1, max=256, help="Embedded worker slots (default: CPU count)."
+        ),
+    ] = None,
     migrate: Annotated[bool, typer.Option(help="Apply database migrations first.")] = True,
 ) -> None:
     """Run the API server with the embedded worker (state in $TETHER_HOME, default ./.tether)."""
@@ -84,22 +88,32 @@ def serve(
     if settings.TETHER["EXECUTOR"] == "celery" and not broker:
         raise fail("TETHER_EXECUTOR=celery needs TETHER_BROKER_URL (redis://… or amqp://…)")
     from tether.executors.celery_executor import CeleryExecutor
+
     if not port_free(host, port):
         raise fail(f"port {port} on {host} is in use; choose another with PORT=… or --port")
     with home_lock(home):
         if migrate:
             call_command("migrate", interactive=False, verbosity=0)
-        executor: Executor = (EmbeddedExecutor(workers)
-                              if settings.TETHER["EXECUTOR"] == "embedded" else CeleryExecutor())
+        executor: Executor = (
+            EmbeddedExecutor(workers)
+            if settings.TETHER["EXECUTOR"] == "embedded"
+            else CeleryExecutor()
+        )
         executor.start()
         connection.close()
         url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-        typer.echo(f"Tether serving {url}  (API {url}/api/v1/, docs {url}/docs/, "
-                   f"admin {url}/admin/)")
-        typer.echo(f"  state in {home}, database {connection.vendor}, executor "
-                   f"{settings.TETHER['EXECUTOR']}"
-                   + (f" with {executor.slots} worker slot(s)" if executor.slots
-                      else f" (tasks run in `tether worker`; broker {redact(broker)})"))
+        typer.echo(
+            f"Tether serving {url}  (API {url}/api/v1/, docs {url}/docs/, admin {url}/admin/)"
+        )
+        typer.echo(
+            f"  state in {home}, database {connection.vendor}, executor "
+            f"{settings.TETHER['EXECUTOR']}"
+            + (
+                f" with {executor.slots} worker slot(s)"
+                if executor.slots
+                else f" (tasks run in `tether worker`; broker {redact(broker)})"
+            )
+        )
         sys.stdout.flush()
         # WSGI: Django's sync views skip the per-middleware thread hops of its ASGI
         # handler, which more than halves request latency (see bench/control_latency.py).
@@ -110,9 +124,15 @@ def serve(
 
         from tether.server.wsgi import application
 
-        config = uvicorn.Config(WSGIMiddleware(cast(Any, application), workers=WSGI_THREADS),
-                                interface="asgi3", host=host, port=port, log_level="warning",
-                                access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            WSGIMiddleware(cast(Any, application), workers=WSGI_THREADS),
+            interface="asgi3",
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
         # uvicorn re-raises SIGTERM after its own graceful shutdown: turn it into a normal
         # exit so the executor hands running tasks back instead of dying with them.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -133,13 +153,16 @@ def check_services(broker: str | None) -> None:
     try:
         connection.ensure_connection()
     except Exception as exc:
-        raise fail(f"cannot reach the database ({where}): "
-                   f"{str(exc).strip().splitlines()[0]}") from None
+        raise fail(
+            f"cannot reach the database ({where}): {str(exc).strip().splitlines()[0]}"
+        ) from None
     features = connection.features
     if features.has_select_for_update and not features.has_select_for_update_skip_locked:
         # workers claim tasks with it (MariaDB has it from 10.6 on, MySQL from 8.0)
-        raise fail(f"the database ({where}) has no SELECT … FOR UPDATE SKIP LOCKED; Tether "
-                   "needs PostgreSQL, MariaDB 10.6+ or MySQL 8.0+")
+        raise fail(
+            f"the database ({where}) has no SELECT … FOR UPDATE SKIP LOCKED; Tether "
+            "needs PostgreSQL, MariaDB 10.6+ or MySQL 8.0+"
+        )
     if broker:
         from kombu import Connection
 
@@ -151,11 +174,19 @@ def check_services(broker: str | None) -> None:
 
 
 def worker(
-    queues: Annotated[str | None, typer.Option(
-        "--queues", "-Q", help="Comma-separated queues to take tasks from (default: all "
-                               "queues of the registered task types).")] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, max=256,
-                                             help="Tasks run at once (threads).")] = 4,
+    queues: Annotated[
+        str | None,
+        typer.Option(
+            "--queues",
+            "-Q",
+            help="Comma-separated queues to take tasks from (default: all "
+            "queues of the registered task types).",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int,
+        typer.Option("--concurrency", "-c", min=1, max=256, help="Tasks run at once (threads)."),
+    ] = 4,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
     """Run a Celery worker for Tether tasks (needs TETHER_BROKER_URL and a shared
@@ -172,9 +203,22 @@ def worker(
     from tether.executors.celery_executor import get_app
 
     names = queues or ",".join(sorted({t.queue for t in registry.all_types()}))
-    get_app().worker_main(["worker", "-P", "threads", "-c", str(concurrency), "-Q", names,
-                           f"--loglevel={loglevel}", "-n", f"tether-{os.getpid()}@%h",
-                           "--without-gossip", "--without-mingle"])
+    get_app().worker_main(
+        [
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            str(concurrency),
+            "-Q",
+            names,
+            f"--loglevel={loglevel}",
+            "-n",
+            f"tether-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
 
 
 def migrate_cmd() -> None:
@@ -207,5 +251,7 @@ def register(app: typer.Typer) -> None:
     app.command(rich_help_panel="Server")(worker)
     app.command("migrate", rich_help_panel="Server")(migrate_cmd)
     app.command(rich_help_panel="Server")(createsuperuser)
-    app.command(rich_help_panel="Server", context_settings={
-        "allow_extra_args": True, "ignore_unknown_options": True})(manage)
+    app.command(
+        rich_help_panel="Server",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(manage)

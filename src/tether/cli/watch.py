@@ -22,8 +22,14 @@ STATUSES = (*ACTIVE, *FINAL)
 POLL = 0.3
 T = TypeVar("T")
 RECONNECT_SECONDS = 120.0  # how long watch and wait outlast an unreachable server
-STATUS_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow",
-                "paused": "cyan", "pausing": "cyan", "cancelling": "yellow"}
+STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+    "paused": "cyan",
+    "pausing": "cyan",
+    "cancelling": "yellow",
+}
 
 
 def _fmt_eta(seconds: Any) -> str:
@@ -83,8 +89,10 @@ def patiently(call: Callable[[], T], say: Callable[[str], None] = _to_stderr) ->
             now = time.monotonic()
             if lost is None:
                 lost = now
-                say(f"the server is unreachable; retrying for up to {RECONNECT_SECONDS:g}s "
-                    "(Ctrl-C stops watching, not the tasks)")
+                say(
+                    f"the server is unreachable; retrying for up to {RECONNECT_SECONDS:g}s "
+                    "(Ctrl-C stops watching, not the tasks)"
+                )
             elif now - lost > RECONNECT_SECONDS:
                 raise
             time.sleep(1.0)
@@ -94,8 +102,12 @@ def patiently(call: Callable[[], T], say: Callable[[str], None] = _to_stderr) ->
         return result
 
 
-def _poll(api: Api, ids: list[int], latest: dict[int, dict[str, Any] | None],
-          say: Callable[[str], None] = _to_stderr) -> bool:
+def _poll(
+    api: Api,
+    ids: list[int],
+    latest: dict[int, dict[str, Any] | None],
+    say: Callable[[str], None] = _to_stderr,
+) -> bool:
     """Refresh every unfinished task; True when all are final (or gone)."""
     for task_id in ids:
         task = latest.get(task_id, {})
@@ -108,11 +120,18 @@ def _poll(api: Api, ids: list[int], latest: dict[int, dict[str, Any] | None],
     return all(t is None or t["status"] in FINAL for t in latest.values())
 
 
-def _watch_bars(api: Api, ids: list[int], latest: dict[int, dict[str, Any] | None],
-                console: Console) -> None:
-    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-               TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[eta]}"),
-               TextColumn("{task.fields[msg]}"), TextColumn("{task.fields[status]}"))
+def _watch_bars(
+    api: Api, ids: list[int], latest: dict[int, dict[str, Any] | None], console: Console
+) -> None:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[eta]}"),
+        TextColumn("{task.fields[msg]}"),
+        TextColumn("{task.fields[status]}"),
+    )
     with Progress(*columns, console=console, refresh_per_second=8) as bars:
         rows: dict[int, TaskID] = {}
         while True:
@@ -126,8 +145,9 @@ def _watch_bars(api: Api, ids: list[int], latest: dict[int, dict[str, Any] | Non
                     pct = 100.0
                 total = 100.0 if isinstance(pct, int | float) else None
                 if task_id not in rows:
-                    rows[task_id] = bars.add_task(f"#{task_id} {task['type']}", total=total,
-                                                  **_fields(task))
+                    rows[task_id] = bars.add_task(
+                        f"#{task_id} {task['type']}", total=total, **_fields(task)
+                    )
                 bars.update(rows[task_id], total=total, completed=pct or 0, **_fields(task))
             if done:
                 bars.refresh()
@@ -171,8 +191,9 @@ def run_watch(api: Api, ids: list[int], *, as_json: bool = False) -> int:
         return 130
     if as_json:
         found = [t for t in latest.values() if t is not None]
-        sys.stdout.write(json.dumps(found[0] if len(ids) == 1 and found else found,
-                                    indent=2) + "\n")
+        sys.stdout.write(
+            json.dumps(found[0] if len(ids) == 1 and found else found, indent=2) + "\n"
+        )
     else:
         for task_id in ids:
             print(final_line(task_id, latest[task_id]), flush=True)
@@ -180,8 +201,13 @@ def run_watch(api: Api, ids: list[int], *, as_json: bool = False) -> int:
     return 0 if ok else 1
 
 
-def watch(ctx: typer.Context, task_ids: Annotated[list[int] | None, typer.Argument(
-        metavar="[ID...]", help="Task ids (default: all your active tasks).")] = None) -> None:
+def watch(
+    ctx: typer.Context,
+    task_ids: Annotated[
+        list[int] | None,
+        typer.Argument(metavar="[ID...]", help="Task ids (default: all your active tasks)."),
+    ] = None,
+) -> None:
     """Watch tasks live until they end (Ctrl-C stops watching, not the tasks)."""
     with connect(ctx) as api:
         ids = list(task_ids or [])
@@ -197,17 +223,19 @@ def watch(ctx: typer.Context, task_ids: Annotated[list[int] | None, typer.Argume
 def wait(
     ctx: typer.Context,
     task_id: Annotated[int, typer.Argument(metavar="ID", help="Task id.")],
-    until: Annotated[str, typer.Option(help="Status(es) to wait for, comma-separated.")] =
-    "succeeded",
-    timeout: Annotated[float | None, typer.Option(min=0, help="Give up after SECONDS.")] =
-    None,
+    until: Annotated[
+        str, typer.Option(help="Status(es) to wait for, comma-separated.")
+    ] = "succeeded",
+    timeout: Annotated[float | None, typer.Option(min=0, help="Give up after SECONDS.")] = None,
 ) -> None:
     """Wait until a task reaches a status (exit 1 if it ends otherwise or times out)."""
     wanted = {s.strip() for s in until.split(",") if s.strip()}
     bad = sorted(wanted - set(STATUSES))
     if bad or not wanted:
-        raise CliError(f"--until: unknown status {bad[0] if bad else until!r}; use "
-                       f"{', '.join(STATUSES)}", EXIT_USAGE)
+        raise CliError(
+            f"--until: unknown status {bad[0] if bad else until!r}; use {', '.join(STATUSES)}",
+            EXIT_USAGE,
+        )
     deadline = None if timeout is None else time.monotonic() + timeout
     with connect(ctx) as api:
         try:
@@ -218,8 +246,9 @@ def wait(
                     print(f"task {task_id}: {status}")
                     return
                 if status in FINAL:
-                    raise CliError(f"{final_line(task_id, task)} (waited for "
-                                   f"{', '.join(sorted(wanted))})")
+                    raise CliError(
+                        f"{final_line(task_id, task)} (waited for {', '.join(sorted(wanted))})"
+                    )
                 if deadline is not None and time.monotonic() >= deadline:
                     raise CliError(f"timed out after {timeout:g}s: task {task_id} is {status}")
                 time.sleep(POLL)

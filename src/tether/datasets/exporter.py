@@ -35,15 +35,29 @@ PARAMS = {
     "type": "object",
     "properties": {
         "dataset": {"type": "string", "pattern": NAME_PATTERN},
-        "columns": {"type": "array", "items": {"type": "string"}, "minItems": 1,
-                    "maxItems": 1000, "description": "columns to export (default: all)"},
+        "columns": {
+            "type": "array",
+            "items": {"type": "string"},
+            "minItems": 1,
+            "maxItems": 1000,
+            "description": "columns to export (default: all)",
+        },
         "date_column": {"type": "string", "description": "column for from_date/to_date"},
-        "from_date": {"type": "string", "format": "date",
-                      "description": "first day included (YYYY-MM-DD)"},
-        "to_date": {"type": "string", "format": "date",
-                    "description": "last day included (YYYY-MM-DD)"},
-        "raw": {"type": "boolean", "default": False,
-                "description": "do not neutralise cells that look like formulas"},
+        "from_date": {
+            "type": "string",
+            "format": "date",
+            "description": "first day included (YYYY-MM-DD)",
+        },
+        "to_date": {
+            "type": "string",
+            "format": "date",
+            "description": "last day included (YYYY-MM-DD)",
+        },
+        "raw": {
+            "type": "boolean",
+            "default": False,
+            "description": "do not neutralise cells that look like formulas",
+        },
     },
     "required": ["dataset"],
     "additionalProperties": False,
@@ -59,8 +73,14 @@ def _day(value: str | None, what: str) -> date | None:
         raise DataError(f"{what} {value!r} is not a date (YYYY-MM-DD)") from None
 
 
-def plan(owner_id: int, dataset: str, columns: list[str] | None, date_column: str | None,
-         from_date: str | None, to_date: str | None) -> dict[str, Any]:
+def plan(
+    owner_id: int,
+    dataset: str,
+    columns: list[str] | None,
+    date_column: str | None,
+    from_date: str | None,
+    to_date: str | None,
+) -> dict[str, Any]:
     """Check an export request; raises DataError naming the problem. Also used by the
     API to answer 400/404 before a task is created."""
     ds = Dataset.objects.filter(owner_id=owner_id, name=dataset).first()
@@ -74,12 +94,17 @@ def plan(owner_id: int, dataset: str, columns: list[str] | None, date_column: st
     if (start or end) and not date_column:
         raise DataError("from_date/to_date need date_column")
     if date_column and by_name.get(date_column, {}).get("type") not in DATE_TYPES:
-        raise DataError(f"date_column {date_column!r} must be a date or timestamp column "
-                        f"of the dataset")
+        raise DataError(
+            f"date_column {date_column!r} must be a date or timestamp column of the dataset"
+        )
     if start and end and start > end:
         raise DataError(f"from_date {start} is after to_date {end}")
-    return {"dataset": ds, "columns": [by_name[c] for c in columns or list(by_name)],
-            "start": start, "end": end}
+    return {
+        "dataset": ds,
+        "columns": [by_name[c] for c in columns or list(by_name)],
+        "start": start,
+        "end": end,
+    }
 
 
 def _remove(task_id: int) -> None:
@@ -98,9 +123,16 @@ def delete_partial(ctx: TaskContext) -> None:
 
 
 @task(name="csv_export", queue="data", rollback=delete_partial, params=PARAMS)
-def csv_export(ctx: TaskContext, *, dataset: str, columns: list[str] | None = None,
-               date_column: str | None = None, from_date: str | None = None,
-               to_date: str | None = None, raw: bool = False) -> dict[str, Any]:
+def csv_export(
+    ctx: TaskContext,
+    *,
+    dataset: str,
+    columns: list[str] | None = None,
+    date_column: str | None = None,
+    from_date: str | None = None,
+    to_date: str | None = None,
+    raw: bool = False,
+) -> dict[str, Any]:
     """Export a dataset to CSV; download it with GET /api/v1/tasks/{id}/download."""
     began = time.monotonic()
     p = plan(task_owner(ctx), dataset, columns, date_column, from_date, to_date)
@@ -111,8 +143,11 @@ def csv_export(ctx: TaskContext, *, dataset: str, columns: list[str] | None = No
     if state.get("complete") and final.exists():  # stopped after the rename
         return _result(dataset, state, final, began)
     if not state:  # (no checkpoint yet: a run that stops now starts over)
-        total = (sql.count(table, date_column=date_column, start=p["start"], end=p["end"])
-                 if p["start"] or p["end"] else p["dataset"].row_count)
+        total = (
+            sql.count(table, date_column=date_column, start=p["start"], end=p["end"])
+            if p["start"] or p["end"]
+            else p["dataset"].row_count
+        )
         state = {"after": 0, "bytes": 0, "rows": 0, "total": total}
         with open(part, "wb") as out:
             head = io.StringIO()
@@ -125,9 +160,17 @@ def csv_export(ctx: TaskContext, *, dataset: str, columns: list[str] | None = No
         synced = time.monotonic()
         page = PAGE_ROWS if sql.vendor() == "postgresql" else SELECT_PAGE_ROWS
         while True:
-            n, last = sql.export_page(out, table, cols, after=state["after"], limit=page,
-                                      raw=raw, date_column=date_column, start=p["start"],
-                                      end=p["end"])
+            n, last = sql.export_page(
+                out,
+                table,
+                cols,
+                after=state["after"],
+                limit=page,
+                raw=raw,
+                date_column=date_column,
+                start=p["start"],
+                end=p["end"],
+            )
             if n == 0:
                 break
             state = {**state, "after": last, "bytes": out.tell(), "rows": state["rows"] + n}
@@ -148,7 +191,11 @@ def _sync(out: IO[bytes]) -> None:
     os.fsync(out.fileno())
 
 
-def _result(dataset: str, state: dict[str, Any], final: Path, began: float
-            ) -> dict[str, Any]:
-    return {"dataset": dataset, "rows": state["rows"], "bytes": state["bytes"],
-            "file": final.name, "seconds": round(time.monotonic() - began, 3)}
+def _result(dataset: str, state: dict[str, Any], final: Path, began: float) -> dict[str, Any]:
+    return {
+        "dataset": dataset,
+        "rows": state["rows"],
+        "bytes": state["bytes"],
+        "file": final.name,
+        "seconds": round(time.monotonic() - began, 3),
+    }

@@ -82,8 +82,12 @@ class Records:
         self.path = path
         self.size = os.path.getsize(path)
         self._counter = _Counting(open(path, "rb", buffering=0))  # noqa: SIM115
-        self._text = io.TextIOWrapper(io.BufferedReader(self._counter, 1 << 20),
-                                      encoding="utf-8-sig", newline="", errors="strict")
+        self._text = io.TextIOWrapper(
+            io.BufferedReader(self._counter, 1 << 20),
+            encoding="utf-8-sig",
+            newline="",
+            errors="strict",
+        )
         self._reader = csv.reader(self._text, delimiter=delimiter, strict=True)
 
     @property
@@ -101,9 +105,10 @@ class Records:
         try:
             return next(self._reader)
         except UnicodeDecodeError as exc:
-            raise DataError(f"line {self.line + 1}: the file is not UTF-8 text "
-                            f"(byte 0x{exc.object[exc.start]:02x} cannot be decoded)"
-                            ) from None
+            raise DataError(
+                f"line {self.line + 1}: the file is not UTF-8 text "
+                f"(byte 0x{exc.object[exc.start]:02x} cannot be decoded)"
+            ) from None
         except csv.Error as exc:
             raise DataError(f"line {self.line + 1}: not valid CSV ({exc})") from None
 
@@ -212,9 +217,9 @@ class Source:
                 quotes -= buf.count(b'"', max(prev + 1, start), cut + 1)
                 cut = prev
             if cut >= start:
-                return buf[start:cut + 1]
+                return buf[start : cut + 1]
             if last >= start and size >= BLOCK_LIMIT:
-                return buf[start:last + 1]
+                return buf[start : last + 1]
             size *= 2  # one record (or odd quoting) longer than the block: look further
 
     def advance(self, nbytes: int, lines: int) -> None:
@@ -246,8 +251,10 @@ class Source:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise DataError(f"line {self.line + 1}: the file is not UTF-8 text (byte "
-                                f"0x{raw[exc.start]:02x} cannot be decoded)") from None
+                raise DataError(
+                    f"line {self.line + 1}: the file is not UTF-8 text (byte "
+                    f"0x{raw[exc.start]:02x} cannot be decoded)"
+                ) from None
             self.offset += len(raw)
             self.line += 1
             yield text

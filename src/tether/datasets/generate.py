@@ -11,14 +11,58 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import IO
 
-HEADER = ["id", "customer", "email", "amount", "quantity", "paid", "ordered_at",
-          "ship_date", "note"]
-FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia",
-         "Tim", "Zoë", "José", "Łukasz", "Søren"]
-LAST = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson",
-        "Perlman", "O'Neil", "Müller", "García"]
-NOTES = ["", "", "", "leave at the door", 'customer said "urgent"', "gift, wrap it",
-         "call first,\nthen deliver", "=not a formula", "fragile; handle with care"]
+HEADER = [
+    "id",
+    "customer",
+    "email",
+    "amount",
+    "quantity",
+    "paid",
+    "ordered_at",
+    "ship_date",
+    "note",
+]
+FIRST = [
+    "Ada",
+    "Grace",
+    "Alan",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Frances",
+    "Ken",
+    "Radia",
+    "Tim",
+    "Zoë",
+    "José",
+    "Łukasz",
+    "Søren",
+]
+LAST = [
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Dijkstra",
+    "Liskov",
+    "Knuth",
+    "Allen",
+    "Thompson",
+    "Perlman",
+    "O'Neil",
+    "Müller",
+    "García",
+]
+NOTES = [
+    "",
+    "",
+    "",
+    "leave at the door",
+    'customer said "urgent"',
+    "gift, wrap it",
+    "call first,\nthen deliver",
+    "=not a formula",
+    "fragile; handle with care",
+]
 EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 
 

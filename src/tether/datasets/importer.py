@@ -57,19 +57,35 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 PARAMS = {
     "type": "object",
     "properties": {
-        "upload": {"type": "integer", "minimum": 1,
-                   "description": "id of an upload (POST /api/v1/datasets/import makes one)"},
-        "dataset": {"type": "string", "pattern": NAME_PATTERN,
-                    "description": "dataset name: letters, digits, '_' and '-'"},
+        "upload": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "id of an upload (POST /api/v1/datasets/import makes one)",
+        },
+        "dataset": {
+            "type": "string",
+            "pattern": NAME_PATTERN,
+            "description": "dataset name: letters, digits, '_' and '-'",
+        },
         "mode": {"enum": ["create", "append", "replace"], "default": "create"},
         "delimiter": {"type": "string", "minLength": 1, "maxLength": 1, "default": ","},
         "header": {"type": "boolean", "default": True},
-        "null_values": {"type": "array", "items": {"type": "string", "maxLength": 20},
-                        "maxItems": 20, "default": list(DEFAULT_NULLS)},
-        "columns": {"type": "array", "maxItems": 1000, "items": {
-            "type": "object", "required": ["name", "type"],
-            "properties": {"name": {"type": "string"}, "type": {"enum": list(TYPES)}},
-            "additionalProperties": False}},
+        "null_values": {
+            "type": "array",
+            "items": {"type": "string", "maxLength": 20},
+            "maxItems": 20,
+            "default": list(DEFAULT_NULLS),
+        },
+        "columns": {
+            "type": "array",
+            "maxItems": 1000,
+            "items": {
+                "type": "object",
+                "required": ["name", "type"],
+                "properties": {"name": {"type": "string"}, "type": {"enum": list(TYPES)}},
+                "additionalProperties": False,
+            },
+        },
         "on_error": {"enum": ["fail", "skip"], "default": "fail"},
     },
     "required": ["upload", "dataset"],
@@ -102,9 +118,16 @@ def _discard_upload(upload_id: int) -> None:
         upload.delete()
 
 
-def _plan(ctx: TaskContext, src: Source, *, dataset: str, mode: str, header: bool,
-          columns: Sequence[dict[str, str]] | None, nulls: Sequence[str]
-          ) -> tuple[list[dict[str, str]], Mark, float]:
+def _plan(
+    ctx: TaskContext,
+    src: Source,
+    *,
+    dataset: str,
+    mode: str,
+    header: bool,
+    columns: Sequence[dict[str, str]] | None,
+    nulls: Sequence[str],
+) -> tuple[list[dict[str, str]], Mark, float]:
     """Decide the columns (declared, the dataset's for append, or inferred from a
     sample). Returns them, where the data starts, and the sample's bytes per record."""
     records = src.records()
@@ -114,8 +137,11 @@ def _plan(ctx: TaskContext, src: Source, *, dataset: str, mode: str, header: boo
     if first is None:
         raise DataError("the file is empty (not even a header)")
     try:
-        names = (clean_names(first[0]) if header
-                 else [f"column_{i}" for i in range(1, len(first[0]) + 1)])
+        names = (
+            clean_names(first[0])
+            if header
+            else [f"column_{i}" for i in range(1, len(first[0]) + 1)]
+        )
     except CellError as exc:
         raise DataError(f"line {first[1]} (header): {exc}") from None
     data_at = src.mark() if header else Mark(src.start, 0)
@@ -137,8 +163,7 @@ def _plan(ctx: TaskContext, src: Source, *, dataset: str, mode: str, header: boo
             declared = clean_names([c["name"] for c in columns])
         except CellError as exc:
             raise DataError(f"declared columns: {exc}") from None
-        planned = [{"name": n, "type": c["type"]}
-                   for n, c in zip(declared, columns, strict=True)]
+        planned = [{"name": n, "type": c["type"]} for n, c in zip(declared, columns, strict=True)]
     elif mode == "append" and existing is not None:
         planned = [dict(c) for c in existing.columns]
     else:
@@ -146,16 +171,24 @@ def _plan(ctx: TaskContext, src: Source, *, dataset: str, mode: str, header: boo
     if mode == "append" and existing is not None:
         have = [c["name"] for c in existing.columns]
         if [c["name"] for c in planned] != have or planned != existing.columns:
-            raise DataError(f"the file's columns {[c['name'] for c in planned]} do not "
-                            f"match dataset {dataset!r}: {existing.columns}")
+            raise DataError(
+                f"the file's columns {[c['name'] for c in planned]} do not "
+                f"match dataset {dataset!r}: {existing.columns}"
+            )
     return planned, data_at, row_bytes
 
 
 class _Batch:
     """Parses records into typed rows; collects skipped lines."""
 
-    def __init__(self, columns: Sequence[dict[str, str]], nulls: Sequence[str],
-                 skip: bool, skipped: list[dict[str, Any]], skipped_count: int) -> None:
+    def __init__(
+        self,
+        columns: Sequence[dict[str, str]],
+        nulls: Sequence[str],
+        skip: bool,
+        skipped: list[dict[str, Any]],
+        skipped_count: int,
+    ) -> None:
         self.parsers = [PARSERS[c["type"]] for c in columns]
         self.width = len(columns)
         self.nulls = frozenset(nulls)
@@ -170,8 +203,10 @@ class _Batch:
             if len(record) != self.width:
                 raise CellError(f"has {len(record)} fields, expected {self.width}")
             nulls = self.nulls
-            return [None if cell in nulls else parse(cell)
-                    for parse, cell in zip(self.parsers, record, strict=True)]
+            return [
+                None if cell in nulls else parse(cell)
+                for parse, cell in zip(self.parsers, record, strict=True)
+            ]
         except CellError as exc:
             if not self.skip:
                 raise DataError(f"line {line}: {exc}") from None
@@ -203,8 +238,9 @@ def _unpublish(state: dict[str, Any]) -> None:
     table back (see _publish for what ``state["before"]`` holds)."""
     before = state.get("before") or {}
     with transaction.atomic():
-        ds = Dataset.objects.select_for_update().filter(
-            id=int(state.get("dataset_id") or 0)).first()
+        ds = (
+            Dataset.objects.select_for_update().filter(id=int(state.get("dataset_id") or 0)).first()
+        )
         if ds is None:
             return  # deleted meanwhile: nothing left to undo
         mode = state.get("mode")
@@ -217,8 +253,7 @@ def _unpublish(state: dict[str, Any]) -> None:
         if mode == "append" and "rows_after" in before:
             sql.delete_rows(ds.table, after=before["rows_after"], upto=before["rows_upto"])
             ds.row_count = sql.count(ds.table)
-        elif mode == "replace" and before.get("retired") and sql.table_exists(
-                before["retired"]):
+        elif mode == "replace" and before.get("retired") and sql.table_exists(before["retired"]):
             sql.drop_table(ds.table)
             sql.rename(before["retired"], before["table"])
             ds.table, ds.columns = before["table"], before["columns"]
@@ -231,11 +266,18 @@ def _unpublish(state: dict[str, Any]) -> None:
 
 
 @task(name="csv_import", queue="data", rollback=drop_staging, params=PARAMS, max_attempts=3)
-def csv_import(ctx: TaskContext, *, upload: int, dataset: str, mode: str = "create",
-               delimiter: str = ",", header: bool = True,
-               null_values: Sequence[str] = DEFAULT_NULLS,
-               columns: Sequence[dict[str, str]] | None = None,
-               on_error: str = "fail") -> dict[str, Any]:
+def csv_import(
+    ctx: TaskContext,
+    *,
+    upload: int,
+    dataset: str,
+    mode: str = "create",
+    delimiter: str = ",",
+    header: bool = True,
+    null_values: Sequence[str] = DEFAULT_NULLS,
+    columns: Sequence[dict[str, str]] | None = None,
+    on_error: str = "fail",
+) -> dict[str, Any]:
     """Import an uploaded CSV file into a dataset (create, append or replace)."""
     began = time.monotonic()
     stage = sql.staging_name(ctx.task_id)
@@ -250,13 +292,29 @@ def csv_import(ctx: TaskContext, *, upload: int, dataset: str, mode: str = "crea
         with Source(path, delimiter) as src:
             if "columns" not in state:  # first run: plan, then create the staging table
                 planned, data_at, row_bytes = _plan(
-                    ctx, src, dataset=dataset, mode=mode, header=header, columns=columns,
-                    nulls=null_values)
-                state = {"columns": planned, "consumed": 0, "loaded": 0, "skipped": [],
-                         "skipped_count": 0, "upload": upload, "mode": mode,
-                         "header": header, "offset": data_at.offset, "line": data_at.line,
-                         "data_offset": data_at.offset, "row_bytes": row_bytes,
-                         "key": "deferred"}
+                    ctx,
+                    src,
+                    dataset=dataset,
+                    mode=mode,
+                    header=header,
+                    columns=columns,
+                    nulls=null_values,
+                )
+                state = {
+                    "columns": planned,
+                    "consumed": 0,
+                    "loaded": 0,
+                    "skipped": [],
+                    "skipped_count": 0,
+                    "upload": upload,
+                    "mode": mode,
+                    "header": header,
+                    "offset": data_at.offset,
+                    "line": data_at.line,
+                    "data_offset": data_at.offset,
+                    "row_bytes": row_bytes,
+                    "key": "deferred",
+                }
                 with ctx.atomic(state):
                     sql.drop_table(stage)
                     sql.create_table(stage, planned, key=False)
@@ -267,16 +325,21 @@ def csv_import(ctx: TaskContext, *, upload: int, dataset: str, mode: str = "crea
                 records = src.records()
                 for _ in range(state["consumed"] + (1 if state["header"] else 0)):
                     next(records, None)
-                state = {**state, "offset": src.offset, "line": src.line,
-                         "data_offset": src.start}
+                state = {**state, "offset": src.offset, "line": src.line, "data_offset": src.start}
             with sql.bulk_load():
-                state = _Loader(ctx, src, stage, state, null_values,
-                                on_error == "skip").run()
+                state = _Loader(ctx, src, stage, state, null_values, on_error == "skip").run()
         while True:
             try:
-                return _publish(ctx, state, dataset=dataset, mode=mode, began=began,
-                                loaded=state["loaded"], skipped=state["skipped"],
-                                skipped_count=state["skipped_count"])
+                return _publish(
+                    ctx,
+                    state,
+                    dataset=dataset,
+                    mode=mode,
+                    began=began,
+                    loaded=state["loaded"],
+                    skipped=state["skipped"],
+                    skipped_count=state["skipped_count"],
+                )
             except sql.Interrupted:  # a pause or cancel came while the index was built
                 ctx.progress(state["loaded"])  # raises it (or, withdrawn: publish again)
     except DataError:
@@ -355,8 +418,15 @@ class _Loader:
     batch.
     """
 
-    def __init__(self, ctx: TaskContext, src: Source, stage: str, state: dict[str, Any],
-                 nulls: Sequence[str], skip: bool) -> None:
+    def __init__(
+        self,
+        ctx: TaskContext,
+        src: Source,
+        stage: str,
+        state: dict[str, Any],
+        nulls: Sequence[str],
+        skip: bool,
+    ) -> None:
         self.ctx, self.src, self.stage, self.state = ctx, src, stage, state
         self.columns = state["columns"]
         self.kinds = [c["type"] for c in self.columns]
@@ -377,11 +447,13 @@ class _Loader:
         self.tokens = [n.encode().translate(DIGITS_TO_ZERO) for n in self.nulls if n]
         d = re.escape(self.delim)
         self.quoted = re.compile(  # a quoted field that is a whole field
-            rb'("(?<=[' + d + rb'\n]")[^"]*(?:""[^"]*)*")(?=[' + d + rb'\r\n]|\Z)')
+            rb'("(?<=[' + d + rb'\n]")[^"]*(?:""[^"]*)*")(?=[' + d + rb"\r\n]|\Z)"
+        )
         self.shapes: dict[str, set[bytes]] = {k: set() for k in self.kinds}  # known good
         done = max(1, state["consumed"])
         self.row_bytes = float(state.get("row_bytes") or 0) or max(
-            16.0, (state["offset"] - state.get("data_offset", 0)) / done)
+            16.0, (state["offset"] - state.get("data_offset", 0)) / done
+        )
         self.rejected = 0
 
     # -- batches ------------------------------------------------------------------------
@@ -399,16 +471,14 @@ class _Loader:
                     try:
                         with ctx.atomic(nxt), _gc_paused():
                             sql.relaxed_commit()
-                            self._batch(nxt, _CopySink(self), raw=self.raw_ok
-                                        and self.rejected < 3)
+                            self._batch(nxt, _CopySink(self), raw=self.raw_ok and self.rejected < 3)
                     except _Rejected as refused:
                         self.rejected += 1
                         src.seek(at)
                         nxt = dict(state)
                         with ctx.atomic(nxt), _gc_paused():
                             sql.relaxed_commit()
-                            self._batch(nxt, _CopySink(self), raw=False,
-                                        until=refused.args[0])
+                            self._batch(nxt, _CopySink(self), raw=False, until=refused.args[0])
                 else:  # prepared first, so SQLite's one writer lock is held briefly
                     rows = _Collect()
                     with _gc_paused():
@@ -431,16 +501,20 @@ class _Loader:
         total = loaded if last else max(loaded, int(loaded * rest / done))
         self.ctx.progress(loaded, total=total, unit="rows")
 
-    def _batch(self, state: dict[str, Any], sink: _Sink, raw: bool,
-               until: int | None = None) -> None:
+    def _batch(
+        self, state: dict[str, Any], sink: _Sink, raw: bool, until: int | None = None
+    ) -> None:
         """Take one batch of records from ``src.offset`` (or those up to ``until``, the
         end of a refused batch) into ``sink``; put the new position and counts into
         ``state``."""
         src, ctx = self.src, self.ctx
         self.parser.skipped = list(state["skipped"])
         self.parser.skipped_count = state["skipped_count"]
-        seconds, most = (BATCH_SECONDS, BATCH_ROWS) if self.pg else (
-            PREPARED_SECONDS, min(BATCH_ROWS, PREPARED_ROWS))
+        seconds, most = (
+            (BATCH_SECONDS, BATCH_ROWS)
+            if self.pg
+            else (PREPARED_SECONDS, min(BATCH_ROWS, PREPARED_ROWS))
+        )
         deadline = time.monotonic() + seconds
         records = loaded = 0
         reached = src.offset  # the end of the last block taken
@@ -478,9 +552,14 @@ class _Loader:
             if raw and _refused(exc):
                 raise _Rejected(reached) from exc
             raise
-        state.update(consumed=state["consumed"] + records, loaded=state["loaded"] + loaded,
-                     offset=src.offset, line=src.line, skipped=self.parser.skipped,
-                     skipped_count=self.parser.skipped_count)
+        state.update(
+            consumed=state["consumed"] + records,
+            loaded=state["loaded"] + loaded,
+            offset=src.offset,
+            line=src.line,
+            skipped=self.parser.skipped,
+            skipped_count=self.parser.skipped_count,
+        )
 
     # -- blocks ---------------------------------------------------------------------------
     def _raw_records(self, b: bytes) -> int | None:
@@ -513,12 +592,12 @@ class _Loader:
             if any(t in quoted for t in self.raw_tokens):
                 return None
             for i in self.texts:
-                cells = flat[i::self.width]
+                cells = flat[i :: self.width]
                 if any(t in cells for t in self.tokens):
                     return None
         for i, kind in self.typed:  # (tokens in typed columns fail their shape)
             known = self.shapes[kind]
-            for shape in set(flat[i::self.width]) - known:
+            for shape in set(flat[i :: self.width]) - known:
                 if shape and not pg_shape_ok(kind, shape):
                     return None
                 known.add(shape)
@@ -552,16 +631,20 @@ class _Loader:
         if "\x00" in text:
             return None
         try:
-            records = list(csv.reader(io.StringIO(text, newline=""),
-                                      delimiter=self.src.delimiter, strict=True))
+            records = list(
+                csv.reader(io.StringIO(text, newline=""), delimiter=self.src.delimiter, strict=True)
+            )
         except csv.Error:
             return None
         if not records or set(map(len, records)) != {self.width}:
             return None  # blank lines, ragged rows
         try:
-            return sql.ByColumn([column_values(kind, cells, self.nulls, self.sqlite)
-                                 for kind, cells in zip(self.kinds, zip(*records, strict=True),
-                                                        strict=True)])
+            return sql.ByColumn(
+                [
+                    column_values(kind, cells, self.nulls, self.sqlite)
+                    for kind, cells in zip(self.kinds, zip(*records, strict=True), strict=True)
+                ]
+            )
         except CellError:
             return None
 
@@ -650,9 +733,17 @@ def _refused(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.DataError | sql.CopyMismatch)
 
 
-def _publish(ctx: TaskContext, state: dict[str, Any], *, dataset: str, mode: str,
-             began: float, loaded: int, skipped: list[dict[str, Any]],
-             skipped_count: int) -> dict[str, Any]:
+def _publish(
+    ctx: TaskContext,
+    state: dict[str, Any],
+    *,
+    dataset: str,
+    mode: str,
+    began: float,
+    loaded: int,
+    skipped: list[dict[str, Any]],
+    skipped_count: int,
+) -> dict[str, Any]:
     owner_id = task_owner(ctx)
     stage = sql.staging_name(ctx.task_id)
     columns = state["columns"]
@@ -660,23 +751,26 @@ def _publish(ctx: TaskContext, state: dict[str, Any], *, dataset: str, mode: str
     final = {**state, "published": True}
     try:
         with ctx.atomic(final):
-            existing = Dataset.objects.select_for_update().filter(
-                owner_id=owner_id, name=dataset).first()
+            existing = (
+                Dataset.objects.select_for_update().filter(owner_id=owner_id, name=dataset).first()
+            )
             if existing is not None:  # what an undo needs (see _unpublish)
                 final["before"] = {
-                    "table": existing.table, "columns": existing.columns,
+                    "table": existing.table,
+                    "columns": existing.columns,
                     "row_count": existing.row_count,
-                    "last_import_at": (existing.last_import_at.isoformat()
-                                       if existing.last_import_at else None),
-                    "last_import_task_id": existing.last_import_task_id}
+                    "last_import_at": (
+                        existing.last_import_at.isoformat() if existing.last_import_at else None
+                    ),
+                    "last_import_task_id": existing.last_import_task_id,
+                }
             if mode == "append":
                 if existing is None:
                     raise DataError(f"dataset {dataset!r} was deleted during the import")
                 after = sql.max_key(existing.table)
                 sql.append(stage, existing.table, columns, ctx.should_stop)
                 sql.drop_table(stage)
-                final["before"].update(rows_after=after,
-                                       rows_upto=sql.max_key(existing.table))
+                final["before"].update(rows_after=after, rows_upto=sql.max_key(existing.table))
                 existing.row_count = sql.count(existing.table)
                 target = existing
             else:
@@ -694,17 +788,21 @@ def _publish(ctx: TaskContext, state: dict[str, Any], *, dataset: str, mode: str
                     existing.table, existing.columns = table, columns
                     target = existing
                 else:
-                    target = Dataset(owner_id=owner_id, name=dataset, table=table,
-                                     columns=columns)
+                    target = Dataset(owner_id=owner_id, name=dataset, table=table, columns=columns)
                 target.row_count = loaded
             target.last_import_at = now
             target.last_import_task_id = ctx.task_id
             target.save()
             final["dataset_id"] = target.pk
             final["result"] = {
-                "dataset": dataset, "mode": mode, "rows": loaded, "columns": columns,
-                "skipped_count": skipped_count, "skipped_lines": skipped,
-                "seconds": round(time.monotonic() - began, 3)}
+                "dataset": dataset,
+                "mode": mode,
+                "rows": loaded,
+                "columns": columns,
+                "skipped_count": skipped_count,
+                "skipped_lines": skipped,
+                "seconds": round(time.monotonic() - began, 3),
+            }
     except IntegrityError:
         raise DataError(f"dataset {dataset!r} was created meanwhile") from None
     _discard_upload(int(state["upload"]))

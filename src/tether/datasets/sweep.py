@@ -50,16 +50,21 @@ def _unfinished(task_ids: set[int]) -> set[int]:
     found: set[int] = set()
     ids = sorted(task_ids)
     for i in range(0, len(ids), 500):
-        found.update(Task.objects.filter(id__in=ids[i:i + 500]).exclude(
-            status__in=[str(s) for s in FINAL]).values_list("id", flat=True))
+        found.update(
+            Task.objects.filter(id__in=ids[i : i + 500])
+            .exclude(status__in=[str(s) for s in FINAL])
+            .values_list("id", flat=True)
+        )
     return found
 
 
 def sweep_staging() -> list[str]:
     with connection.cursor() as cur:
-        tables = [(int(m.group(1)), name)
-                  for name in connection.introspection.table_names(cur)
-                  if (m := STAGING.match(name))]
+        tables = [
+            (int(m.group(1)), name)
+            for name in connection.introspection.table_names(cur)
+            if (m := STAGING.match(name))
+        ]
     busy = _unfinished({task_id for task_id, _ in tables})
     dropped = []
     for task_id, name in tables:
@@ -72,8 +77,11 @@ def sweep_staging() -> list[str]:
 def sweep_uploads(now: float | None = None) -> list[str]:
     now = time.time() if now is None else now
     live: set[int] = set()  # uploads an unfinished import still needs
-    for params in Task.objects.filter(type="csv_import").exclude(
-            status__in=[str(s) for s in FINAL]).values_list("params", flat=True):
+    for params in (
+        Task.objects.filter(type="csv_import")
+        .exclude(status__in=[str(s) for s in FINAL])
+        .values_list("params", flat=True)
+    ):
         if isinstance(params, dict) and isinstance(params.get("upload"), int):
             live.add(params["upload"])
     removed = []
@@ -119,8 +127,7 @@ def _age(path: Path, now: float) -> float:
 @chore("datasets.sweep", every=SWEEP_SECONDS)
 def sweep() -> dict[str, Any]:
     """All of the above; returns what was removed."""
-    done = {"staging": sweep_staging(), "uploads": sweep_uploads(),
-            "exports": sweep_exports()}
+    done = {"staging": sweep_staging(), "uploads": sweep_uploads(), "exports": sweep_exports()}
     if any(done.values()):
         log.info("datasets sweep removed %s", done)
     return done

@@ -19,8 +19,10 @@ FALSE = frozenset({"false", "f", "no", "n", "0"})
 INT_RE = re.compile(r"^[+-]?\d{1,18}$")  # fits a 64-bit integer column
 FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(inf|nan)$", re.I)
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?"
-                   r"(?P<zone>Z|[+-]\d{2}:?\d{2})?$")
+TS_RE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?"
+    r"(?P<zone>Z|[+-]\d{2}:?\d{2})?$"
+)
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ]{0,62}$")
 
 
@@ -85,14 +87,19 @@ def parse_text(text: str) -> str:
 
 
 PARSERS: dict[str, Callable[[str], Any]] = {
-    "integer": parse_integer, "float": parse_float, "boolean": parse_boolean,
-    "date": parse_date, "timestamp": parse_timestamp, "timestamptz": parse_timestamptz,
+    "integer": parse_integer,
+    "float": parse_float,
+    "boolean": parse_boolean,
+    "date": parse_date,
+    "timestamp": parse_timestamp,
+    "timestamptz": parse_timestamptz,
     "text": parse_text,
 }
 
 
-def infer(header: Sequence[str], rows: Iterable[Sequence[str]],
-          nulls: Iterable[str] = DEFAULT_NULLS) -> list[dict[str, str]]:
+def infer(
+    header: Sequence[str], rows: Iterable[Sequence[str]], nulls: Iterable[str] = DEFAULT_NULLS
+) -> list[dict[str, str]]:
     """Column names and inferred types from sample rows (as read, all text): for each
     column the narrowest type that parses every non-null sample cell."""
     null_set = set(nulls)
@@ -101,8 +108,10 @@ def infer(header: Sequence[str], rows: Iterable[Sequence[str]],
         for i, cell in enumerate(row[: len(header)]):
             if cell not in null_set:
                 samples[i].add(cell)
-    return [{"name": name, "type": _narrowest(values)}
-            for name, values in zip(header, samples, strict=True)]
+    return [
+        {"name": name, "type": _narrowest(values)}
+        for name, values in zip(header, samples, strict=True)
+    ]
 
 
 def _narrowest(values: set[str]) -> str:
@@ -126,8 +135,10 @@ def clean_names(header: Sequence[str]) -> list[str]:
     for i, raw in enumerate(header, start=1):
         name = raw.strip() or f"column_{i}"
         if not NAME_RE.match(name):
-            raise CellError(f"column {i} name {raw[:40]!r} is not allowed (letters, digits, "
-                            "'_' and spaces, starting with a letter, at most 63 characters)")
+            raise CellError(
+                f"column {i} name {raw[:40]!r} is not allowed (letters, digits, "
+                "'_' and spaces, starting with a letter, at most 63 characters)"
+            )
         if name.lower() in (n.lower() for n in names):
             raise CellError(f"column name {name!r} appears twice")
         names.append(name)
@@ -153,6 +164,8 @@ PG_SHAPES = {
     "timestamptz": re.compile(_TIME + rb"(?:Z|[+-]00:?00)"),
 }
 BOOL_SHAPES = frozenset(v.encode().translate(DIGITS_TO_ZERO) for v in TRUE | FALSE)
+
+
 def pg_shape_ok(kind: str, shape: bytes) -> bool:
     """Whether PostgreSQL's parsing of every cell of this shape agrees with PARSERS."""
     if kind == "boolean":
@@ -168,8 +181,9 @@ def _iso(value: Any) -> Any:
 NUMBER_CHARS = b"0123456789.eE+-"
 
 
-def column_values(kind: str, cells: Sequence[str], nulls: frozenset[str],
-                  iso: bool) -> Sequence[Any]:
+def column_values(
+    kind: str, cells: Sequence[str], nulls: frozenset[str], iso: bool
+) -> Sequence[Any]:
     """The cells of one column parsed as ``kind`` (None for null cells), as the parser
     would give them cell by cell; dates and timestamps as ISO text when ``iso``.
     Raises CellError for a bad cell (without saying which: the caller finds it).
@@ -186,8 +200,9 @@ def column_values(kind: str, cells: Sequence[str], nulls: frozenset[str],
     # null cells: "" (cheap to map) and any other null token that could pass as a value
     empty_null = "" in nulls and "" in cells
     if kind in ("integer", "float"):
-        tokens = [n for n in nulls if n and not n.encode(errors="replace").translate(
-            None, NUMBER_CHARS)]
+        tokens = [
+            n for n in nulls if n and not n.encode(errors="replace").translate(None, NUMBER_CHARS)
+        ]
         quick = not any(n in cells for n in tokens)
         if quick and kind == "integer":
             joined = "".join(cells)
@@ -226,8 +241,9 @@ _SHAPES: set[tuple[bytes, str]] = set()  # ISO shapes seen (few: digits are all 
 _ISO_SAME = re.compile(rb"0000-00-00(?:T00:00:00(?:\.000000)?)?")
 
 
-def _dates_times(cells: Sequence[str], kind: str, empty_null: bool,
-                 iso: bool) -> Sequence[Any] | None:
+def _dates_times(
+    cells: Sequence[str], kind: str, empty_null: bool, iso: bool
+) -> Sequence[Any] | None:
     """Dates or timestamps parsed column-wise when every cell is ISO-shaped (or empty,
     and empty is null); None when some cell needs the per-cell path."""
     try:
@@ -252,14 +268,20 @@ def _dates_times(cells: Sequence[str], kind: str, empty_null: bool,
                 _SHAPES.add((shape, kind))
     parse = date.fromisoformat if kind == "date" else datetime.fromisoformat
     try:
-        values: list[Any] = ([parse(c) if c else None for c in cells] if has_empty
-                             else list(map(parse, cells)))
+        values: list[Any] = (
+            [parse(c) if c else None for c in cells] if has_empty else list(map(parse, cells))
+        )
     except ValueError:
         raise CellError(f"not a {kind}") from None
     zoned = kind == "timestamptz"
-    if iso and not has_empty and zoned and all(
-            shape.endswith(b"Z") and shape[10:11] == b"T" and len(shape) == 20
-            for shape in shapes):  # UTC already: only Z -> +00:00
+    if (
+        iso
+        and not has_empty
+        and zoned
+        and all(
+            shape.endswith(b"Z") and shape[10:11] == b"T" and len(shape) == 20 for shape in shapes
+        )
+    ):  # UTC already: only Z -> +00:00
         return ("\n".join(cells) + "\n").replace("Z\n", "+00:00\n")[:-1].split("\n")
     if zoned:  # in UTC, as parse_timestamptz gives them
         values = [v.astimezone(UTC) if isinstance(v, datetime) else None for v in values]

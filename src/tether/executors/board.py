@@ -56,8 +56,9 @@ class Pace:
 def raise_in_thread(thread_id: int, exc: type[BaseException]) -> bool:
     """Raise ``exc`` asynchronously in another thread of this process. It arrives at
     the thread's next Python bytecode (not inside a blocking C call)."""
-    done = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
-                                                      ctypes.py_object(exc))
+    done = ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc)
+    )
     if done > 1:  # "should never happen": undo
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
     return done == 1
@@ -177,7 +178,6 @@ class ControlBoard:
         for task_id, status in store.pending_controls(worker).items():
             self.deliver(task_id, STOP_FOR[Status(status)])
 
-
     def overdue(self, grace: float, take_over: Callable[[int], object]) -> list[int]:
         """Hard-terminate tasks still running ``grace`` seconds after a cancel reached
         them: raise CancelSignal in their thread (the runner then rolls back as after a
@@ -187,8 +187,11 @@ class ControlBoard:
         now = time.monotonic()
         acted: list[int] = []
         with self._lock:
-            late = [(t, self._contexts.get(t), self._threads.get(t))
-                    for t, at in self._cancelled_at.items() if now - at >= grace]
+            late = [
+                (t, self._contexts.get(t), self._threads.get(t))
+                for t, at in self._cancelled_at.items()
+                if now - at >= grace
+            ]
         for task_id, ctx, thread_id in late:
             if ctx is None or thread_id is None or ctx.rolling_back:
                 continue  # stopped, or its rollback runs (a rollback is never cut short)
@@ -196,22 +199,24 @@ class ControlBoard:
                 continue  # between the task function and the runner's bookkeeping
             first = self._terminated.setdefault(task_id, now)
             if first == now:
-                log.warning("task %s ignored a cancel for %gs: terminating it", task_id,
-                            grace)
+                log.warning("task %s ignored a cancel for %gs: terminating it", task_id, grace)
                 ctx.terminated = True
                 raise_in_thread(thread_id, CancelSignal)
                 acted.append(task_id)
             elif now - first >= grace:
-                log.warning("task %s is stuck outside Python code: rolling it back from "
-                            "another thread", task_id)
+                log.warning(
+                    "task %s is stuck outside Python code: rolling it back from another thread",
+                    task_id,
+                )
                 self.forget(task_id)
                 take_over(task_id)
                 acted.append(task_id)
         return acted
 
 
-def maintenance_round(worker: str, board: ControlBoard, lease: float, grace: float,
-                      take_over: Callable[[int], object]) -> None:
+def maintenance_round(
+    worker: str, board: ControlBoard, lease: float, grace: float, take_over: Callable[[int], object]
+) -> None:
     """Renew leases, honour stored control requests, terminate tasks that ignore a
     cancel, expire pauses, reap lost leases, run due housekeeping chores."""
     store.heartbeat(worker, board.held(), lease)

@@ -47,10 +47,16 @@ CONTROL = "tether_control"
 def make_app() -> Celery:
     app = Celery("tether", broker=settings.TETHER["BROKER_URL"], set_as_current=False)
     app.conf.update(
-        task_serializer="json", accept_content=["json"], result_serializer="json",
-        task_ignore_result=True, task_acks_late=True, task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1, task_default_queue="default",
-        broker_connection_retry_on_startup=True, worker_hijack_root_logger=False,
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue="default",
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
         # a long task is never redelivered into a second run: the claim guard ignores it
         broker_transport_options={"visibility_timeout": 24 * 3600},
     )
@@ -90,15 +96,17 @@ class Publisher:
             error = None
             try:
                 with self.app.connection_for_write() as conn:
-                    conn.ensure_connection(max_retries=1, interval_start=0,
-                                           interval_step=0, timeout=2)
+                    conn.ensure_connection(
+                        max_retries=1, interval_start=0, interval_step=0, timeout=2
+                    )
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
             self._checked = (now, error)
         if error is not None:
             raise ServiceUnavailable(
                 f"the message broker at {redact(str(self.app.conf.broker_url))} is "
-                f"unreachable ({error}); nothing was submitted, try again shortly")
+                f"unreachable ({error}); nothing was submitted, try again shortly"
+            )
 
     def __call__(self, changes: list[Change]) -> None:
         for c in changes:  # first: a running task stops sooner
@@ -108,10 +116,12 @@ class Publisher:
         runnable = [c.task_id for c in changes if c.dst in (Status.QUEUED, Status.CANCELLING)]
         if runnable:
             rows = Task.objects.filter(id__in=runnable).values_list(
-                "id", "queue", "run_after", "worker")
+                "id", "queue", "run_after", "worker"
+            )
             now = timezone.now()
-            todo = [(i, q, r) for i, q, r, worker in rows
-                    if worker is None]  # queued, or a cancel nobody is rolling back yet
+            todo = [
+                (i, q, r) for i, q, r, worker in rows if worker is None
+            ]  # queued, or a cancel nobody is rolling back yet
             # stamped before sending, in one statement: a worker claiming the task must
             # not wait for a per-task update's row lock
             Task.objects.filter(id__in=[i for i, _, _ in todo]).update(published_at=now)
@@ -120,8 +130,7 @@ class Publisher:
 
     def publish(self, task_id: int, queue: str, delay: float = 0.0) -> None:
         try:
-            self.app.send_task(EXECUTE, args=[task_id], queue=queue,
-                               countdown=delay or None)
+            self.app.send_task(EXECUTE, args=[task_id], queue=queue, countdown=delay or None)
         except Exception as exc:  # stored anyway; the reaper publishes it again
             self._checked = (-1e9, None)
             log.error("could not publish task %s to queue %s: %s", task_id, queue, exc)
@@ -137,8 +146,9 @@ class CeleryExecutor(Executor):
     """The API side: publishes work and control requests; workers run the tasks."""
 
     name = "celery"
-    capabilities = Capabilities(pause=True, push_control=True, distributed=True,
-                                hard_terminate=True, in_process=False)
+    capabilities = Capabilities(
+        pause=True, push_control=True, distributed=True, hard_terminate=True, in_process=False
+    )
 
     def __init__(self) -> None:
         self.publisher = Publisher(get_app())
@@ -167,8 +177,13 @@ class WorkerRuntime:
     per batch, not per task, while a long task is still claimed only when a thread is
     free for it."""
 
-    def __init__(self, lease: float | None = None, interval: float = 1.0,
-                 queues: list[str] | None = None, prefetch: int = 32) -> None:
+    def __init__(
+        self,
+        lease: float | None = None,
+        interval: float = 1.0,
+        queues: list[str] | None = None,
+        prefetch: int = 32,
+    ) -> None:
         self.worker_id = f"celery:{socket.gethostname()}:{os.getpid()}"
         self.board = ControlBoard()
         self.lease = lease or seconds_setting("LEASE_SECONDS", store.LEASE_SECONDS)
@@ -178,8 +193,12 @@ class WorkerRuntime:
         self.queues = queues
         self.pace = Pace(prefetch)
         self._successes = threading.Event()
-        self.runner = Runner(self.worker_id, register=self.board.remember,
-                             unregister=self.board.forget, on_success=self._successes.set)
+        self.runner = Runner(
+            self.worker_id,
+            register=self.board.remember,
+            unregister=self.board.forget,
+            on_success=self._successes.set,
+        )
         self.board.settle = self.runner.run_in_thread
         self.publisher = Publisher(get_app())
         self._threads: list[threading.Thread] = []
@@ -187,8 +206,10 @@ class WorkerRuntime:
     def start(self) -> None:
         subscribe(self.publisher)  # retries and reaped tasks are published again
         subscribe(self.board.on_change)
-        for name, target in (("tether-maintenance", self._loop),
-                             ("tether-committer", self._commit_loop)):
+        for name, target in (
+            ("tether-maintenance", self._loop),
+            ("tether-committer", self._commit_loop),
+        ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -205,8 +226,9 @@ class WorkerRuntime:
     def _loop(self) -> None:
         while not self.board.stopping.wait(self.interval):
             try:
-                maintenance_round(self.worker_id, self.board, self.lease, self.grace,
-                                  self._take_over)
+                maintenance_round(
+                    self.worker_id, self.board, self.lease, self.grace, self._take_over
+                )
                 hand_back_waiting(self.board, self.runner, self.pace)
                 for task_id, queue in store.stale_queued(self.republish_after):
                     log.info("re-publishing task %s (its message may be lost)", task_id)

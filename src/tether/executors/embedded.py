@@ -28,13 +28,21 @@ log = logging.getLogger(__name__)
 
 class EmbeddedExecutor(Executor):
     name = "embedded"
-    capabilities = Capabilities(pause=True, push_control=True, distributed=False,
-                                hard_terminate=True, in_process=True)
+    capabilities = Capabilities(
+        pause=True, push_control=True, distributed=False, hard_terminate=True, in_process=True
+    )
 
-    def __init__(self, workers: int | None = None, *, queues: list[str] | None = None,
-                 poll_interval: float = 0.5, maintenance_interval: float = 1.0,
-                 lease: float = store.LEASE_SECONDS, prefetch: int = 32,
-                 cancel_grace: float | None = None) -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        queues: list[str] | None = None,
+        poll_interval: float = 0.5,
+        maintenance_interval: float = 1.0,
+        lease: float = store.LEASE_SECONDS,
+        prefetch: int = 32,
+        cancel_grace: float | None = None,
+    ) -> None:
         """``prefetch``: at most this many tasks claimed ahead per worker slot (they show
         ``running`` while they wait). Claiming short tasks in batches is what makes them
         fast; see ``_wanted``. 0 claims only for idle slots."""
@@ -47,16 +55,21 @@ class EmbeddedExecutor(Executor):
         self._jobs: queue.SimpleQueue[store.Job | None] = queue.SimpleQueue()
         self._pace = Pace(prefetch)
         self._inflight = 0  # claimed jobs not finished yet
-        self.cancel_grace = (cancel_grace if cancel_grace is not None
-                             else seconds_setting("CANCEL_GRACE", 10.0))
+        self.cancel_grace = (
+            cancel_grace if cancel_grace is not None else seconds_setting("CANCEL_GRACE", 10.0)
+        )
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self.board = ControlBoard()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._successes = threading.Event()
-        self._runner = Runner(self.worker_id, register=self.board.remember,
-                              unregister=self.board.forget, on_success=self._successes.set)
+        self._runner = Runner(
+            self.worker_id,
+            register=self.board.remember,
+            unregister=self.board.forget,
+            on_success=self._successes.set,
+        )
         self.board.settle = self._runner.run_in_thread
 
     @property
@@ -106,8 +119,10 @@ class EmbeddedExecutor(Executor):
         connection.close()
         self._threads = [t for t in self._threads if t.is_alive()]
         if self._threads:
-            log.warning("%d thread(s) did not stop in time; their tasks are recovered "
-                        "at the next start", len(self._threads))
+            log.warning(
+                "%d thread(s) did not stop in time; their tasks are recovered at the next start",
+                len(self._threads),
+            )
 
     def _spawn(self, name: str, target: object) -> None:
         t = threading.Thread(target=self._guard, args=(target,), name=name, daemon=True)
@@ -203,8 +218,9 @@ class EmbeddedExecutor(Executor):
     def _maintenance_loop(self) -> None:
         while not self._stopping.wait(self.maintenance_interval):
             try:
-                maintenance_round(self.worker_id, self.board, self.lease,
-                                  self.cancel_grace, self._take_over)
+                maintenance_round(
+                    self.worker_id, self.board, self.lease, self.cancel_grace, self._take_over
+                )
                 if hand_back_waiting(self.board, self._runner, self._pace):
                     self._wake.set()
                 delay = store.next_wakeup(self.queues)

@@ -60,14 +60,13 @@ def database(home_dir: Path) -> dict[str, Any]:
     url = os.environ.get("TETHER_DATABASE_URL") or f"sqlite:///{home_dir / 'tether.sqlite3'}"
     import dj_database_url
 
-    db: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=600,
-                                                   conn_health_checks=True))
+    db: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True))
     if db["ENGINE"] == "django.db.backends.sqlite3":
         db["OPTIONS"] = {
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-                            "PRAGMA busy_timeout=30000;",
+            "PRAGMA busy_timeout=30000;",
         }
         db["TEST"] = {"NAME": str(home_dir / "test.sqlite3")}
     elif db["ENGINE"] == "django.db.backends.mysql":
@@ -81,10 +80,9 @@ def database(home_dir: Path) -> dict[str, Any]:
             "isolation_level": "read committed",
             # Errors instead of silently truncated or coerced values; UTC for NOW().
             "init_command": "SET sql_mode='STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,"
-                            "NO_ENGINE_SUBSTITUTION', time_zone='+00:00'",
+            "NO_ENGINE_SUBSTITUTION', time_zone='+00:00'",
         }
-        if _is_local(str(db.get("HOST") or "")) and not any(k.startswith("ssl")
-                                                             for k in from_url):
+        if _is_local(str(db.get("HOST") or "")) and not any(k.startswith("ssl") for k in from_url):
             # PyMySQL otherwise tries (unverified) TLS whenever the server offers it and
             # loads the system CA store for every new connection: 25-50 ms per
             # connection, that is per task run. Nothing to protect on loopback.

@@ -19,8 +19,13 @@ TETHER_DATA_DIR = Path(os.environ.get("TETHER_DATA_DIR") or TETHER_HOME).resolve
 PRODUCTION = env_bool("TETHER_PRODUCTION")
 DEBUG = env_bool("TETHER_DEBUG") and not PRODUCTION
 SECRET_KEY = secret_key(TETHER_HOME)
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get(
-    "TETHER_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(",") if h.strip()]
+ALLOWED_HOSTS = [
+    h.strip()
+    for h in os.environ.get("TETHER_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(
+        ","
+    )
+    if h.strip()
+]
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("TETHER_CSRF_ORIGINS", "").split(",") if o]
 
 INSTALLED_APPS = [
@@ -50,16 +55,20 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "tether.server.urls"
 ASGI_APPLICATION = "tether.server.asgi.application"
-TEMPLATES = [{
-    "BACKEND": "django.template.backends.django.DjangoTemplates",
-    "DIRS": [],
-    "APP_DIRS": True,
-    "OPTIONS": {"context_processors": [
-        "django.template.context_processors.request",
-        "django.contrib.auth.context_processors.auth",
-        "django.contrib.messages.context_processors.messages",
-    ]},
-}]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
 
 DATABASES = {"default": database(TETHER_HOME)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -90,8 +99,8 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "Tether API",
     "DESCRIPTION": "Long-running tasks you can pause, resume, cancel with rollback and "
-                   "watch. Authenticate with `Authorization: Token <token>` from "
-                   "POST /api/v1/auth/token.",
+    "watch. Authenticate with `Authorization: Token <token>` from "
+    "POST /api/v1/auth/token.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",

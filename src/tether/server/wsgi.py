@@ -16,8 +16,9 @@ def application(environ: dict[str, Any], start_response: StartResponse) -> Itera
     """Django's app with header values stripped: Django writes ``Set-Cookie`` values with
     a leading space, which most WSGI servers tolerate but uvicorn's h11 rejects."""
 
-    def strict_start_response(status: str, headers: list[tuple[str, str]],
-                              exc_info: Any = None) -> Any:
+    def strict_start_response(
+        status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Any:
         return start_response(status, [(k, v.strip()) for k, v in headers], exc_info)
 
     return django_application(environ, strict_start_response)
