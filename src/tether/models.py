@@ -28,6 +28,10 @@ class Task(models.Model):
     error = models.TextField(blank=True, default="")
     attempts = models.PositiveIntegerField(default=1)
     max_attempts = models.PositiveIntegerField(default=3)
+    recoveries = models.PositiveIntegerField(
+        default=0, help_text="times re-queued after its worker or server was lost"
+    )
+    max_recoveries = models.PositiveIntegerField(default=10)
     pause_timeout = models.FloatField(default=300.0)
     run_after = models.DateTimeField(default=timezone.now)
     published_at = models.DateTimeField(
