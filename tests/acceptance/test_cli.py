@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import stat
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from tests.acceptance.cli_helpers import Cli
-from tests.acceptance.conftest import ServerFactory, wait_for, wait_progress
+from tests.acceptance.conftest import PASSWORD, ServerFactory, wait_for, wait_progress, wait_until
 
 
 def test_account_types_logout_server_down(server: ServerFactory, tmp_path: Path) -> None:
@@ -148,7 +147,6 @@ def test_submit_watch_plain_and_watch_in_terminal(server: ServerFactory, tmp_pat
         r = cli.run("pause", str(tid))
         assert r.returncode == 0, r
         wait_for(api, tid, "paused", timeout=20)
-        time.sleep(0.7)  # let the watcher show it paused (not asserted: no timing asserts)
         cli.ok("resume", str(tid))
     watcher.join(60)
     assert not watcher.is_alive()
@@ -170,18 +168,30 @@ def test_watch_and_wait_outlast_a_server_restart(server: ServerFactory, tmp_path
         wait_progress(api, tid, 2)
         cli.ok("pause", str(tid))
         wait_for(api, tid, "paused", timeout=20)
+    # each client gets a token of its own, so the server shows when each has reached it
+    tokens = {name: _fresh_token(cli, "gina", name) for name in ("wait", "watch")}
     outcome: dict[str, Any] = {}
     waiter = threading.Thread(
         target=lambda: outcome.update(
-            wait=cli.run("wait", str(tid), "--timeout", "90", timeout=120)
+            wait=cli.run(
+                "wait", str(tid), "--timeout", "90", timeout=120, TETHER_TOKEN=tokens["wait"]
+            )
         )
     )
     watcher = threading.Thread(
-        target=lambda: outcome.update(watch=cli.run("watch", str(tid), timeout=120))
+        target=lambda: outcome.update(
+            watch=cli.run("watch", str(tid), timeout=120, TETHER_TOKEN=tokens["watch"])
+        )
     )
     waiter.start()
     watcher.start()
-    time.sleep(1.0)  # both have seen the task (paused) before the server goes away
+    with cli.server.client(cli.token()) as api:
+        wait_until(
+            lambda: {
+                t["name"] for t in api.get("/auth/tokens").json() if t["last_used_at"]
+            }.issuperset(tokens),
+            "wait and watch to reach the server before it goes away",
+        )
     cli.server.restart(same_port=True)
     with cli.server.client(cli.token()) as api:
         assert api.post(f"/tasks/{tid}/resume").status_code == 202
@@ -196,3 +206,11 @@ def test_watch_and_wait_outlast_a_server_restart(server: ServerFactory, tmp_path
         assert "the server is unreachable; retrying" in r.stderr, (name, r)
         assert "the server is back" in r.stderr, (name, r)
         assert "cancelled" in r.stdout + r.stderr and "Traceback" not in r.stderr, (name, r)
+
+
+def _fresh_token(cli: Cli, username: str, name: str) -> str:
+    with cli.server.client() as anon:
+        credentials = {"username": username, "password": PASSWORD, "name": name}
+        r = anon.post("/auth/token", json=credentials)
+        assert r.status_code == 200, r.text
+        return str(r.json()["token"])

@@ -55,6 +55,19 @@ def wait_status(task_id: int, *statuses: str, timeout: float = 10.0) -> Task:
         time.sleep(0.01)
 
 
+def wait_checkpoint(task_id: int, key: str, at_least: int = 1, timeout: float = 10.0) -> Task:
+    """Until the task's checkpoint records ``key`` >= ``at_least``: the task has made
+    durable progress (so a pause or cancel now lands midway)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        task = Task.objects.get(pk=task_id)
+        if int((task.checkpoint or {}).get(key, 0)) >= at_least:
+            return task
+        if time.monotonic() > deadline:
+            raise AssertionError(f"task {task_id}: {task.checkpoint}, wanted {key} >= {at_least}")
+        time.sleep(0.01)
+
+
 def history(task_id: int) -> list[tuple[str | None, str]]:
     from tether.models import TaskEvent
 

@@ -71,6 +71,7 @@ def it_bad_rollback(ctx: TaskContext) -> None:
 
 
 STUCK: dict[int, threading.Event] = {}  # task id -> set when its stuck call returns
+RELEASE: dict[int, threading.Event] = {}  # task id -> set by the test to end the stuck call
 
 
 def _undo_stubborn(ctx: TaskContext) -> None:
@@ -82,14 +83,15 @@ def _undo_stubborn(ctx: TaskContext) -> None:
 @task(name="it_stubborn", rollback=_undo_stubborn, params={"type": "object"})
 def it_stubborn(ctx: TaskContext, *, block_seconds: float = 0) -> None:
     """Writes one ledger row, then ignores control requests: a pure-Python busy loop,
-    or (``block_seconds``) one long blocking call, like a stuck socket read."""
+    or (``block_seconds``) one long blocking call, like a stuck socket read, that the
+    test can end early through ``RELEASE``."""
     with ctx.atomic({"step": 1}), connection.cursor() as cur:
         cur.execute(LEDGER_DDL)
         cur.execute("INSERT INTO it_ledger (task_id, step) VALUES (%s, 1)", [ctx.task_id])
     ctx.progress(1)
     if block_seconds:
         try:
-            time.sleep(block_seconds)
+            RELEASE.setdefault(ctx.task_id, threading.Event()).wait(block_seconds)
             ctx.checkpoint({"step": 2})  # would be fenced off: a new owner rolled back
         finally:
             STUCK.setdefault(ctx.task_id, threading.Event()).set()
