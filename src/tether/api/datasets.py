@@ -40,6 +40,7 @@ MODES = ("create", "append", "replace")
 RESERVED_NAMES = frozenset({"import"})  # /datasets/import is the upload endpoint
 DELIMITER_ALIASES = {"tab": "\t", "\\t": "\t"}
 MAX_PREVIEW_ROWS = 1000
+MAX_OFFSET = 2**63 - 1  # what a database takes as OFFSET (larger: OverflowError, a 500)
 DATASET_TASK_TYPES = ("csv_import", "csv_export")
 UNFINISHED = [st.value for st in Status if st not in FINAL]
 
@@ -213,7 +214,7 @@ class ExportSerializer(serializers.Serializer[Any]):
 
 class RowsQuerySerializer(serializers.Serializer[Any]):
     limit = serializers.IntegerField(min_value=1, max_value=MAX_PREVIEW_ROWS, default=100)
-    offset = serializers.IntegerField(min_value=0, default=0)
+    offset = serializers.IntegerField(min_value=0, max_value=MAX_OFFSET, default=0)
 
 
 # -- helpers -------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from tether.api.fields import StrictCharField, StrictFloatField, StrictRegexField
 from tether.models import ApiToken, Task, TaskEvent
 from tether.states import Status
 
@@ -13,14 +14,12 @@ User = get_user_model()
 
 
 class RegisterSerializer(serializers.Serializer[Any]):
-    username = serializers.RegexField(
+    username = StrictRegexField(
         r"^[\w.@+-]{1,150}$",
         max_length=150,
         error_messages={"invalid": "use 1-150 letters, digits and @/./+/-/_ only"},
     )
-    password = serializers.CharField(
-        write_only=True, max_length=128, style={"input_type": "password"}
-    )
+    password = StrictCharField(write_only=True, max_length=128, style={"input_type": "password"})
 
     def validate_username(self, value: str) -> str:
         if User.objects.filter(username__iexact=value).exists():
@@ -38,9 +37,9 @@ class RegisterSerializer(serializers.Serializer[Any]):
 
 
 class CredentialsSerializer(serializers.Serializer[Any]):
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(max_length=128, style={"input_type": "password"})
-    name = serializers.CharField(
+    username = StrictCharField(max_length=150)
+    password = StrictCharField(max_length=128, style={"input_type": "password"})
+    name = StrictCharField(
         max_length=100, required=False, default="", help_text="a label to tell your tokens apart"
     )
 
@@ -72,10 +71,10 @@ class TaskTypeSerializer(serializers.Serializer[Any]):
 
 
 class SubmitSerializer(serializers.Serializer[Any]):
-    type = serializers.CharField(max_length=100)
+    type = StrictCharField(max_length=100)
     params = serializers.JSONField(required=False, default=dict)
-    queue = serializers.CharField(max_length=100, required=False, allow_null=True, default=None)
-    pause_timeout = serializers.FloatField(
+    queue = StrictCharField(max_length=100, required=False, allow_null=True, default=None)
+    pause_timeout = StrictFloatField(
         required=False,
         allow_null=True,
         default=None,
@@ -129,4 +128,4 @@ class EventSerializer(serializers.ModelSerializer[TaskEvent]):
 
 
 class ControlSerializer(serializers.Serializer[Any]):
-    reason = serializers.CharField(max_length=500, required=False, default="requested")
+    reason = StrictCharField(max_length=500, required=False, default="requested")

@@ -51,6 +51,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "tether.api.errors.ApiErrorMiddleware",
 ]
 
 ROOT_URLCONF = "tether.server.urls"
@@ -92,7 +93,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tether.api.auth.TokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["tether.api.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "tether.api.errors.exception_handler",
 }
@@ -122,6 +123,8 @@ TETHER = {
     "CANCEL_GRACE": float(os.environ.get("TETHER_CANCEL_GRACE_SECONDS", "10")),
     # largest CSV file POST /api/v1/datasets/import accepts (bytes; 512M, 2G also work)
     "MAX_UPLOAD_BYTES": env_bytes("TETHER_MAX_UPLOAD_BYTES", 2 * 1024**3),
+    # largest CSV field (cell) an import reads; a record may be 16 times as long
+    "CSV_MAX_FIELD_BYTES": env_bytes("TETHER_CSV_MAX_FIELD_BYTES", 1024**2),
     # export files are deleted this long after they were written (default 7 days)
     "EXPORT_TTL": float(os.environ.get("TETHER_EXPORT_TTL_SECONDS", str(7 * 24 * 3600))),
 }

@@ -11,5 +11,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
+handler400 = "tether.api.errors.bad_request"
+handler403 = "tether.api.errors.permission_denied"
 handler404 = "tether.api.errors.not_found"
 handler500 = "tether.api.errors.server_error"
