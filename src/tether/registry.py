@@ -34,6 +34,8 @@ class TaskType:
     max_attempts: int = 3
     pause_timeout: float = DEFAULT_PAUSE_TIMEOUT
     retry_backoff: float = 1.0
+    max_recoveries: int = 10
+    recovery_backoff: float = 1.0
     description: str = ""
     supports_pause: bool = True
 
@@ -78,6 +80,8 @@ def task(
     max_attempts: int = 3,
     pause_timeout: float = DEFAULT_PAUSE_TIMEOUT,
     retry_backoff: float = 1.0,
+    max_recoveries: int = 10,
+    recovery_backoff: float = 1.0,
     description: str | None = None,
     supports_pause: bool = True,
 ) -> Callable[[TaskFunc], TaskFunc]:
@@ -86,9 +90,14 @@ def task(
     ``params`` is a JSON schema for the keyword arguments, validated on submit.
     ``rollback(ctx)`` undoes the task's effects on cancel; ``ctx.state`` is the last
     checkpoint. It must be idempotent: after a crash it runs again.
+    ``max_recoveries``: how often the task is re-queued after its worker or server was
+    lost (no attempt used) before it fails; the n-th recovery waits
+    ``recovery_backoff * 2**(n-1)`` seconds (at most 60).
     """
     if max_attempts < 1:
         raise ValueError("max_attempts must be >= 1")
+    if max_recoveries < 0 or recovery_backoff < 0:
+        raise ValueError("max_recoveries and recovery_backoff must be >= 0")
 
     def register(func: TaskFunc) -> TaskFunc:
         type_name = name or func.__name__
@@ -103,6 +112,8 @@ def task(
             max_attempts=max_attempts,
             pause_timeout=pause_timeout,
             retry_backoff=retry_backoff,
+            max_recoveries=max_recoveries,
+            recovery_backoff=recovery_backoff,
             description=description or inspect.cleandoc(func.__doc__ or ""),
             supports_pause=supports_pause,
         )

@@ -61,6 +61,7 @@ def _build(
         queue=queue,
         params=clean,
         max_attempts=ttype.max_attempts,
+        max_recoveries=ttype.max_recoveries,
         pause_timeout=timeout,
         created_at=now,
         updated_at=now,

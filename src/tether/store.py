@@ -9,12 +9,13 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
+from tether import recovery
 from tether.models import Task
 from tether.states import Status
-from tether.transitions import release, transition
+from tether.transitions import transition
 
 LEASE_SECONDS = 30.0
 
@@ -223,44 +224,19 @@ def pending_controls(worker: str) -> dict[int, str]:
 def release_lost(
     *, worker_prefix: str | None = None, expired_only: bool = True, actor: str = "system"
 ) -> int:
-    """Recover tasks whose worker is gone: running -> queued (attempt + 1, or failed when
-    attempts are used up), pausing -> paused, cancelling -> rollback by any worker."""
+    """Recover tasks whose worker is gone (see tether.recovery): running -> queued
+    (no attempt used; recoveries + 1, or failed when they are used up), pausing ->
+    paused, cancelling -> rollback by any worker."""
     held = Task.objects.filter(worker__isnull=False)
     if expired_only:
         held = held.filter(lease_expires_at__lt=timezone.now())
     if worker_prefix:
         held = held.filter(worker__startswith=worker_prefix)
-    rows = list(held.values_list("id", "status", "attempts", "max_attempts"))
-    n = 0
-    reason = "worker lost (lease expired)" if expired_only else "recovered after restart"
-    for task_id, status, attempts, max_attempts in rows:
-        if status == Status.RUNNING and attempts >= max_attempts:
-            n += len(
-                transition(
-                    [task_id],
-                    Status.FAILED,
-                    actor=actor,
-                    reason=reason,
-                    updates={"error": f"{reason}; {attempts} attempts used"},
-                )
-            )
-        elif status == Status.RUNNING:
-            n += len(
-                transition(
-                    [task_id],
-                    Status.QUEUED,
-                    actor=actor,
-                    reason=reason,
-                    updates={"attempts": F("attempts") + 1},
-                )
-            )
-        elif status == Status.PAUSING:
-            n += len(transition([task_id], Status.PAUSED, actor=actor, reason=reason))
-        elif status == Status.CANCELLING:  # its rollback resumes on another worker
-            n += release(task_id, status=Status.CANCELLING)
-        else:  # queued/paused/final rows keep no owner
-            release(task_id, status=Status(status))
-    return n
+    cause = recovery.LOST_WORKER if expired_only else recovery.RESTART
+    rows = [
+        recovery.Held(i, Status(st), *rest) for i, st, *rest in held.values_list(*recovery.HELD)
+    ]
+    return sum(recovery.recover(row, cause=cause, actor=actor) for row in rows)
 
 
 def expire_paused(actor: str = "system") -> int:

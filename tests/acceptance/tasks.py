@@ -90,8 +90,14 @@ def ledger(
     return {"steps": steps, "started_from": start, "attempt": ctx.attempt}
 
 
-# the same task with room for many worker losses (each one costs an attempt)
-task(name="ledger_durable", rollback=_undo_ledger, params=LEDGER_PARAMS, max_attempts=20)(ledger)
+# the same task with room for many worker losses, run again at once after each one
+task(
+    name="ledger_durable",
+    rollback=_undo_ledger,
+    params=LEDGER_PARAMS,
+    max_recoveries=20,
+    recovery_backoff=0,
+)(ledger)
 
 
 @task(

@@ -20,6 +20,7 @@ from tests.acceptance.conftest import (
 
 FINAL = ("succeeded", "failed", "cancelled")
 LONG_STEPS = 400
+RESTART_REASON = "recovered after a server restart"
 
 
 def reconnect(srv: Server, client: httpx.Client) -> httpx.Client:
@@ -76,10 +77,10 @@ def test_sigkill_mid_run_then_restart(server: ServerFactory) -> None:
     c = reconnect(srv, c)
     try:
         task = assert_ledger_complete(srv, c, long_id, LONG_STEPS)
-        assert task["attempts"] == 2
-        assert task["result"]["attempt"] == 2
+        assert (task["attempts"], task["recoveries"]) == (1, 1)  # the kill used no attempt
+        assert task["result"]["attempt"] == 1
         assert task["result"]["started_from"] == len(rows_at_kill)  # its last checkpoint
-        recovered = [e for e in events(c, long_id) if e["reason"] == "recovered after restart"]
+        recovered = [e for e in events(c, long_id) if e["reason"].startswith(RESTART_REASON)]
         assert [(e["from_status"], e["to_status"]) for e in recovered] == [("running", "queued")]
 
         for tid in queued:
@@ -122,5 +123,39 @@ def test_sigterm_mid_run_then_restart(server: ServerFactory) -> None:
         history = [(e["from_status"], e["to_status"], e["reason"]) for e in events(c, tid)]
         assert ("running", "queued", "server shutdown") in history, history
         assert task["attempts"] == 1, history
+    finally:
+        c.close()
+
+
+def test_server_killed_three_times_uses_no_attempt(server: ServerFactory) -> None:
+    """Each kill -9 is a recovery (counted in ``recoveries``, with growing delays), not
+    an attempt: a task with max_attempts 3 survives three kills and more."""
+    kills = 3
+    steps = 3000  # 10 ms each: far longer than the test needs to kill three times
+    srv = server(workers=1)
+    c = login(srv)
+    tid = submit(c, "ledger", {"steps": steps, "step_ms": 10})["id"]
+    assert get_task(c, tid)["max_attempts"] == 3
+    done = 0
+    for kill in range(1, kills + 1):
+        done = wait_progress(c, tid, done + 20, timeout=60)["progress"]["done"]
+        srv.kill()
+        rows = srv.ledger_rows(tid)
+        assert len(rows) < steps, "kill the server while the ledger runs"
+        assert rows == list(range(1, len(rows) + 1))
+        srv.start()
+        c = reconnect(srv, c)
+        task = get_task(c, tid)
+        assert (task["attempts"], task["recoveries"]) == (1, kill), task
+    try:
+        task = assert_ledger_complete(srv, c, tid, steps)
+        assert (task["attempts"], task["recoveries"], task["max_recoveries"]) == (1, kills, 10)
+        assert task["result"]["attempt"] == 1
+        recovered = [e["reason"] for e in events(c, tid) if e["reason"].startswith(RESTART_REASON)]
+        assert recovered == [
+            f"{RESTART_REASON} (1 of 10); runs again in 1s",
+            f"{RESTART_REASON} (2 of 10); runs again in 2s",
+            f"{RESTART_REASON} (3 of 10); runs again in 4s",
+        ]
     finally:
         c.close()

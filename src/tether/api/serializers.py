@@ -67,6 +67,7 @@ class TaskTypeSerializer(serializers.Serializer[Any]):
     params_schema = serializers.JSONField()
     supports_pause = serializers.BooleanField()
     max_attempts = serializers.IntegerField()
+    max_recoveries = serializers.IntegerField()
     pause_timeout = serializers.FloatField()
 
 
@@ -100,6 +101,8 @@ class TaskSerializer(serializers.ModelSerializer[Task]):
             "error",
             "attempts",
             "max_attempts",
+            "recoveries",
+            "max_recoveries",
             "pause_timeout",
             "created_at",
             "updated_at",

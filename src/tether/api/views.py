@@ -178,6 +178,7 @@ class TaskTypeListView(APIView):
                 "params_schema": t.params_schema,
                 "supports_pause": t.supports_pause,
                 "max_attempts": t.max_attempts,
+                "max_recoveries": t.max_recoveries,
                 "pause_timeout": t.pause_timeout,
             }
             for t in registry.all_types()

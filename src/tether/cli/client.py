@@ -356,6 +356,8 @@ def history(ctx: typer.Context, task_id: ID_ARG, as_json: JSON_OPT = False) -> N
     out.print(table)
 
 
+    if task.get("recoveries"):  # re-queued after a lost worker or server
+        rows.append(("recoveries", f"{task['recoveries']}/{task.get('max_recoveries')}"))
 def result(ctx: typer.Context, task_id: ID_ARG, as_json: JSON_OPT = False) -> None:
     """Print a succeeded task's result as JSON."""
     with connect(ctx) as api:
