@@ -330,6 +330,8 @@ def show(ctx: typer.Context, task_id: ID_ARG, as_json: JSON_OPT = False) -> None
     if task.get("error"):
         rows.append(("error", task["error"]))
     rows.append(("attempts", f"{task.get('attempts')}/{task.get('max_attempts')}"))
+    if task.get("recoveries"):  # re-queued after a lost worker or server
+        rows.append(("recoveries", f"{task['recoveries']}/{task.get('max_recoveries')}"))
     rows.append(("pause timeout", f"{task.get('pause_timeout')}s"))
     for key in ("created_at", "started_at", "paused_at", "finished_at", "updated_at"):
         if task.get(key):
@@ -356,8 +358,6 @@ def history(ctx: typer.Context, task_id: ID_ARG, as_json: JSON_OPT = False) -> N
     out.print(table)
 
 
-    if task.get("recoveries"):  # re-queued after a lost worker or server
-        rows.append(("recoveries", f"{task['recoveries']}/{task.get('max_recoveries')}"))
 def result(ctx: typer.Context, task_id: ID_ARG, as_json: JSON_OPT = False) -> None:
     """Print a succeeded task's result as JSON."""
     with connect(ctx) as api:
