@@ -23,7 +23,8 @@ class Status(StrEnum):
     SUCCEEDED = "succeeded"
     """The task function returned; ``result`` holds its value. Final."""
     FAILED = "failed"
-    """The task raised with all attempts used, or its rollback failed. Final."""
+    """The task raised with all attempts used, its worker was lost more than
+    max_recoveries times, or its rollback failed. Final."""
 
     @property
     def is_final(self) -> bool:
