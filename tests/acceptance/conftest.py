@@ -175,6 +175,18 @@ class Server:
         headers = {"Authorization": f"Token {token}"} if token else {}
         return httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=15)
 
+    def lease_of(self, task_id: int) -> str | None:
+        """The task's lease expiry, read straight from SQLite (renewed by each
+        maintenance round while a worker holds the task)."""
+        con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
+        try:
+            row = con.execute(
+                "SELECT lease_expires_at FROM tether_task WHERE id = ?", (task_id,)
+            ).fetchone()
+        finally:
+            con.close()
+        return row[0] if row else None
+
     def ledger_rows(self, task_id: int) -> list[int]:
         """Steps recorded in acc_ledger for ``task_id``, read straight from SQLite."""
         con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)

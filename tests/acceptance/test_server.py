@@ -22,6 +22,7 @@ from tests.acceptance.conftest import (
     submit,
     wait_for,
     wait_progress,
+    wait_until,
 )
 
 FINAL = ("succeeded", "failed", "cancelled")
@@ -58,7 +59,10 @@ def test_new_user_flow_pause_resume(server: ServerFactory) -> None:
         assert 0 < at_pause < paused["progress"]["total"], paused
         assert paused["paused_at"]
 
-        time.sleep(0.6)  # a paused task holds no worker: nothing may move meanwhile
+        # a paused task holds no worker: another task runs to the end meanwhile, and the
+        # paused one has not moved
+        probe = submit(c, "add", {"operand1": 1, "operand2": 2})["id"]
+        assert wait_for(c, probe, "succeeded")["result"]["sum"] == 3
         still = get_task(c, tid)
         assert still["status"] == "paused"
         assert still["progress"]["done"] == at_pause
@@ -144,7 +148,13 @@ def test_cancel_with_slow_rollback_that_reports_progress(server: ServerFactory) 
         r = c.post(f"/tasks/{tid}/cancel")
         assert r.status_code == 202, r.text
         wait_for(c, tid, "cancelling")
-        time.sleep(2.5)  # the rollback is slow: it outlives a few maintenance rounds
+        leases = [srv.lease_of(tid)]
+        for rounds in (1, 2):  # the rollback outlives a few maintenance rounds
+            wait_until(
+                lambda: srv.lease_of(tid) != leases[-1],
+                f"maintenance round {rounds} to renew the rollback's lease",
+            )
+            leases.append(srv.lease_of(tid))
         assert get_task(c, tid)["status"] == "cancelling"
         assert srv.ledger_rows(tid)
         gate.unlink()
