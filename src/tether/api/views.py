@@ -17,25 +17,19 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 import tether
 from tether import registry, service
 from tether.api import serializers as s
-from tether.exceptions import InvalidParams
+from tether.api.schema import BROKER_DOWN, error
+from tether.api.throttling import AuthThrottle
+from tether.exceptions import InternalTaskType, InvalidParams
 from tether.models import ApiToken, Task, TaskEvent
 from tether.states import Status
 from tether.transitions import watch
 
 User = get_user_model()
-
-
-class AuthThrottle(AnonRateThrottle):
-    scope = "auth"
-
-    def get_rate(self) -> str:
-        return str(settings.TETHER.get("AUTH_RATE", "60/min"))
 
 
 class Pagination(PageNumberPagination):

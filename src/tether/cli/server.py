@@ -132,6 +132,9 @@ def serve(
             log_level="warning",
             access_log=False,
             lifespan="off",
+            # uvicorn would take the client address from X-Forwarded-For of any local
+            # peer; Tether decides which proxies to believe (TETHER_TRUSTED_PROXIES)
+            proxy_headers=False,
         )
         # uvicorn re-raises SIGTERM after its own graceful shutdown: turn it into a normal
         # exit so the executor hands running tasks back instead of dying with them.

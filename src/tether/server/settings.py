@@ -10,7 +10,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from tether.server.config import database, env_bool, env_bytes, home, secret_key
+from tether.server.config import database, env_bool, env_bytes, env_networks, home, secret_key
 
 TETHER_HOME = home()
 # uploads and exports (``uploads/``, ``exports/``): shared storage when API servers and
@@ -123,6 +123,9 @@ TETHER = {
     "CANCEL_GRACE": float(os.environ.get("TETHER_CANCEL_GRACE_SECONDS", "10")),
     # largest CSV file POST /api/v1/datasets/import accepts (bytes; 512M, 2G also work)
     "MAX_UPLOAD_BYTES": env_bytes("TETHER_MAX_UPLOAD_BYTES", 2 * 1024**3),
+    # proxies whose X-Forwarded-For names the client (addresses or CIDRs); without them
+    # the peer address is the client, whatever headers say
+    "TRUSTED_PROXIES": env_networks("TETHER_TRUSTED_PROXIES"),
     # largest CSV field (cell) an import reads; a record may be 16 times as long
     "CSV_MAX_FIELD_BYTES": env_bytes("TETHER_CSV_MAX_FIELD_BYTES", 1024**2),
     # export files are deleted this long after they were written (default 7 days)

@@ -3,11 +3,14 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from tether.api.throttling import throttled_login
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/docs/", permanent=False)),
     path("api/v1/", include("tether.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("admin/login/", throttled_login(admin.site.login)),  # before the admin's own
     path("admin/", admin.site.urls),
 ]
 
