@@ -128,9 +128,9 @@ class TestHugeNumbers:
         c = client_for()
         for query in (f"page={self.HUGE}", f"page_size={self.HUGE}", "page=-1", "page=x"):
             r = c.get(f"{API}/tasks?{query}")
-            assert r.status_code in (200, 404), (query, r.status_code)
-            if r.status_code == 404:
-                error(r, 404)
+            assert r.status_code in (200, 400, 404), (query, r.status_code)
+            if r.status_code != 200:
+                error(r, r.status_code)
 
     @pytest.mark.parametrize("value", ["1e308", "1" + "0" * 400, "-1", "Infinity", '"nan"', "true"])
     def test_pause_timeout(self, client_for: Client, value: str) -> None:

@@ -41,9 +41,9 @@ class DatasetNotFound(TetherError):
 def data_dir(kind: str) -> Path:
     from django.conf import settings
 
-    path = Path(getattr(settings, "TETHER_DATA_DIR", settings.TETHER_HOME)) / kind
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    from tether.server.config import private_dir
+
+    return private_dir(Path(getattr(settings, "TETHER_DATA_DIR", settings.TETHER_HOME)) / kind)
 
 
 def new_upload_path() -> Path:

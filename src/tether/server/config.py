@@ -37,11 +37,41 @@ def env_bytes(name: str, default: int) -> int:
     return int(value)
 
 
-def home() -> Path:
-    """State directory: ``$TETHER_HOME`` or ``./.tether``."""
-    path = Path(os.environ.get("TETHER_HOME") or ".tether").expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+def private_umask() -> None:
+    """Files and directories this process creates from now on are its user's alone
+    (0600, 0700): the database and its WAL, uploads, exports, renders, keys."""
+    os.umask(0o077)
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner may enter (0700), created if missing."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _take_away_group_and_other(path, 0o700)
     return path
+
+
+def private_file(path: Path) -> None:
+    """``path`` readable by its owner only: created empty (0600) when missing, access
+    for group and others removed when it exists."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        _take_away_group_and_other(path, 0o600)
+
+
+def _take_away_group_and_other(path: Path, mode: int) -> None:
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(mode)
+    except FileNotFoundError:
+        pass
+    except PermissionError:
+        pass  # another user's: nothing this process may change
+
+
+def home() -> Path:
+    """State directory: ``$TETHER_HOME`` or ``./.tether`` (0700)."""
+    return private_dir(Path(os.environ.get("TETHER_HOME") or ".tether").expanduser().resolve())
 
 
 def secret_key(home_dir: Path) -> str:
@@ -63,6 +93,7 @@ def database(home_dir: Path) -> dict[str, Any]:
 
     db: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True))
     if db["ENGINE"] == "django.db.backends.sqlite3":
+        _private_sqlite(str(db["NAME"]))
         db["OPTIONS"] = {
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,
@@ -91,6 +122,19 @@ def database(home_dir: Path) -> dict[str, Any]:
         db["OPTIONS"].update(from_url)
         db["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
     return db
+
+
+def _private_sqlite(name: str) -> None:
+    """SQLite creates its WAL and shared-memory files with the database file's mode, so
+    a database file created 0600 keeps all three private."""
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return
+    path = Path(name)
+    if not path.parent.is_dir():
+        return  # Django reports it when it connects
+    private_file(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        _take_away_group_and_other(path.with_name(path.name + suffix), 0o600)
 
 
 def _is_local(host: str) -> bool:

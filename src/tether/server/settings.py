@@ -10,16 +10,28 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from tether.server.config import database, env_bool, env_bytes, env_networks, home, secret_key
+from tether.server.config import (
+    database,
+    env_bool,
+    env_bytes,
+    env_networks,
+    home,
+    private_dir,
+    private_umask,
+    secret_key,
+)
 
+private_umask()  # every server, worker and manage command loads these settings first
 TETHER_HOME = home()
 # uploads and exports (``uploads/``, ``exports/``): shared storage when API servers and
 # workers run on several machines
-TETHER_DATA_DIR = Path(os.environ.get("TETHER_DATA_DIR") or TETHER_HOME).resolve()
+TETHER_DATA_DIR = private_dir(
+    Path(os.environ.get("TETHER_DATA_DIR") or TETHER_HOME).expanduser().resolve()
+)
 PRODUCTION = env_bool("TETHER_PRODUCTION")
 DEBUG = env_bool("TETHER_DEBUG") and not PRODUCTION
 SECRET_KEY = secret_key(TETHER_HOME)
-ALLOWED_HOSTS = [
+ALLOWED_HOSTS = [  # tests add Django's "testserver" themselves
     h.strip()
     for h in os.environ.get("TETHER_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(
         ","
@@ -107,6 +119,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "tether.api.schema.service_limits",
+    ],
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"TaskStatus": "tether.states.STATUS_CHOICES"},
 }

@@ -1,0 +1,99 @@
+"""Files a real server writes are private to its user: 0600 files in 0700 directories
+(the SQLite database and its WAL, the secret key, uploads, exports, renders), whatever
+the umask it was started with; and it does not answer to Host: testserver."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from tests.acceptance.conftest import (
+    ServerFactory,
+    assert_error,
+    login,
+    submit,
+    wait_for,
+    wait_progress,
+)
+
+SLOW_IMPORTS = {
+    "TETHER_APPS": "tests.acceptance.dataset_knobs.DatasetKnobs",
+    "ACC_IMPORT_BATCH_ROWS": "1",
+    "ACC_IMPORT_BATCH_DELAY_MS": "50",
+}
+CSV = "id,name,day\n1,Ann,2024-01-02\n2,Bo,2024-02-03\n"
+
+
+def tree(root: Path) -> Iterator[Path]:
+    yield root
+    for path in root.rglob("*"):
+        if not path.is_symlink():
+            yield path
+
+
+def loose(root: Path) -> list[str]:
+    """Files and directories under ``root`` that group or others may use."""
+    found = []
+    for path in tree(root):
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            continue  # removed meanwhile (a temporary file)
+        mode = stat.S_IMODE(info.st_mode)
+        want = 0o700 if stat.S_ISDIR(info.st_mode) else 0o600
+        if mode & 0o077 or mode & want != want:
+            found.append(f"{path.relative_to(root.parent)} {mode:o}")
+    return found
+
+
+def test_server_files_are_private(server: ServerFactory) -> None:
+    old = os.umask(0o022)  # a usual umask: the server must not rely on the caller's
+    try:
+        srv = server(workers=2, **SLOW_IMPORTS)
+    finally:
+        os.umask(old)
+    with login(srv) as c:
+        r = c.post(
+            "/datasets/import",
+            data={"dataset": "people"},
+            files={"file": ("people.csv", CSV.encode(), "text/csv")},
+        )
+        assert r.status_code == 201, r.text
+        assert wait_for(c, r.json()["id"], ("succeeded", "failed"))["status"] == "succeeded"
+        r = c.post("/datasets/people/export", json={})
+        assert r.status_code == 201, r.text
+        export = wait_for(c, r.json()["id"], ("succeeded", "failed"))
+        assert export["status"] == "succeeded", export
+        render = submit(c, "render", {"frames": 2, "seconds_per_frame": 0.01})
+        assert wait_for(c, render["id"], ("succeeded", "failed"))["status"] == "succeeded"
+        # an upload exists while its import runs (one row per slow batch here)
+        more = "id,name,day\n" + "".join(f"{i},N{i},2024-03-04\n" for i in range(3, 200))
+        r = c.post(
+            "/datasets/import",
+            data={"dataset": "people", "mode": "append"},
+            files={"file": ("more.csv", more.encode(), "text/csv")},
+        )
+        assert r.status_code == 201, r.text
+        wait_progress(c, r.json()["id"], 1)
+        home = srv.home
+        names = {p.name for p in tree(home)}
+        uploads = [p for p in tree(home) if p.parent.name == "uploads" and p.is_file()]
+        assert uploads, sorted(names)
+        try:
+            assert loose(home) == []
+        finally:
+            c.post(f"/tasks/{r.json()['id']}/cancel")
+    for expected in ("tether.sqlite3", "tether.sqlite3-wal", "secret_key", "exports", "renders"):
+        assert expected in names, sorted(names)
+    assert any(p.parent.name == "exports" and p.is_file() for p in tree(home)), sorted(names)
+
+
+def test_testserver_is_not_an_allowed_host(server: ServerFactory) -> None:
+    srv = server(workers=1)
+    r = httpx.get(f"{srv.url}/api/v1/health", headers={"Host": "testserver"}, timeout=15)
+    assert_error(r, 400, "bad_host")
+    assert httpx.get(f"{srv.url}/api/v1/health", timeout=15).status_code == 200
