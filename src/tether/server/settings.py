@@ -33,9 +33,7 @@ DEBUG = env_bool("TETHER_DEBUG") and not PRODUCTION
 SECRET_KEY = secret_key(TETHER_HOME)
 ALLOWED_HOSTS = [  # tests add Django's "testserver" themselves
     h.strip()
-    for h in os.environ.get("TETHER_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(
-        ","
-    )
+    for h in os.environ.get("TETHER_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
     if h.strip()
 ]
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("TETHER_CSRF_ORIGINS", "").split(",") if o]
