@@ -4,15 +4,15 @@ Pages of rows are appended to ``export-<task id>.csv.part`` in row order; about 
 second (and before a pause or cancel takes effect) the file is synced and the checkpoint
 records the last row key written and the file size, so a resumed run truncates any
 unrecorded tail and continues exactly after the last recorded row. The file gets its
-final name only when complete (atomic rename). Text cells starting with = + - @ tab or
-CR get a leading ' (spreadsheet formula injection) unless ``raw`` is set. Cancel
-deletes the partial file.
+final name only when complete (atomic rename). Every path writes RFC 4180 CSV: a cell
+holding a comma, a quote, CR or LF is quoted. Text cells a spreadsheet could take as a
+formula get a leading ' unless ``raw`` is set (``sql.formula_like``). Cancel deletes the
+partial file.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import os
 import time
 from datetime import date
@@ -150,9 +150,9 @@ def csv_export(
         )
         state = {"after": 0, "bytes": 0, "rows": 0, "total": total}
         with open(part, "wb") as out:
-            head = io.StringIO()
-            csv.writer(head, lineterminator="\n").writerow([c["name"] for c in cols])
-            out.write(head.getvalue().encode())
+            head = sql.CsvLines()
+            csv.writer(head, lineterminator="\r\n").writerow([c["name"] for c in cols])
+            out.write(head.text().encode())
             state["bytes"] = out.tell()
     with open(part, "r+b") as out:
         out.truncate(state["bytes"])  # drop anything written after the last checkpoint

@@ -12,7 +12,6 @@ SQLite and MariaDB/MySQL use batched inserts and selects.
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import sqlite3
 import threading
@@ -29,7 +28,16 @@ log = logging.getLogger(__name__)
 
 ROW_KEY = "_rid"
 SQLITE_ROWS_PER_INSERT = 512
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# The formula guard: a text cell is given a leading ' when a spreadsheet could read it as
+# a formula, that is when its first character that is not blank is one of FORMULA, or
+# when it starts with a tab or CR (which some spreadsheets also take as a formula start).
+# Blank: any Unicode whitespace, and the zero-width characters a reader does not see.
+FORMULA = ("=", "+", "-", "@")
+BLANKS = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u180e\u2000\u2001\u2002\u2003"
+    "\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u200b\u200c\u200d\u2028\u2029\u202f"
+    "\u205f\u2060\u3000\ufeff"
+)
 SQL_TYPES = {
     "postgresql": {
         "integer": "BIGINT",
@@ -462,13 +470,36 @@ def export_page(
     )
     if not rows:
         return 0, after
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    lines = CsvLines()
+    writer = csv.writer(lines, lineterminator="\r\n")
     kinds = [c["type"] for c in columns]
     for row in rows:
         writer.writerow([_cell(v, k, raw) for v, k in zip(row[1:], kinds, strict=True)])
-    out.write(buf.getvalue().encode())
+    out.write(lines.text().encode())
     return len(rows), int(rows[-1][0])
+
+
+class CsvLines:
+    """What a ``csv.writer(lines, lineterminator="\\r\\n")`` writes, as records ended by
+    LF (as COPY ends them). The csv module quotes a field holding the delimiter, the
+    quote or a character of the line terminator: told CRLF, it quotes CR as well as LF
+    (told LF, it would leave a CR bare, and a reader would start a new record there).
+    It writes each record with one call, ended by the terminator."""
+
+    def __init__(self) -> None:
+        self._records: list[str] = []
+
+    def write(self, record: str) -> int:
+        self._records.append(record[:-2])
+        return len(record)
+
+    def text(self) -> str:
+        return "\n".join(self._records) + "\n" if self._records else ""
+
+
+def formula_like(text: str) -> bool:
+    """Whether the formula guard gives this text cell a leading ' (see FORMULA)."""
+    return text.startswith(("\t", "\r")) or text.lstrip(BLANKS).startswith(FORMULA)
 
 
 def _cell(value: Any, kind: str, raw: bool) -> Any:
@@ -480,7 +511,7 @@ def _cell(value: Any, kind: str, raw: bool) -> Any:
         value = value.replace(tzinfo=UTC)  # MySQL/MariaDB: DATETIME, stored in UTC
     if isinstance(value, datetime | date):
         return value.isoformat()
-    if kind == "text" and not raw and str(value).startswith(FORMULA_START):
+    if kind == "text" and not raw and formula_like(str(value)):
         return "'" + str(value)
     return value
 
@@ -500,17 +531,10 @@ def _export_page_pg(
     limit]: at most ``limit`` rows, and no query first to find where the page ends. The
     row key returned is that bound (every row up to it is written); a range without
     rows (a gap in the keys, or rows left out by the date range) is skipped."""
-    cells = []
-    for c in columns:
-        name = q(c["name"])
-        if c["type"] == "text" and not raw:  # neutralise spreadsheet formulas: = + - @ \t \r
-            # (all below 65, "A": most cells are ruled out by the first comparison)
-            cells.append(
-                f"CASE WHEN ascii({name}) < 65 AND ascii({name}) IN "
-                f"(61, 43, 45, 64, 9, 13) THEN '''' || {name} ELSE {name} END"
-            )
-        else:
-            cells.append(name)
+    cells = [
+        _pg_guarded(q(c["name"])) if c["type"] == "text" and not raw else q(c["name"])
+        for c in columns
+    ]
     with transaction.atomic(), connection.cursor() as cur:
         # ranges of the row key: walk the primary key in order (no bitmap scan + sort)
         cur.execute("SET LOCAL enable_bitmapscan = off")
@@ -521,7 +545,11 @@ def _export_page_pg(
                 f"AND {ROW_KEY} <= %s ORDER BY {ROW_KEY}) TO STDOUT WITH (FORMAT csv)"
             )
             with cur.cursor.copy(statement, [*args, after + limit]) as copy:
-                out.writelines(copy)
+                if len(columns) == 1:  # a null is an empty line, which readers skip:
+                    # write it as "" (COPY sends each row as one message)
+                    out.writelines(b'""\n' if row == b"\n" else row for row in copy)
+                else:
+                    out.writelines(copy)
             n = int(cur.cursor.rowcount)
             if n > 0:
                 return n, after + limit
@@ -531,6 +559,23 @@ def _export_page_pg(
             if following is None:
                 return 0, after
             after = int(following) - 1
+
+
+_PG_FIRST = ", ".join(str(ord(c)) for c in (*FORMULA, "\t", "\r"))
+_PG_BLANK = ", ".join(str(ord(c)) for c in BLANKS)
+_PG_BLANKS = "E'" + "".join(f"\\u{ord(c):04x}" for c in BLANKS) + "'"
+_PG_FORMULA = ", ".join(f"'{c}'" for c in FORMULA)
+
+
+def _pg_guarded(name: str) -> str:
+    """A text column's value with the formula guard (``formula_like``) in SQL. Most
+    cells start with an ASCII letter (65-127): the first comparison rules them out."""
+    return (
+        f"CASE WHEN (ascii({name}) < 65 OR ascii({name}) > 127) AND "
+        f"(ascii({name}) IN ({_PG_FIRST}) OR ascii({name}) IN ({_PG_BLANK}) AND "
+        f"left(ltrim({name}, {_PG_BLANKS}), 1) IN ({_PG_FORMULA})) "
+        f"THEN '''' || {name} ELSE {name} END"
+    )
 
 
 def iter_rows(
