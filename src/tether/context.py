@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from tether.exceptions import SIGNALS, LeaseLostSignal
+from tether import strictjson
+from tether.exceptions import SIGNALS, LeaseLostSignal, ResultNotJSON
 from tether.progress import RateWindow, snapshot
 
 FLUSH_INTERVAL = 0.2
+KEEP_WORK_ON = frozenset({"pause", "shutdown"})  # stops after which the task continues
 
 
 class ContextStore(Protocol):
@@ -100,6 +103,9 @@ class TaskContext:
         assert kind is not None
         if kind not in ("lease_lost", "pause", "cancel"):
             self.flush()
+        elif kind != "lease_lost" and self._state_dirty:
+            # raised here, in task code, the task fails; the runner writes the rest
+            strictjson.check(self.state, "checkpoint")
         # a pause or cancel leaves pending writes to the runner, which writes them with
         # the next status change (one transaction: see pending_writes), or before the
         # rollback runs
@@ -110,8 +116,8 @@ class TaskContext:
         values: dict[str, Any] = {}
         if self._progress_dirty:
             values["progress"] = self.progress_snapshot()
-        if self._state_dirty:
-            values["checkpoint"] = dict(self.state)
+        if self._state_dirty and strictjson.problem(self.state) is None:
+            values["checkpoint"] = dict(self.state)  # else the last stored one stays
         return values
 
     # -- progress ----------------------------------------------------------------
@@ -123,6 +129,12 @@ class TaskContext:
         message: str | None = None,
     ) -> None:
         """Report progress. Cheap: writes are coalesced to one per flush interval."""
+        if (
+            not (_finite(done) and (total is None or _finite(total)))
+            or (unit is not None and unit is not self._unit)
+            or (message is not None and message is not self._message)
+        ):  # checked when they change: the writes that follow must not fail
+            _check_progress(done, total, unit, message)
         self._done = done
         if total is not None:
             self._total = total
@@ -153,10 +165,13 @@ class TaskContext:
             self.flush()
 
     @contextmanager
-    def atomic(self, state: dict[str, Any]) -> Iterator[None]:
+    def atomic(self, state: dict[str, Any], *, keep_work: bool = False) -> Iterator[None]:
         """Database writes in the block commit in one transaction with ``state`` as the
-        new checkpoint: after pause, crash or redelivery nothing is lost or done twice."""
-        if self._stop is not None:
+        new checkpoint: after pause, crash or redelivery nothing is lost or done twice.
+
+        ``keep_work``: the block also runs when a pause or shutdown is pending, to save
+        work done before it arrived (the stop is raised once the block has committed)."""
+        if self._stop is not None and not (keep_work and self._stop in KEEP_WORK_ON):
             self._raise_stop()
         with self._store.atomic():
             yield
@@ -184,6 +199,8 @@ class TaskContext:
         self._write(checkpoint=dict(self.state) if self._state_dirty else None)
 
     def _write(self, *, checkpoint: dict[str, Any] | None) -> None:
+        if checkpoint is not None:
+            strictjson.check(checkpoint, "checkpoint")
         progress = self.progress_snapshot() if self._progress_dirty else None
         if not self._store.save(
             self.task_id, self._token, progress=progress, checkpoint=checkpoint
@@ -193,3 +210,22 @@ class TaskContext:
         self._progress_dirty = False
         if checkpoint is not None:
             self._state_dirty = False
+
+
+_INT_LIMIT = 2**1000  # rates and percentages are floats: keep their sums in range
+
+
+def _finite(number: Any) -> bool:
+    kind = type(number)
+    if kind is int:
+        return -_INT_LIMIT < number < _INT_LIMIT
+    return kind is float and math.isfinite(number)
+
+
+def _check_progress(done: Any, total: Any, unit: Any, message: Any) -> None:
+    """Raise ResultNotJSON for progress figures the database could not store."""
+    doc = {"done": done, "total": total, "unit": unit, "message": message}
+    strictjson.check(doc, "progress")
+    for name, number in (("done", done), ("total", total)):
+        if isinstance(number, int) and not -_INT_LIMIT < number < _INT_LIMIT:
+            raise ResultNotJSON(f"the progress is out of range: $.{name} is over 2**1000")

@@ -23,6 +23,13 @@ class UnknownTaskType(TetherError):
     default_message = "No such task type."
 
 
+class InternalTaskType(TetherError):
+    """A task type that only Tether itself submits (``@task(internal=True)``)."""
+
+    code = "internal_task_type"
+    default_message = "That task type is started by Tether itself, not submitted directly."
+
+
 class InvalidParams(TetherError):
     code = "invalid_params"
     default_message = "The params do not match the task type's schema."
@@ -59,6 +66,14 @@ class LeaseLost(TetherError):
 
     code = "lease_lost"
     default_message = "The worker lost its lease on the task."
+
+
+class ResultNotJSON(TetherError):
+    """A task's result, checkpoint or progress is not strict JSON (``tether.strictjson``):
+    that task fails with this code, no other task is affected."""
+
+    code = "result_not_json"
+    default_message = "The task's output is not strict JSON."
 
 
 class HomeLocked(TetherError):

@@ -120,10 +120,16 @@ class ApiToken(models.Model):
         return self.revoked_at is None and self.expires_at > timezone.now()
 
 
+def new_upload_id() -> str:
+    """A public upload id: 128 random bits, so no one can name another user's upload."""
+    return secrets.token_hex(16)
+
+
 class Upload(models.Model):
     """A file received by the API, kept under a server-generated name until the task
-    that imports it is done with it."""
+    that imports it is done with it. Tasks name it by ``public_id``, never by ``pk``."""
 
+    public_id = models.CharField(max_length=32, unique=True, default=new_upload_id)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tether_uploads"
     )
@@ -133,7 +139,7 @@ class Upload(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
-        return f"upload#{self.pk} ({self.original_name})"
+        return f"upload {self.public_id} ({self.original_name})"
 
 
 class Dataset(models.Model):

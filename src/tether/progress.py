@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -42,10 +43,13 @@ def snapshot(
     """The progress document stored on the task and shown by the API."""
     percent = None
     eta = None
+    if rate is not None and not math.isfinite(rate):
+        rate = None  # figures near the float limit: JSON has no infinity
     if total:
         percent = round(min(max(done / total, 0.0), 1.0) * 100, 2)
         if rate and rate > 0:
             eta = round(max(total - done, 0) / rate, 2)
+            eta = eta if math.isfinite(eta) else None
     return {
         "done": done,
         "total": total,

@@ -38,6 +38,9 @@ class TaskType:
     recovery_backoff: float = 1.0
     description: str = ""
     supports_pause: bool = True
+    # Submitted only by Tether itself (e.g. csv_import from an upload it has checked),
+    # never through POST /api/v1/tasks: their params name server-side objects.
+    internal: bool = False
 
     def validate(self, params: Any) -> dict[str, Any]:
         """Return params with schema defaults filled in, or raise InvalidParams."""
@@ -84,6 +87,7 @@ def task(
     recovery_backoff: float = 1.0,
     description: str | None = None,
     supports_pause: bool = True,
+    internal: bool = False,
 ) -> Callable[[TaskFunc], TaskFunc]:
     """Register ``func(ctx, **params)`` as a task type.
 
@@ -93,6 +97,8 @@ def task(
     ``max_recoveries``: how often the task is re-queued after its worker or server was
     lost (no attempt used) before it fails; the n-th recovery waits
     ``recovery_backoff * 2**(n-1)`` seconds (at most 60).
+    ``internal`` types are submitted by Tether's own code only: the API refuses them
+    (``internal_task_type``) and does not list them.
     """
     if max_attempts < 1:
         raise ValueError("max_attempts must be >= 1")
@@ -116,6 +122,7 @@ def task(
             recovery_backoff=recovery_backoff,
             description=description or inspect.cleandoc(func.__doc__ or ""),
             supports_pause=supports_pause,
+            internal=internal,
         )
         return func
 
@@ -126,12 +133,17 @@ def get_type(name: str) -> TaskType:
     try:
         return _REGISTRY[name]
     except KeyError:
-        known = ", ".join(sorted(_REGISTRY)) or "none"
+        known = ", ".join(t.name for t in submittable_types()) or "none"
         raise UnknownTaskType(f"unknown task type {name!r} (known: {known})") from None
 
 
 def all_types() -> list[TaskType]:
     return sorted(_REGISTRY.values(), key=lambda t: t.name)
+
+
+def submittable_types() -> list[TaskType]:
+    """The task types a user may submit by name (all but the internal ones)."""
+    return [t for t in all_types() if not t.internal]
 
 
 def unregister(name: str) -> None:

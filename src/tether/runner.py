@@ -2,51 +2,43 @@
 
 The runner owns the task through its run token: every write it makes is fenced by
 that token, so a worker that lost its lease can never overwrite a newer run.
-Successes are group-committed: every success waiting is written in one transaction,
-so a busy executor pays one commit per batch rather than one per task.
+Successes are group-committed (``tether.successes``); a result is checked to be
+strict JSON before it joins a group, so one task's output cannot make the database
+refuse the others'.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
-from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
-from tether import registry, store
+from tether import registry, store, strictjson
 from tether.context import TaskContext
 from tether.exceptions import (
     CancelSignal,
     LeaseLostSignal,
     PauseSignal,
+    ResultNotJSON,
     ShutdownSignal,
     TetherError,
 )
 from tether.models import Task
 from tether.states import Status
 from tether.store import DjangoStore, Job
+from tether.successes import Success, SuccessWriter
 from tether.transitions import release, transition
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 300.0
 MAX_ERROR_CHARS = 4000
-
-
-@dataclass
-class _Success:
-    job: Job
-    ctx: TaskContext
-    result: Any
-    progress: dict[str, Any] | None
 
 
 class Runner:
@@ -67,9 +59,7 @@ class Runner:
         self.store = DjangoStore()
         self._register = register
         self._unregister = unregister
-        self._successes: list[_Success] = []
-        self._successes_lock = threading.Lock()
-        self._commit_lock = threading.Lock()
+        self._successes = SuccessWriter(worker)
 
     def context(self, job: Job) -> TaskContext:
         return TaskContext(
@@ -197,11 +187,16 @@ class Runner:
         )
 
     def _succeeded(self, job: Job, ctx: TaskContext, result: Any) -> None:
-        progress = ctx.progress_snapshot() if ctx.reported_progress else None
-        if progress and progress["total"] and progress["done"] < progress["total"]:
-            progress.update(done=progress["total"], percent=100.0, eta_seconds=0)
-        with self._successes_lock:
-            self._successes.append(_Success(job, ctx, _jsonable(result), progress))
+        try:
+            strictjson.check(result, "result")
+            progress = ctx.progress_snapshot() if ctx.reported_progress else None
+            if progress and progress["total"] and progress["done"] < progress["total"]:
+                progress.update(done=progress["total"], percent=100.0, eta_seconds=0)
+            strictjson.check(progress, "progress")
+        except Exception as exc:  # it cannot be stored: this task fails, alone
+            self._failed(job, ctx, exc)
+            return
+        self._successes.add(Success(job, ctx, result, progress))
         if self._on_success is not None:
             self._on_success()
         else:
@@ -210,49 +205,13 @@ class Runner:
     def commit_successes(self) -> None:
         """Group commit: write every waiting success; if another thread is already
         writing, it picks ours up after its own commit."""
-        while self._commit_lock.acquire(blocking=False):
-            try:
-                with self._successes_lock:
-                    batch, self._successes = self._successes, []
-                late = self._write_successes(batch) if batch else []
-            finally:
-                self._commit_lock.release()
-            for item in late:  # cancelled after the function returned: undo it
-                if self._current(item.job) == Status.CANCELLING:
-                    self._rollback(item.job, item.ctx)
-            with self._successes_lock:
-                if not self._successes:
-                    return
-
-    def _write_successes(self, batch: list[_Success]) -> list[_Success]:
-        by_token: dict[str, list[_Success]] = defaultdict(list)
-        for item in batch:
-            by_token[item.job.token].append(item)
-        moved: set[int] = set()
-        with transaction.atomic():
-            for token, items in by_token.items():
-                for item in items:
-                    values = {"result": item.result}
-                    if item.progress is not None:
-                        values["progress"] = item.progress
-                    if item.result is not None or item.progress is not None:
-                        Task.objects.filter(
-                            id=item.job.task_id,
-                            run_token=token,
-                            status__in=[Status.RUNNING, Status.PAUSING],
-                        ).update(**values)
-                changes = transition(
-                    [i.job.task_id for i in items],
-                    Status.SUCCEEDED,
-                    actor=self.worker,
-                    reason="returned",
-                    token=token,
-                )
-                moved.update(c.task_id for c in changes)
-        return [item for item in batch if item.job.task_id not in moved]
+        for item in self._successes.commit():  # cancelled after it returned: undo it
+            if self._current(item.job) == Status.CANCELLING:
+                self._rollback(item.job, item.ctx)
 
     def _failed(self, job: Job, ctx: TaskContext, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        kind = exc.code if isinstance(exc, ResultNotJSON) else type(exc).__name__
+        message = strictjson.safe_text(f"{kind}: {exc}", MAX_ERROR_CHARS)
         log.info("task %s failed: %s", job.task_id, message, exc_info=exc)
         status = self._current(job)
         if status == Status.CANCELLING:
@@ -318,7 +277,9 @@ class Runner:
         except LeaseLostSignal:
             return  # the new owner rolls back
         except Exception as exc:
-            message = f"rollback failed: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+            message = strictjson.safe_text(
+                f"rollback failed: {type(exc).__name__}: {exc}", MAX_ERROR_CHARS
+            )
             log.exception("task %s: %s", job.task_id, message)
             transition(
                 [job.task_id],
@@ -343,11 +304,3 @@ def _backoff(job: Job) -> float:
     with contextlib.suppress(TetherError):
         base = registry.get_type(job.type).retry_backoff
     return float(min(base * 2 ** (job.attempts - 1), MAX_BACKOFF))
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return repr(value)

@@ -97,3 +97,15 @@ def it_stubborn(ctx: TaskContext, *, block_seconds: float = 0) -> None:
             STUCK.setdefault(ctx.task_id, threading.Event()).set()
     while True:
         sum(range(1000))
+
+
+@task(name="it_not_json", params={"type": "object"})
+def it_not_json(ctx: TaskContext, *, value: str = "inf", where: str = "result") -> Any:
+    """Puts ``float(value)`` ("inf", "-inf", "nan": not JSON) in its result, or in its
+    checkpoint or progress when ``where`` says so."""
+    bad = float(value)
+    if where == "checkpoint":
+        ctx.checkpoint({"rows": [1, 2, 3, bad]})
+    elif where == "progress":
+        ctx.progress(bad, total=10)
+    return {"sum": bad}

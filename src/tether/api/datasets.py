@@ -28,7 +28,7 @@ from rest_framework.views import APIView
 from tether import service
 from tether.api import serializers as s
 from tether.api.uploads import FIELD, FRAMING_SLACK, DiskUploadHandler, StoredFile
-from tether.datasets import exporter, importer, sql, sweep
+from tether.datasets import checks, exporter, importer, sql, sweep
 from tether.datasets.files import DatasetNotFound, export_path
 from tether.datasets.types import TYPES, CellError, clean_names
 from tether.exceptions import TaskNotFound, TetherError
@@ -354,13 +354,21 @@ class DatasetImportView(APIView):
 
     def _submit(self, request: Request, data: dict[str, Any], stored: StoredFile) -> Task:
         name, mode = data["dataset"], data["mode"]
-        exists = Dataset.objects.filter(owner=cast(Any, request.user), name=name).exists()
-        if mode == "create" and exists:
+        existing = Dataset.objects.filter(owner=cast(Any, request.user), name=name).first()
+        if mode == "create" and existing is not None:
             raise DatasetExists(
                 f"dataset {name!r} exists already; use mode append or replace, or another name"
             )
-        if mode == "append" and not exists:
+        if mode == "append" and existing is None:
             raise DatasetNotFound(f"no dataset {name!r} to append to; use mode create")
+        checks.check_upload(  # 400 not_text, columns_mismatch, bad_data: no task
+            stored.path,
+            dataset=name,
+            delimiter=data["delimiter"],
+            header=data["header"],
+            declared=data.get("columns"),
+            append_to=existing.columns if mode == "append" and existing is not None else None,
+        )
         params: dict[str, Any] = {
             "dataset": name,
             "mode": mode,
@@ -378,7 +386,9 @@ class DatasetImportView(APIView):
                 original_name=(stored.name or "")[:255],
                 size=stored.size or 0,
             )
-            return service.submit(request.user, "csv_import", {"upload": upload.pk, **params})
+            return service.submit(
+                request.user, "csv_import", {"upload": upload.public_id, **params}
+            )
 
 
 class DatasetListView(APIView):
@@ -517,7 +527,10 @@ class TaskDownloadView(APIView):
         summary="Download the file of a succeeded csv_export task",
     )
     def get(self, request: Request, pk: int) -> FileResponse:
-        task = service.get_visible(request.user, pk)
+        # An export holds a dataset's rows: per user like datasets, for staff too.
+        task = Task.objects.filter(pk=pk, owner=cast(Any, request.user)).first()
+        if task is None:
+            raise TaskNotFound(f"no task {pk}")
         if task.type != "csv_export":
             raise TaskNotFound(
                 f"task {pk} is a {task.type} task; only csv_export tasks have a file to download"

@@ -175,11 +175,16 @@ class TaskTypeListView(APIView):
                 "max_recoveries": t.max_recoveries,
                 "pause_timeout": t.pause_timeout,
             }
-            for t in registry.all_types()
+            for t in registry.submittable_types()
         ]
         return Response(s.TaskTypeSerializer(data, many=True).data)
 
 
+# How users start the internal task types instead.
+INTERNAL_HINTS = {
+    "csv_import": "upload the file with POST /api/v1/datasets/import",
+    "csv_export": "use POST /api/v1/datasets/{name}/export",
+}
 STATUS_FILTER = OpenApiParameter("status", str, description="comma-separated statuses")
 TYPE_FILTER = OpenApiParameter("type", str, description="task type name")
 
@@ -213,6 +218,12 @@ class TaskListView(generics.ListCreateAPIView[Task]):
         ser = s.SubmitSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
         data = ser.validated_data
+        if registry.get_type(data["type"]).internal:
+            raise InternalTaskType(
+                f"task type {data['type']!r} is internal: Tether starts it itself "
+                f"({INTERNAL_HINTS.get(data['type'], 'it cannot be submitted directly')})",
+                field="type",
+            )
         task = service.submit(
             request.user,
             data["type"],

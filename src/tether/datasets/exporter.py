@@ -122,7 +122,13 @@ def delete_partial(ctx: TaskContext) -> None:
     _remove(ctx.task_id)
 
 
-@task(name="csv_export", queue="data", rollback=delete_partial, params=PARAMS)
+@task(
+    name="csv_export",
+    queue="data",
+    rollback=delete_partial,
+    params=PARAMS,
+    internal=True,  # submitted by POST /datasets/{name}/export after its checks
+)
 def csv_export(
     ctx: TaskContext,
     *,

@@ -32,6 +32,20 @@ class DataError(TetherError):
     default_message = "The data cannot be imported."
 
 
+class NotText(DataError):
+    """The upload is not UTF-8 text (compressed, binary, another encoding)."""
+
+    code = "not_text"
+    default_message = "The file is not UTF-8 text."
+
+
+class ColumnsMismatch(DataError):
+    """An append's columns are not the dataset's (missing, extra or unknown names)."""
+
+    code = "columns_mismatch"
+    default_message = "The file's columns do not match the dataset's."
+
+
 class DatasetNotFound(TetherError):
     code = "not_found"
     http_status = 404

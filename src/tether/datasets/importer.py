@@ -23,11 +23,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from tether.context import TaskContext
-from tether.datasets import sql
+from tether.datasets import checks, sql
 from tether.datasets.files import DataError, Mark, Source
 from tether.datasets.types import (
     DEFAULT_NULLS,
@@ -35,7 +36,6 @@ from tether.datasets.types import (
     PARSERS,
     TYPES,
     CellError,
-    clean_names,
     column_values,
     infer,
     pg_shape_ok,
@@ -58,9 +58,9 @@ PARAMS = {
     "type": "object",
     "properties": {
         "upload": {
-            "type": "integer",
-            "minimum": 1,
-            "description": "id of an upload (POST /api/v1/datasets/import makes one)",
+            "type": "string",
+            "pattern": "^[0-9a-f]{32}$",
+            "description": "public id of an upload (POST /api/v1/datasets/import makes one)",
         },
         "dataset": {
             "type": "string",
@@ -98,10 +98,20 @@ def task_owner(ctx: TaskContext) -> int:
     return int(Task.objects.filter(id=ctx.task_id).values_list("owner_id", flat=True)[0])
 
 
-def _upload(ctx: TaskContext, upload_id: int) -> Upload:
-    upload = Upload.objects.filter(id=upload_id, owner_id=task_owner(ctx)).first()
+UploadRef = str | int  # a public id; an int (the pk) in tasks queued before public ids
+
+
+def _owned_uploads(owner_id: int, ref: UploadRef) -> QuerySet[Upload]:
+    """The upload ``ref`` if ``owner_id`` owns it: every read and delete goes through
+    here, so a task never touches another user's upload."""
+    by = {"id": ref} if isinstance(ref, int) else {"public_id": str(ref)}
+    return Upload.objects.filter(owner_id=owner_id, **by)
+
+
+def _upload(ctx: TaskContext, ref: UploadRef) -> Upload:
+    upload = _owned_uploads(task_owner(ctx), ref).first()
     if upload is None:
-        raise DataError(f"no upload {upload_id}")
+        raise DataError(f"no upload {ref}")
     return upload
 
 
@@ -111,8 +121,8 @@ def _upload_file(upload: Upload) -> Any:
     return data_dir("uploads") / upload.path
 
 
-def _discard_upload(upload_id: int) -> None:
-    upload = Upload.objects.filter(id=upload_id).first()
+def _discard_upload(ctx: TaskContext, ref: UploadRef) -> None:
+    upload = _owned_uploads(task_owner(ctx), ref).first()
     if upload is not None:
         _upload_file(upload).unlink(missing_ok=True)
         upload.delete()
@@ -131,21 +141,10 @@ def _plan(
     """Decide the columns (declared, the dataset's for append, or inferred from a
     sample). Returns them, where the data starts, and the sample's bytes per record."""
     records = src.records()
-    first = next(records, None)
-    while first is not None and not first[0]:  # blank lines (skipped, as in the data)
-        first = next(records, None)
-    if first is None:
-        raise DataError("the file is empty (not even a header)")
-    try:
-        names = (
-            clean_names(first[0])
-            if header
-            else [f"column_{i}" for i in range(1, len(first[0]) + 1)]
-        )
-    except CellError as exc:
-        raise DataError(f"line {first[1]} (header): {exc}") from None
+    first, first_line = checks.first_record(records)
+    names = checks.file_names(first, first_line, header=header, declared=columns)
     data_at = src.mark() if header else Mark(src.start, 0)
-    sample: list[list[str]] = [] if header else [first[0]]
+    sample: list[list[str]] = [] if header else [first]
     for row, _line in records:
         sample.append(row)
         if len(sample) >= SAMPLE_ROWS:
@@ -156,25 +155,18 @@ def _plan(
         raise DataError(f"dataset {dataset!r} exists already (use mode append or replace)")
     if mode == "append" and existing is None:
         raise DataError(f"dataset {dataset!r} does not exist (use mode create)")
-    if columns:
-        if len(columns) != len(names):
-            raise DataError(f"{len(columns)} columns declared but the file has {len(names)}")
-        try:
-            declared = clean_names([c["name"] for c in columns])
-        except CellError as exc:
-            raise DataError(f"declared columns: {exc}") from None
-        planned = [{"name": n, "type": c["type"]} for n, c in zip(declared, columns, strict=True)]
-    elif mode == "append" and existing is not None:
-        planned = [dict(c) for c in existing.columns]
+    if mode == "append" and existing is not None:  # the staging table in the file's order
+        planned = checks.match_columns(
+            names,
+            dataset,
+            existing.columns,
+            by_position=not header and not columns,
+            declared=columns,
+        )
+    elif columns:
+        planned = [{"name": n, "type": c["type"]} for n, c in zip(names, columns, strict=True)]
     else:
         planned = infer(names, sample, nulls)
-    if mode == "append" and existing is not None:
-        have = [c["name"] for c in existing.columns]
-        if [c["name"] for c in planned] != have or planned != existing.columns:
-            raise DataError(
-                f"the file's columns {[c['name'] for c in planned]} do not "
-                f"match dataset {dataset!r}: {existing.columns}"
-            )
     return planned, data_at, row_bytes
 
 
@@ -224,7 +216,7 @@ def drop_staging(ctx: TaskContext) -> None:
         _unpublish(state)
     sql.drop_table(sql.staging_name(ctx.task_id))
     if state.get("upload"):
-        _discard_upload(int(state["upload"]))
+        _discard_upload(ctx, state["upload"])
 
 
 def retired_name(task_id: int) -> str:
@@ -265,11 +257,18 @@ def _unpublish(state: dict[str, Any]) -> None:
         ds.save()
 
 
-@task(name="csv_import", queue="data", rollback=drop_staging, params=PARAMS, max_attempts=3)
+@task(
+    name="csv_import",
+    queue="data",
+    rollback=drop_staging,
+    params=PARAMS,
+    max_attempts=3,
+    internal=True,  # its upload is checked by the datasets API, which submits it
+)
 def csv_import(
     ctx: TaskContext,
     *,
-    upload: int,
+    upload: UploadRef,
     dataset: str,
     mode: str = "create",
     delimiter: str = ",",
@@ -283,7 +282,7 @@ def csv_import(
     stage = sql.staging_name(ctx.task_id)
     state = dict(ctx.state)
     if state.get("published") and "result" in state:  # stopped after its last commit
-        _discard_upload(upload)
+        _discard_upload(ctx, upload)
         return dict(state["result"])
     try:
         path = _upload_file(_upload(ctx, upload))
@@ -344,7 +343,7 @@ def csv_import(
                 ctx.progress(state["loaded"])  # raises it (or, withdrawn: publish again)
     except DataError:
         sql.drop_table(stage)
-        _discard_upload(upload)
+        _discard_upload(ctx, upload)
         raise
 
 
@@ -798,12 +797,12 @@ def _publish(
                 "dataset": dataset,
                 "mode": mode,
                 "rows": loaded,
-                "columns": columns,
+                "columns": target.columns,  # (an append's file may order them otherwise)
                 "skipped_count": skipped_count,
                 "skipped_lines": skipped,
                 "seconds": round(time.monotonic() - began, 3),
             }
     except IntegrityError:
         raise DataError(f"dataset {dataset!r} was created meanwhile") from None
-    _discard_upload(int(state["upload"]))
+    _discard_upload(ctx, state["upload"])
     return dict(final["result"])

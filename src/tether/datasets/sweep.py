@@ -76,17 +76,23 @@ def sweep_staging() -> list[str]:
 
 def sweep_uploads(now: float | None = None) -> list[str]:
     now = time.time() if now is None else now
-    live: set[int] = set()  # uploads an unfinished import still needs
-    for params in (
+    # Uploads an unfinished import of their owner still needs, by public id (or by pk:
+    # tasks queued before public ids). Another user's task naming an upload keeps
+    # nothing alive.
+    live: set[tuple[int, str | int]] = set()
+    for owner_id, params in (
         Task.objects.filter(type="csv_import")
         .exclude(status__in=[str(s) for s in FINAL])
-        .values_list("params", flat=True)
+        .values_list("owner_id", "params")
     ):
-        if isinstance(params, dict) and isinstance(params.get("upload"), int):
-            live.add(params["upload"])
+        ref = params.get("upload") if isinstance(params, dict) else None
+        if isinstance(ref, str | int):
+            live.add((owner_id, ref))
     removed = []
     settled = timezone.now() - timedelta(seconds=ORPHAN_FILE_SECONDS)
-    for upload in Upload.objects.exclude(id__in=live).filter(created_at__lt=settled):
+    for upload in Upload.objects.filter(created_at__lt=settled):
+        if (upload.owner_id, upload.public_id) in live or (upload.owner_id, upload.pk) in live:
+            continue
         (data_dir("uploads") / upload.path).unlink(missing_ok=True)
         upload.delete()
         removed.append(upload.path)

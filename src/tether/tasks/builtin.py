@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 from django.conf import settings
 
 from tether.context import TaskContext
+from tether.exceptions import InvalidParams
 from tether.registry import task
 
 MAX_SECONDS = 86_400
@@ -102,9 +104,22 @@ def fibonacci(ctx: TaskContext, *, n: int, step_ms: int = 0) -> dict[str, Any]:
     }
 )
 def add(ctx: TaskContext, *, operand1: float, operand2: float) -> dict[str, Any]:
-    """Add two numbers."""
+    """Add two numbers. A sum beyond the largest float (about 1.8e308) fails the task."""
+    try:
+        total = operand1 + operand2
+    except OverflowError:  # a huge integer plus a float
+        total = math.inf
+    if isinstance(total, float) and not math.isfinite(total):
+        raise InvalidParams(
+            f"the sum overflows to infinity ({_short(operand1)} + {_short(operand2)})"
+        )
     ctx.progress(1, total=1, unit="sums")
-    return {"operand1": operand1, "operand2": operand2, "sum": operand1 + operand2}
+    return {"operand1": operand1, "operand2": operand2, "sum": total}
+
+
+def _short(number: float) -> str:
+    text = repr(number)
+    return text if len(text) <= 24 else f"{text[:12]}…({len(text)} digits)"
 
 
 STAGES = ("load scene", "render", "composite", "write")
