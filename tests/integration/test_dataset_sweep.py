@@ -115,3 +115,31 @@ def test_the_sweep_runs_from_the_maintenance_round() -> None:
     assert "datasets.sweep" in housekeeping.run_due()
     assert not sql.table_exists(sql.staging_name(failed.pk))
     assert "datasets.sweep" not in housekeeping.run_due()  # not due again for a while
+
+
+def test_the_upload_of_an_import_that_failed_otherwise_goes_at_the_next_sweep(
+    executor: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An import that fails on something other than its data keeps its upload; the
+    first sweep once UPLOAD_GRACE_SECONDS have passed removes it (the sweep runs every
+    10 minutes), not an hour later."""
+    from tests.integration.test_datasets import run_import
+    from tether.exceptions import TetherError
+
+    class Lost(TetherError):
+        code = "lost"
+
+    def lost(*args: Any, **kwargs: Any) -> None:
+        raise Lost("the database went away")
+
+    me = user()
+    _, live_up = _import_task(me, "paused")
+    monkeypatch.setattr(sql, "create_table", lost)
+    done = run_import(me, "a,b\n1,2\n", dataset="d")
+    assert done.status == "failed" and "went away" in done.error, done.error
+    left = Upload.objects.exclude(pk=live_up.pk).get()
+    assert sweep.sweep_uploads() == []  # within the grace (a task may be on its way)
+    later = time.time() + sweep.UPLOAD_GRACE_SECONDS + 1
+    assert sweep.sweep_uploads(now=later) == [left.path]
+    assert list(Upload.objects.values_list("pk", flat=True)) == [live_up.pk]
+    assert {p.name for p in data_dir("uploads").iterdir()} == {live_up.path}

@@ -161,7 +161,10 @@ def test_bad_files_fail_clearly(executor: EmbeddedExecutor, text: bytes, reason:
     assert not Dataset.objects.exists()
 
 
-def test_bom_quoted_newlines_header_only_and_big_field(executor: EmbeddedExecutor) -> None:
+def test_bom_quoted_newlines_header_only_and_big_field(
+    executor: EmbeddedExecutor, settings: Any
+) -> None:
+    settings.TETHER = {**settings.TETHER, "CSV_MAX_FIELD_BYTES": 16 << 20}
     me = user()
     big = "x" * (10 * 1024 * 1024)
     text = '\ufeffid,note\n1,"line one\nline two"\n2,' + big + "\n"
@@ -175,6 +178,31 @@ def test_bom_quoted_newlines_header_only_and_big_field(executor: EmbeddedExecuto
     blank = run_import(me, "\n\nid,x\n1,2\n\n3,4\n", dataset="blank")  # skipped
     assert blank.status == "succeeded", blank.error
     assert rows_of(Dataset.objects.get(name="blank")) == [(1, 2), (3, 4)]
+
+
+@pytest.mark.parametrize(
+    ("cell", "header"),
+    [
+        ("x" * ((1 << 20) + 1), True),
+        ("x" * ((1 << 20) + 1), False),
+        ('"' + "y,\n" * (1 << 19) + '"', True),  # quoted, over many lines
+    ],
+)
+def test_a_field_over_the_limit_fails_naming_its_line(
+    executor: EmbeddedExecutor, cell: str, header: bool
+) -> None:
+    """TETHER_CSV_MAX_FIELD_BYTES (default 1 MiB): one byte more fails the import on
+    every load path, and nothing is left behind; a field of exactly 1 MiB is fine."""
+    me = user()
+    rows = "".join(f"{i},v{i}\n" for i in range(1, 3000))  # past the planning sample
+    text = ("id,note\n" if header else "") + rows + "3000," + cell + "\n3001,z\n"
+    done = run_import(me, text, dataset="big", header=header)
+    line = 3000 + header
+    assert done.status == "failed" and f"line {line}: field larger than 1 MiB" in done.error
+    assert not Dataset.objects.exists() and dataset_tables() == set()
+    assert not any(data_dir("uploads").iterdir())
+    fits = run_import(me, "id,note\n1," + "x" * (1 << 20) + "\n", dataset="fits")
+    assert fits.status == "succeeded", fits.error
 
 
 def _start_import(
@@ -209,6 +237,58 @@ def test_pause_resume_equals_uninterrupted(
     done = wait_status(task.pk, "succeeded", timeout=60)
     ds = Dataset.objects.get(name="paused")
     assert [r[0] for r in rows_of(ds)] == list(range(1, 20_001))  # none lost, none twice
+    assert done.result["rows"] == 20_000
+
+
+def test_rapid_pause_resume_keeps_the_rows_loaded(
+    executor: EmbeddedExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches far longer than the time between pauses: each pause commits the rows its
+    batch loaded so far with their checkpoint, so every pause/resume pair moves the
+    import forward, and the table is exact in the end (none lost, none twice). The
+    test hands the loader its blocks of CSV one permit at a time, so that each pause
+    lands after two blocks of a batch whatever the machine's speed."""
+    import threading
+
+    from tether.datasets import files, importer
+
+    for name, value in (("BATCH_SECONDS", 600.0), ("PREPARED_SECONDS", 600.0)):
+        monkeypatch.setattr(importer, name, value)
+    monkeypatch.setattr(importer, "PREPARED_ROWS", 10**9)
+    monkeypatch.setattr(importer, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(importer, "ROW_BLOCK_BYTES", 4096)
+    permits = threading.Semaphore(0)
+    taken = [0]
+    real_block = files.Source.block
+
+    def gated(self: files.Source, size: int) -> bytes:
+        assert permits.acquire(timeout=60)
+        block = real_block(self, size)
+        taken[0] += 1
+        return block
+
+    monkeypatch.setattr(files.Source, "block", gated)
+    task, _ = _start_import(monkeypatch, "rapid", batch_rows=10**9, seed=8)
+    loaded = [0]
+    try:
+        for _ in range(15):
+            since = taken[0]
+            permits.release(2)
+            deadline = time.monotonic() + 30
+            while taken[0] < since + 2:  # one block loaded, the next one taken
+                assert time.monotonic() < deadline, "the import does not load"
+                time.sleep(0.001)
+            service.pause(task.pk, actor="test")
+            permits.release()  # (should the loader wait for a block meanwhile)
+            assert wait_status(task.pk, "paused", timeout=30).status == "paused"
+            loaded.append(int(Task.objects.get(pk=task.pk).checkpoint["loaded"]))
+            assert loaded[-1] > loaded[-2], loaded  # saved, not thrown away
+            service.resume(task.pk, actor="test")
+    finally:
+        permits.release(10**6)
+    done = wait_status(task.pk, "succeeded", timeout=120)
+    ds = Dataset.objects.get(name="rapid")
+    assert [r[0] for r in rows_of(ds)] == list(range(1, 20_001))
     assert done.result["rows"] == 20_000
 
 

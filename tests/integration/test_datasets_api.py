@@ -154,6 +154,35 @@ def test_preview_pages_a_bigger_dataset(client_for: Client, executor: EmbeddedEx
     assert seen == list(range(1, 2501))
 
 
+def test_preview_cuts_long_cells_and_bounds_the_page(
+    client_for: Client, executor: EmbeddedExecutor, settings: Any
+) -> None:
+    """Whatever the cells hold, a preview page stays small: text cells over 1,000
+    characters end in "…", a page stops at about 1 MiB (``truncated``), and paging on
+    from ``offset + len(rows)`` reaches every row."""
+    settings.TETHER = {**settings.TETHER, "CSV_MAX_FIELD_BYTES": 4 << 20}
+    c = client_for("alice")
+    huge = "h" * (3 << 20)
+    lines = ["id,a,b,c", f"1,{huge},x,y"]
+    lines += [f"{i}," + ",".join(f"{col}{i:04d}" * 400 for col in "abc") for i in range(2, 401)]
+    imported(c, "\n".join(lines) + "\n", dataset="wide")
+    r = c.get(f"{API}/datasets/wide/rows?limit=1000")
+    assert len(r.content) < (1 << 20) + (64 << 10), len(r.content)
+    page = r.json()
+    assert page["truncated"] is True and 100 < len(page["rows"]) < 400
+    assert page["rows"][0] == [1, "h" * 1000 + "…", "x", "y"]
+    assert page["rows"][1][1] == ("a0002" * 400)[:1000] + "…"
+    seen = [row[0] for row in page["rows"]]
+    while True:
+        more = c.get(f"{API}/datasets/wide/rows?limit=1000&offset={len(seen)}").json()
+        if not more["rows"]:
+            break
+        seen.extend(row[0] for row in more["rows"])
+    assert seen == list(range(1, 401))
+    small = c.get(f"{API}/datasets/wide/rows?limit=1&offset=399").json()
+    assert small["truncated"] is True and len(small["rows"]) == 1
+
+
 def test_upload_options(client_for: Client, executor: EmbeddedExecutor) -> None:
     c = client_for("alice")
     text = "1;x;-\n2;y;3\n3;z;oops\n"

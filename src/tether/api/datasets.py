@@ -261,17 +261,49 @@ def json_value(value: Any, kind: str) -> Any:
     return value
 
 
-def read_rows(ds: Dataset, limit: int, offset: int) -> list[list[Any]]:
-    """Rows ``offset`` … ``offset + limit - 1`` in insertion order, as JSON values."""
-    names = ", ".join(sql.q(c["name"]) for c in ds.columns)
-    with connection.cursor() as cur:
-        cur.execute(
-            f"SELECT {names} FROM {sql.q(ds.table)} ORDER BY {sql.ROW_KEY} LIMIT %s OFFSET %s",
-            [limit, offset],
-        )
-        fetched = cur.fetchall()
+PREVIEW_CELL_CHARS = 1000  # a longer text cell is cut to this many characters + "…"
+PREVIEW_BYTES = 1 << 20  # a page stops once its cells add up to about this (1 row at least)
+FETCH_BYTES = 8 << 20  # at most this much (worst case) is fetched from the database at once
+
+
+def read_rows(ds: Dataset, limit: int, offset: int) -> tuple[list[list[Any]], bool]:
+    """Rows ``offset`` … ``offset + limit - 1`` in insertion order, as JSON values, and
+    whether the page was cut short: text cells over PREVIEW_CELL_CHARS characters end
+    in "…", and rows stop once about PREVIEW_BYTES are taken (the database sends at
+    most PREVIEW_CELL_CHARS + 1 characters of a cell)."""
     kinds = [c["type"] for c in ds.columns]
-    return [[json_value(v, k) for v, k in zip(row, kinds, strict=True)] for row in fetched]
+    names = ", ".join(
+        f"SUBSTR({sql.q(c['name'])}, 1, {PREVIEW_CELL_CHARS + 1})"
+        if c["type"] == "text"
+        else sql.q(c["name"])
+        for c in ds.columns
+    )
+    worst = sum(4 * PREVIEW_CELL_CHARS + 8 if k == "text" else 40 for k in kinds)
+    step = max(1, FETCH_BYTES // worst)
+    rows: list[list[Any]] = []
+    size, cut = 0, False
+    with connection.cursor() as cur:
+        while len(rows) < limit and not cut:
+            want = min(step, limit - len(rows))
+            cur.execute(
+                f"SELECT {names} FROM {sql.q(ds.table)} ORDER BY {sql.ROW_KEY} LIMIT %s OFFSET %s",
+                [want, offset + len(rows)],
+            )
+            fetched = cur.fetchall()
+            for row in fetched:
+                if size >= PREVIEW_BYTES:
+                    cut = True
+                    break
+                cells = [json_value(v, k) for v, k in zip(row, kinds, strict=True)]
+                for i, cell in enumerate(cells):
+                    if isinstance(cell, str) and len(cell) > PREVIEW_CELL_CHARS:
+                        cells[i] = cell[:PREVIEW_CELL_CHARS] + "…"
+                        cut = True
+                    size += len(str(cell)) + 2
+                rows.append(cells)
+            if len(fetched) < want:
+                break
+    return rows, cut
 
 
 def content_length(request: Request) -> int | None:
@@ -448,7 +480,10 @@ class DatasetRowsView(APIView):
         responses={
             200: OpenApiResponse(
                 description='{"dataset", "columns", "row_count", "offset", '
-                '"limit", "rows": [[cell, …], …]}'
+                '"limit", "rows": [[cell, …], …], "truncated"}: text cells over '
+                f"{PREVIEW_CELL_CHARS} characters end in …, and a page stops at about "
+                f"{PREVIEW_BYTES >> 20} MiB of cells (truncated: true; page on from "
+                "offset + len(rows))"
             ),
             404: ERRORS[404],
         },
@@ -461,10 +496,10 @@ class DatasetRowsView(APIView):
         limit, offset = query.validated_data["limit"], query.validated_data["offset"]
         ds = owned(request, name)
         try:
-            rows = read_rows(ds, limit, offset)
+            rows, truncated = read_rows(ds, limit, offset)
         except DatabaseError:  # replaced (new table) or deleted between lookup and read
             ds = owned(request, name)
-            rows = read_rows(ds, limit, offset)
+            rows, truncated = read_rows(ds, limit, offset)
         return Response(
             {
                 "dataset": ds.name,
@@ -473,6 +508,7 @@ class DatasetRowsView(APIView):
                 "offset": offset,
                 "limit": limit,
                 "rows": rows,
+                "truncated": truncated,
             }
         )
 

@@ -21,8 +21,38 @@ from typing import Any, NamedTuple
 
 from tether.exceptions import TetherError
 
-FIELD_LIMIT = 256 * 1024 * 1024  # one cell may be large (a 10 MB text field is fine)
-csv.field_size_limit(FIELD_LIMIT)
+MAX_FIELD_BYTES = 1 << 20  # TETHER_CSV_MAX_FIELD_BYTES: the largest cell an import takes
+RECORD_FIELDS = 16  # a record (or a line) may be this many times that long
+csv.field_size_limit(MAX_FIELD_BYTES)
+
+
+def max_field_bytes() -> int:
+    """The largest field (cell) an import reads, in bytes (TETHER_CSV_MAX_FIELD_BYTES)."""
+    from django.conf import settings
+
+    conf: dict[str, Any] = getattr(settings, "TETHER", {})
+    return max(1, int(conf.get("CSV_MAX_FIELD_BYTES", MAX_FIELD_BYTES)))
+
+
+def size_text(n: int) -> str:
+    """``1048576`` -> ``1 MiB`` (for messages)."""
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= factor:
+            return f"{n / factor:.1f} {unit}".replace(".0 ", " ")
+    return f"{n} bytes"
+
+
+def has_long_run(data: bytes | bytearray, limit: int) -> bool:
+    """Whether ``data`` (separators already mapped to ``\\n``) holds more than ``limit``
+    bytes in a row without one. Linear: each window starts after the last separator of
+    the one before, so no byte is looked at twice."""
+    pos, end = 0, len(data)
+    while end - pos > limit:
+        last = data.rfind(b"\n", pos, pos + limit + 1)
+        if last < 0:
+            return True
+        pos = last + 1
+    return False
 
 
 class DataError(TetherError):
@@ -158,19 +188,33 @@ class Source:
     ``offset`` is the byte offset of the next unread record, ``line`` the number of
     physical lines before it (a line ends at \\n, \\r\\n or \\r, as the csv module
     counts them). A UTF-8 byte order mark at the start of the file is skipped.
+
+    Memory and time stay bounded whatever the file holds: a field longer than
+    ``max_field`` bytes (TETHER_CSV_MAX_FIELD_BYTES) or a record longer than
+    RECORD_FIELDS times that fails with a DataError naming its line as soon as the
+    reader gets that far, and the buffer grows in place (no copy per read).
     """
 
-    def __init__(self, path: Path, delimiter: str = ",", at: Mark | None = None) -> None:
+    def __init__(
+        self, path: Path, delimiter: str = ",", at: Mark | None = None, max_field: int = 0
+    ) -> None:
         self.path = path
         self.delimiter = delimiter
+        self.max_field = max_field or max_field_bytes()
+        self.max_record = RECORD_FIELDS * self.max_field
+        csv.field_size_limit(self.max_field)  # (characters: never more than its bytes)
+        sep = delimiter.encode()
+        self._seps = (sep, b"\r") if sep != b"\n" else (b"\r",)
         self.size = os.path.getsize(path)
         self._file = open(path, "rb")  # noqa: SIM115 (closed by close / __exit__)
         self.start = len(BOM) if self._file.read(len(BOM)) == BOM else 0
         self._file.seek(self.start)
-        self._buf = b""
+        self._buf = bytearray()
         self._base = self.start  # file offset of _buf[0]
         self._eof = False
         self.offset, self.line = self.start, 0
+        self._record = Mark(self.start, 0)  # where the record being read began
+        self._checked = (-1, 0)  # (region start, size) of the last _check_long scan
         if at is not None:
             self.seek(at)
 
@@ -185,7 +229,7 @@ class Source:
             self.offset, self.line = offset, at.line
             return
         self._file.seek(offset)
-        self._buf, self._base, self._eof = b"", offset, False
+        self._buf, self._base, self._eof = bytearray(), offset, False
         self.offset, self.line = offset, at.line
 
     @property
@@ -194,7 +238,8 @@ class Source:
 
     def _more(self, want: int = READ_BYTES) -> bool:
         """Read at least ``want`` more bytes into the buffer (dropping the consumed
-        part); False at the end of the file."""
+        part); False at the end of the file. Amortised linear: a bytearray drops its
+        front and grows at its end without copying what it keeps."""
         if self._eof:
             return False
         data = self._file.read(max(want, READ_BYTES))
@@ -202,9 +247,34 @@ class Source:
             self._eof = True
             return False
         keep = self.offset - self._base
-        self._buf = self._buf[keep:] + data
-        self._base = self.offset
+        if keep:
+            del self._buf[:keep]
+            self._base = self.offset
+        self._buf += data
         return True
+
+    def _check_long(self, start: int, stop: int) -> None:
+        """``_buf[start:stop]`` is one line (or record) whose end is not in sight yet:
+        fail once it holds a field over ``max_field`` bytes or is over ``max_record``.
+        Scanned again only each time it has doubled (linear in all)."""
+        n = stop - start
+        region, scanned = self._checked
+        if n <= self.max_field or (region == self._base + start and n < 2 * scanned):
+            return
+        self._checked = (self._base + start, n)
+        data = bytes(self._buf[start:stop])
+        for sep in self._seps:
+            data = data.replace(sep, b"\n")
+        if has_long_run(data, self.max_field):
+            raise self._too_large("field", self.max_field)
+        if n > self.max_record:
+            raise self._too_large("record", self.max_record)
+
+    def _too_large(self, what: str, limit: int) -> DataError:
+        return DataError(
+            f"line {self._record.line + 1}: {what} larger than {size_text(limit)}"
+            + (" (TETHER_CSV_MAX_FIELD_BYTES)" if limit != MAX_FIELD_BYTES else "")
+        )
 
     # -- raw blocks -----------------------------------------------------------------
     def block(self, size: int) -> bytes:
@@ -215,6 +285,7 @@ class Source:
         then, once a block has grown to BLOCK_LIMIT without an even cut, it ends at its
         last line break instead, which may be inside what the csv module sees as a
         record. Loaders must check blocks before they trust them."""
+        self._record = self.mark()
         while True:
             start = self.offset - self._base
             have = len(self._buf) - start
@@ -223,7 +294,7 @@ class Source:
             buf = self._buf
             end = start + size
             if self._eof and len(buf) <= end:
-                return buf[start:]
+                return bytes(buf[start:])
             last = cut = buf.rfind(b"\n", start, end)
             quotes = buf.count(b'"', start, cut + 1) if cut >= 0 else 0
             while cut >= start and quotes & 1:
@@ -231,9 +302,11 @@ class Source:
                 quotes -= buf.count(b'"', max(prev + 1, start), cut + 1)
                 cut = prev
             if cut >= start:
-                return buf[start : cut + 1]
+                return bytes(buf[start : cut + 1])
             if last >= start and size >= BLOCK_LIMIT:
-                return buf[start : last + 1]
+                return bytes(buf[start : last + 1])
+            if last < start:  # one line so far: it must not grow without bound
+                self._check_long(start, end)
             size *= 2  # one record (or odd quoting) longer than the block: look further
 
     def advance(self, nbytes: int, lines: int) -> None:
@@ -255,12 +328,16 @@ class Source:
                 end = cr + 1
             elif nl >= 0:
                 end = nl + 1
-            elif self._more():
-                continue
-            elif i < len(buf):
-                end = len(buf)  # the last line, without a line break
             else:
-                return
+                self._check_long(i, len(buf))  # no line end in sight yet
+                if self._more():
+                    continue
+                if i < len(buf):
+                    end = len(buf)  # the last line, without a line break
+                else:
+                    return
+            if self.offset + (end - i) - self._record.offset > self.max_record:
+                raise self._too_large("record", self.max_record)  # (many lines)
             raw = buf[i:end]
             try:
                 text = raw.decode("utf-8")
@@ -279,11 +356,14 @@ class Source:
         record ``offset``/``line`` are just past it."""
         reader = csv.reader(self._lines(), delimiter=self.delimiter, strict=True)
         while until is None or self.offset < until:
+            self._record = self.mark()
             try:
                 record = next(reader)
             except StopIteration:
                 return
             except csv.Error as exc:
+                if "field larger than field limit" in str(exc):
+                    raise self._too_large("field", self.max_field) from None
                 raise DataError(f"line {self.line + 1}: not valid CSV ({exc})") from None
             yield record, self.line
 

@@ -27,7 +27,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from tether.context import TaskContext
+from tether.context import KEEP_WORK_ON, TaskContext
 from tether.datasets import checks, sql
 from tether.datasets.files import DataError, Mark, Source
 from tether.datasets.types import (
@@ -375,7 +375,7 @@ def _gc_paused() -> Iterator[None]:
 
 
 class _Interrupted(Exception):
-    """A pause, cancel or shutdown arrived during a batch: the batch is given up."""
+    """A cancel (or a lost lease) arrived during a batch: the batch is given up."""
 
 
 class _Rejected(Exception):
@@ -412,9 +412,10 @@ class _Loader:
     - SQLite, MariaDB: the block is parsed by the csv module and converted column by
       column (types.column_values), then inserted many rows per statement.
 
-    A pending pause or cancel abandons the batch at the next block (rolled back: the
-    checkpoint still names its start), so it takes effect within one block, not one
-    batch.
+    A pending pause (or shutdown) ends the batch at the next block: what is loaded so
+    far commits with its checkpoint, so rapid pause/resume still moves forward. A
+    pending cancel abandons the batch (rolled back: the rollback drops it all anyway).
+    Either takes effect within one block, not one batch.
     """
 
     def __init__(
@@ -482,7 +483,7 @@ class _Loader:
                     rows = _Collect()
                     with _gc_paused():
                         self._batch(nxt, rows, raw=False)
-                        with ctx.atomic(nxt):
+                        with ctx.atomic(nxt, keep_work=True):  # (a pause: after the commit)
                             rows.insert(self)
                     del rows
             except _Interrupted:
@@ -492,6 +493,14 @@ class _Loader:
             state = nxt
             self._report(state, last=src.at_end)
         return state
+
+    def _saving(self) -> bool:
+        """A pause or shutdown is pending: end the batch, keeping what it loaded."""
+        return self.ctx.stop_requested in KEEP_WORK_ON
+
+    def _abandon(self) -> bool:
+        """A cancel (or a lost lease) is pending: give the batch up."""
+        return self.ctx.should_stop() and not self._saving()
 
     def _report(self, state: dict[str, Any], last: bool) -> None:
         loaded = state["loaded"]
@@ -525,6 +534,8 @@ class _Loader:
                 elif records >= most or time.monotonic() >= deadline:
                     break
                 if ctx.should_stop():
+                    if self._saving():
+                        break
                     raise _Interrupted()
                 want = most - records if until is None else most
                 block = src.block(int(min(self.block_bytes, max(256, want * self.row_bytes))))
@@ -539,9 +550,9 @@ class _Loader:
                 records += got
                 loaded += rows
                 self.row_bytes = 0.8 * self.row_bytes + 0.2 * len(block) / max(1, got)
-            # ending a COPY waits for the server to read what is in flight: a pause or
-            # cancel meanwhile cancels it (the batch is rolled back and done again later)
-            with sql.interruptible(ctx.should_stop):
+            # ending a COPY waits for the server to read what is in flight: a cancel
+            # meanwhile cancels it (the batch is rolled back); a pause lets it end
+            with sql.interruptible(self._abandon):
                 sink.end()
         except sql.Interrupted:
             sink.abort()
@@ -565,8 +576,8 @@ class _Loader:
         """The number of records in block ``b`` if PostgreSQL's COPY (FORMAT csv) will
         read it exactly as the csv module and PARSERS would; else None. (The COPY also
         reports how many rows it read: a mismatch redoes the batch cell by cell.)"""
-        if MARK in b:
-            return None
+        if MARK in b or len(b) > self.src.max_field:
+            return None  # (a field may be over the limit: the csv module tells)
         parts = self.quoted.split(b"\n" + b) if b'"' in b else [b"\n" + b]
         s = MARK.join(parts[::2])[1:]  # each quoted field (a whole field) -> MARK
         if b'"' in s:
@@ -658,6 +669,8 @@ class _Loader:
             if row is not None:
                 rows.append(row)
             if not n % 1000 and self.ctx.should_stop():
+                if self._saving():
+                    break  # the batch ends after this record
                 raise _Interrupted()
         sink.rows(rows, ready=False)
         return n, len(rows)

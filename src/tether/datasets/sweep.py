@@ -4,8 +4,10 @@
   on something other than its data (which it cleans up itself) leaves one; and the
   table a ``replace`` import replaced, kept until its task is over (see
   ``importer.retired_name``);
-- uploads whose import task is final (or that never got a task), and files in the
-  uploads directory that no upload names: a server that died mid-upload leaves one;
+- uploads whose import task is final (or that never got a task), at the first sweep
+  after UPLOAD_GRACE_SECONDS (an import that failed on something other than its data
+  leaves its upload), and files in the uploads directory that no upload names, after
+  ORPHAN_FILE_SECONDS (a server that died mid-upload leaves one);
 - export files older than ``TETHER_EXPORT_TTL_SECONDS`` (default 7 days), and partial
   export files whose task is final.
 
@@ -19,12 +21,11 @@ from __future__ import annotations
 import logging
 import re
 import time
-from datetime import timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from django.db import connection
-from django.utils import timezone
 
 from tether.datasets import sql
 from tether.datasets.files import data_dir
@@ -36,6 +37,7 @@ from tether.states import FINAL
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 600.0
 ORPHAN_FILE_SECONDS = 3600.0  # a file no upload names, untouched this long, is dropped
+UPLOAD_GRACE_SECONDS = 60.0  # an upload no unfinished import needs, this old, is removed
 EXPORT_TTL_SECONDS = 7 * 24 * 3600.0
 STAGING = re.compile(r"^(?:tstg|tret)_(\d+)$")  # staging, retired (by task id)
 EXPORT = re.compile(r"^export-(\d+)\.csv(\.part)?$")
@@ -89,7 +91,7 @@ def sweep_uploads(now: float | None = None) -> list[str]:
         if isinstance(ref, str | int):
             live.add((owner_id, ref))
     removed = []
-    settled = timezone.now() - timedelta(seconds=ORPHAN_FILE_SECONDS)
+    settled = datetime.fromtimestamp(now - UPLOAD_GRACE_SECONDS, tz=UTC)
     for upload in Upload.objects.filter(created_at__lt=settled):
         if (upload.owner_id, upload.public_id) in live or (upload.owner_id, upload.pk) in live:
             continue

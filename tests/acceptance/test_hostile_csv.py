@@ -1,0 +1,86 @@
+"""Hostile CSV against a real ``tether serve``: a 200 MB line without a line break
+fails fast in bounded memory while the API keeps answering. (How fast ``/health``
+answers meanwhile is measured by ``bench/hostile_csv.py``, not asserted here.)"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.acceptance.conftest import ServerFactory, assert_error, login, wait_for
+
+LINE_BYTES = 200 << 20
+GROWTH_LIMIT_KB = 64 * 1024
+
+
+def status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def one_line_file(path: Path, size: int) -> Path:
+    """``size`` bytes of ``x`` and no line break, written a MiB at a time."""
+    chunk = b"x" * (1 << 20)
+    with open(path, "wb") as f:
+        for _ in range(size // len(chunk)):
+            f.write(chunk)
+    return path
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/<pid>/status")
+def test_a_200_mb_line_fails_on_its_field_in_bounded_memory(
+    server: ServerFactory, tmp_path: Path
+) -> None:
+    srv = server(workers=1)
+    assert srv.proc is not None
+    pid = srv.proc.pid
+    client = login(srv)
+    path = one_line_file(tmp_path / "one-line.csv", LINE_BYTES)
+    with srv.client() as warm:  # what every request needs is loaded before the baseline
+        assert warm.get("/health").status_code == 200
+    base = status_kb(pid, "VmRSS")
+    reset = False
+    with contextlib.suppress(OSError):  # "5": the peak (VmHWM) starts again from here
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        reset = True
+    samples: list[int] = []
+    answers: list[int] = []
+    done = threading.Event()
+
+    def probe() -> None:  # /health and the server's memory, while the file is handled
+        with httpx.Client(base_url=f"{srv.url}/api/v1", timeout=30) as h:
+            while not done.is_set():
+                answers.append(h.get("/health").status_code)
+                samples.append(status_kb(pid, "VmRSS"))
+
+    prober = threading.Thread(target=probe, name="health-probe", daemon=True)
+    prober.start()
+    try:
+        with open(path, "rb") as f:
+            r = client.post(
+                "/datasets/import",
+                data={"dataset": "hostile", "header": "false"},
+                files={"file": ("one-line.csv", f, "text/csv")},
+                timeout=300,
+            )
+        if r.status_code == 201:  # refused by the import (else: when it was uploaded)
+            task = wait_for(client, r.json()["id"], {"succeeded", "failed"}, timeout=120)
+            assert task["status"] == "failed", task
+            message = task["error"]
+        else:
+            message = assert_error(r, 400)["message"]
+    finally:
+        done.set()
+        prober.join(60)
+    assert "line 1: field larger than 1 MiB" in message, message
+    peak = status_kb(pid, "VmHWM") if reset else max(samples)
+    assert peak - base < GROWTH_LIMIT_KB, (base, peak)
+    assert answers and set(answers) == {200}, answers
+    assert client.get("/datasets").json() == []
+    assert not any((srv.home / "uploads").glob("*"))
