@@ -13,6 +13,7 @@ from tests.acceptance.conftest import (
     events,
     get_task,
     login,
+    run_tether,
     submit,
     wait_for,
     wait_progress,
@@ -131,7 +132,7 @@ def test_server_killed_three_times_uses_no_attempt(server: ServerFactory) -> Non
     """Each kill -9 is a recovery (counted in ``recoveries``, with growing delays), not
     an attempt: a task with max_attempts 3 survives three kills and more."""
     kills = 3
-    steps = 3000  # 10 ms each: far longer than the test needs to kill three times
+    steps = 1000  # 10 ms each: far longer than the test needs to kill three times
     srv = server(workers=1)
     c = login(srv)
     tid = submit(c, "ledger", {"steps": steps, "step_ms": 10})["id"]
@@ -157,5 +158,12 @@ def test_server_killed_three_times_uses_no_attempt(server: ServerFactory) -> Non
             f"{RESTART_REASON} (2 of 10); runs again in 2s",
             f"{RESTART_REASON} (3 of 10); runs again in 4s",
         ]
+        token = c.headers["Authorization"].split()[1]
+        shown = run_tether(
+            srv.home, "show", str(tid), TETHER_SERVER=srv.url, TETHER_TOKEN=token, COLUMNS="200"
+        )
+        assert shown.returncode == 0, shown.stderr
+        lines = [" ".join(line.split()) for line in shown.stdout.splitlines()]
+        assert "attempts: 1/3" in lines and "recoveries: 3/10" in lines, shown.stdout
     finally:
         c.close()
