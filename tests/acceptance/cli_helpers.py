@@ -31,8 +31,8 @@ class Cli:
             XDG_CONFIG_HOME=str(self.config_home),
             TETHER_SERVER=self.server.url,
             PYTHONUNBUFFERED="1",
-            **extra,
         )
+        env.update(extra)  # may override the above (TETHER_SERVER="": none)
         return env
 
     def run(

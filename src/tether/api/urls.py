@@ -1,12 +1,35 @@
-from django.urls import path
+from typing import Any
 
-from tether.api import datasets, views
+from django.urls import URLPattern, path
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tether.api import account, datasets, views
+
+
+class DatasetImportRoute(datasets.DatasetImportView):
+    """POST uploads a file; GET or DELETE of /datasets/import ask for a dataset named
+    "import", a name no dataset can have: say so instead of 405 Method not allowed."""
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> Response:
+        raise exceptions.ValidationError(
+            "'import' is a reserved name: no dataset can have it (POST /datasets/import "
+            "uploads a CSV file)"
+        )
+
+    delete = get
+
 
 urlpatterns = [
     path("auth/register", views.RegisterView.as_view(), name="register"),
     path("auth/token", views.TokenView.as_view(), name="token"),
     path("auth/logout", views.LogoutView.as_view(), name="logout"),
     path("auth/tokens", views.TokenListView.as_view(), name="tokens"),
+    path("auth/me", account.MeView.as_view(), name="me"),
     path("auth/tokens/<int:pk>", views.TokenRevokeView.as_view(), name="token-revoke"),
     path("health", views.HealthView.as_view(), name="health"),
     path("task-types", views.TaskTypeListView.as_view(), name="task-types"),
@@ -19,8 +42,22 @@ urlpatterns = [
     ],
     path("tasks/<int:pk>/download", datasets.TaskDownloadView.as_view(), name="task-download"),
     path("datasets", datasets.DatasetListView.as_view(), name="datasets"),
-    path("datasets/import", datasets.DatasetImportView.as_view(), name="dataset-import"),
+    path("datasets/import", DatasetImportRoute.as_view(), name="dataset-import"),
     path("datasets/<str:name>", datasets.DatasetDetailView.as_view(), name="dataset"),
     path("datasets/<str:name>/rows", datasets.DatasetRowsView.as_view(), name="dataset-rows"),
     path("datasets/<str:name>/export", datasets.DatasetExportView.as_view(), name="dataset-export"),
 ]
+
+
+def with_trailing_slash(pattern: URLPattern) -> URLPattern:
+    """``pattern`` with a trailing slash, served as it is: a redirect would make clients
+    resend a POST as a GET without its body. Left out of the OpenAPI document, which lists
+    each route once."""
+    callback: Any = pattern.callback
+    kwargs = dict(callback.view_initkwargs)
+    if issubclass(callback.view_class, APIView):
+        kwargs["schema"] = None
+    return path(f"{pattern.pattern}/", callback.view_class.as_view(**kwargs))
+
+
+urlpatterns += [with_trailing_slash(p) for p in urlpatterns if isinstance(p, URLPattern)]

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import json
-import math
+import os
 import socket
 import sys
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from tether.cli import config, watch
 from tether.cli.http import EXIT_USAGE, ApiError, CliError, connect
+from tether.cli.params import convert, describe_params, load_params_file
+from tether.cli.term import clip, console, limit_on
 
 PANEL = "Client"
 JSON_OPT = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = console()
+err = console(stderr=True)
 
 
 def emit_json(data: Any) -> None:
@@ -62,7 +62,11 @@ def register_cmd(
     password = read_password(password_stdin, confirm=True)
     with connect(ctx) as api:
         api.post("/auth/register", json={"username": username, "password": password}, auth=False)
-        out.print(f"Registered {username} on {api.server}; now run `tether login {username}`")
+        # name the server unless a plain `tether login` would find it again
+        again = "" if config.resolve(None).server == api.server else f" --server {api.server}"
+        out.print(
+            f"Registered {username} on {api.server}; now run `tether login {username}{again}`"
+        )
 
 
 def login(ctx: typer.Context, username: USER_ARG = None, password_stdin: STDIN_OPT = False) -> None:
@@ -109,33 +113,22 @@ def logout(ctx: typer.Context) -> None:
 
 
 def whoami(ctx: typer.Context, as_json: JSON_OPT = False) -> None:
-    """Show the server, the user and the token's expiry (checks the token)."""
-    settings = config.resolve((ctx.find_root().obj or {}).get("server"))
+    """Show the server, the user and the token's expiry (asks the server whose token it is)."""
     with connect(ctx) as api:
-        tokens = api.get("/auth/tokens")
-    current = next((t for t in tokens if t.get("current")), None)
+        me = api.get("/auth/me")
+        server = api.server
+    current = me.get("token")
     if as_json:
-        emit_json({"server": settings.server, "username": settings.username, "token": current})
+        emit_json({"server": server, "username": me["username"], "token": current})
         return
-    out.print(f"server:   {settings.server}")
-    out.print(f"user:     {settings.username or '(from TETHER_TOKEN)'}")
+    out.print(f"server:   {server}")
+    out.print(f"user:     {me['username']}{' (staff)' if me.get('is_staff') else ''}")
     if current:
+        source = " (from TETHER_TOKEN)" if os.environ.get("TETHER_TOKEN") else ""
         out.print(
             f"token:    {current.get('name') or '-'} …{current.get('hint', '')}, "
-            f"expires {when(current.get('expires_at'))}"
+            f"expires {when(current.get('expires_at'))}{source}"
         )
-
-
-def describe_params(schema: dict[str, Any]) -> str:
-    required = set(schema.get("required") or [])
-    parts = []
-    for name, prop in (schema.get("properties") or {}).items():
-        kind = prop.get("type", "any")
-        text = f"{name}:{'|'.join(kind) if isinstance(kind, list) else kind}"
-        if "default" in prop:
-            text += f"={json.dumps(prop['default'])}"
-        parts.append(text + ("*" if name in required else ""))
-    return ", ".join(parts) or "-"
 
 
 def types(ctx: typer.Context, as_json: JSON_OPT = False) -> None:
@@ -154,58 +147,6 @@ def types(ctx: typer.Context, as_json: JSON_OPT = False) -> None:
             " ".join((t.get("description") or "").split("\n\n")[0].split()),
         )
     out.print(table)
-
-
-TRUE = {"true", "1", "yes", "y", "on"}
-FALSE = {"false", "0", "no", "n", "off"}
-
-
-def convert(key: str, raw: str, prop: dict[str, Any]) -> Any:
-    """``raw`` typed by the JSON schema of the param; CliError (exit 2) if it does not fit."""
-    kind = prop.get("type", "string")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "string")
-    try:
-        if kind == "integer":
-            return int(raw)
-        if kind == "number":
-            value = float(raw)
-            if not math.isfinite(value):
-                raise ValueError("not a finite number")
-            return value
-        if kind == "boolean":
-            if raw.lower() not in TRUE | FALSE:
-                raise ValueError("use true/false, 1/0 or yes/no")
-            return raw.lower() in TRUE
-        if kind in ("object", "array"):
-            value = json.loads(raw)
-            if not isinstance(value, dict if kind == "object" else list):
-                raise ValueError(f"not a JSON {kind}")
-            return value
-    except ValueError as exc:
-        reason = "not an integer" if kind == "integer" else str(exc)
-        if kind == "number" and "could not convert" in reason:
-            reason = "not a number"
-        raise CliError(
-            f"bad value for param {key!r} ({kind} expected): {raw!r}: {reason}", EXIT_USAGE
-        ) from None
-    return raw
-
-
-def load_params_file(source: str) -> dict[str, Any]:
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CliError(
-            f"cannot read params file {source}: {exc.strerror or exc}", EXIT_USAGE
-        ) from None
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise CliError(f"params file {source} is not valid JSON: {exc}", EXIT_USAGE) from None
-    if not isinstance(data, dict):
-        raise CliError(f"params file {source} must hold a JSON object", EXIT_USAGE)
-    return data
 
 
 def submit(
@@ -276,7 +217,7 @@ def ls(
 ) -> None:
     """List your tasks, newest first."""
     with connect(ctx) as api:
-        tasks = api.task_list(
+        tasks, count = api.task_list_counted(
             status=status, type_name=type_name, limit=None if all_pages else limit
         )
     if as_json:
@@ -291,9 +232,11 @@ def ls(
             t["status"],
             percent_of(t),
             when(t.get("created_at")),
-            str(message).split("\n")[0][:60],
+            clip(str(message).split("\n")[0], limit_on(out, 60)),
         )
     out.print(table)
+    if count > len(tasks):
+        err.print(f"{len(tasks)} of {count}; --all-pages (or --limit N) shows more", style="dim")
 
 
 ID_ARG = Annotated[int, typer.Argument(metavar="ID", help="Task id.")]

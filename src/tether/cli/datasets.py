@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import IO, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -32,6 +31,7 @@ from typer.core import TyperGroup
 from tether.cli import watch
 from tether.cli.client import JSON_OPT, emit_json, when
 from tether.cli.http import EXIT_USAGE, Api, ApiError, CliError, connect
+from tether.cli.term import clip, console, limit_on
 
 PANEL = "Datasets"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # importer.NAME_PATTERN
@@ -52,8 +52,8 @@ class OnError(StrEnum):
 
 SHOW_PROGRESS_BYTES = 4 * 1024 * 1024  # bars for uploads/downloads bigger than this
 UPLOAD_READ_TIMEOUT = 600.0  # the server syncs the file to disk before it answers
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = console()
+err = console(stderr=True)
 
 
 def gen_csv(
@@ -201,6 +201,8 @@ def find_dataset(api: Api, name: str) -> dict[str, Any] | None:
     except ApiError as exc:
         if exc.status == 404:
             return None
+        if exc.status == 400:  # a name the server refuses, such as a reserved one
+            raise CliError(exc.message, EXIT_USAGE) from None
         raise
 
 
@@ -239,17 +241,15 @@ def check_writable(output: Path) -> None:
         raise CliError(f"cannot write to {folder}/ (-o {output})", EXIT_USAGE)
 
 
-def preview_cell(value: Any) -> str:
+def preview_cell(value: Any, width: int | None = 40) -> str:
     if value is None:
         return "∅"
     text = json.dumps(value) if isinstance(value, bool) else str(value)
-    text = text.replace("\r", "").replace("\n", "⏎")
-    return text if len(text) <= 40 else text[:39] + "…"
+    return clip(text.replace("\r", "").replace("\n", "⏎"), width)
 
 
-def describe_columns(columns: list[dict[str, Any]], width: int = 70) -> str:
-    text = ", ".join(f"{c['name']}:{c['type']}" for c in columns)
-    return text if len(text) <= width else text[: width - 1] + "…"
+def describe_columns(columns: list[dict[str, Any]], width: int | None = 70) -> str:
+    return clip(", ".join(f"{c['name']}:{c['type']}" for c in columns), width)
 
 
 # -- tether import / export / download ------------------------------------------------
@@ -506,7 +506,12 @@ def datasets_list(ctx: typer.Context, as_json: JSON_OPT = False) -> None:
         last = when(ds.get("last_import_at"))
         if ds.get("last_import_task"):
             last += f" (task {ds['last_import_task']})"
-        table.add_row(ds["name"], f"{ds['row_count']:,}", describe_columns(ds["columns"]), last)
+        table.add_row(
+            ds["name"],
+            f"{ds['row_count']:,}",
+            describe_columns(ds["columns"], limit_on(out, 70)),
+            last,
+        )
     out.print(table)
 
 
@@ -542,7 +547,7 @@ def datasets_show(
         ("rows", f"{ds['row_count']:,}"),
         ("created", when(ds.get("created_at"))),
         ("last import", last),
-        ("columns", describe_columns(ds["columns"], width=10_000)),
+        ("columns", describe_columns(ds["columns"], width=None)),
     ):
         out.print(f"[bold]{key + ':':<13}[/bold] {value}", soft_wrap=True)
     if page and page["rows"]:
@@ -551,7 +556,7 @@ def datasets_show(
             title=f"rows {offset + 1}-{offset + len(page['rows'])} of {ds['row_count']:,}",
         )
         for row in page["rows"]:
-            table.add_row(*(preview_cell(v) for v in row))
+            table.add_row(*(preview_cell(v, limit_on(out, 40)) for v in row))
         out.print(table)
 
 

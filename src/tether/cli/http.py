@@ -174,6 +174,12 @@ class Api:
         self, *, status: str | None = None, type_name: str | None = None, limit: int | None = 50
     ) -> list[dict[str, Any]]:
         """Tasks newest first; ``limit=None`` follows every page."""
+        return self.task_list_counted(status=status, type_name=type_name, limit=limit)[0]
+
+    def task_list_counted(
+        self, *, status: str | None = None, type_name: str | None = None, limit: int | None = 50
+    ) -> tuple[list[dict[str, Any]], int]:
+        """(tasks newest first, how many match in all); ``limit=None`` follows every page."""
         page_size = 500 if limit is None else max(1, min(limit, 500))
         params: dict[str, Any] = {"page_size": page_size}
         if status:
@@ -185,10 +191,12 @@ class Api:
         while True:
             data = self.get("/tasks", params={**params, "page": page})
             tasks.extend(data["results"])
+            count = int(data.get("count") or 0)
             if not data.get("next") or (limit is not None and len(tasks) >= limit):
                 break
             page += 1
-        return tasks if limit is None else tasks[:limit]
+        tasks = tasks if limit is None else tasks[:limit]
+        return tasks, max(count, len(tasks))
 
 
 def connect(ctx: Any) -> Api:

@@ -8,7 +8,7 @@ from typing import Annotated
 import httpx
 import typer
 
-from tether.cli import client, datasets, server
+from tether.cli import client, datasets, server, tidy
 from tether.cli.http import CliError
 
 app = typer.Typer(
@@ -46,7 +46,7 @@ datasets.register(app)
 def main() -> None:
     """Run the app; our errors and any HTTP failure become one line on stderr."""
     try:
-        app()
+        tidy.prepare(typer.main.get_command(app))(prog_name="tether")
     except CliError as exc:
         print(f"tether: {exc.message}", file=sys.stderr)
         sys.exit(exc.code)

@@ -232,13 +232,44 @@ def migrate_cmd() -> None:
     call_command("migrate", interactive=False)
 
 
-def createsuperuser() -> None:
-    """Create an admin user for /admin/ (asks for name and password)."""
+SUPERUSER_VARS = (
+    "DJANGO_SUPERUSER_USERNAME",
+    "DJANGO_SUPERUSER_PASSWORD",
+    "DJANGO_SUPERUSER_EMAIL",
+)
+SUPERUSER_ENV = f"{', '.join(SUPERUSER_VARS[:2])} and {SUPERUSER_VARS[2]}"
+
+
+def createsuperuser(
+    noinput: Annotated[
+        bool,
+        typer.Option(
+            "--noinput",
+            "--no-input",
+            help=f"Ask nothing: take the user from {SUPERUSER_ENV}.",
+        ),
+    ] = False,
+) -> None:
+    """Create an admin user for /admin/ (asks for name and password, or --noinput)."""
+    if not noinput and not sys.stdin.isatty():
+        # Django would print a note and exit 0 without creating anyone
+        raise fail(
+            "createsuperuser asks for a name and password on a terminal; without one use "
+            f"`tether createsuperuser --noinput` with {SUPERUSER_ENV} set",
+            2,
+        )
+    missing = [name for name in SUPERUSER_VARS if not os.environ.get(name)]
+    if noinput and missing:  # without a password Django would make a user who cannot log in
+        raise fail(f"createsuperuser --noinput needs {SUPERUSER_ENV}; {missing[0]} is not set", 2)
     setup_django()
     from django.core.management import call_command
+    from django.core.management.base import CommandError
 
     call_command("migrate", interactive=False, verbosity=0)
-    call_command("createsuperuser")
+    try:
+        call_command("createsuperuser", interactive=not noinput)
+    except CommandError as exc:  # a name taken, a password too weak: one line, exit 2
+        raise fail(str(exc).removeprefix("Error: "), 2) from None
 
 
 def manage(ctx: typer.Context) -> None:

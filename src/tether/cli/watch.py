@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
 from tether.cli.http import EXIT_UNREACHABLE, EXIT_USAGE, Api, ApiError, CliError, connect
+from tether.cli.term import clip
 
 FINAL = ("succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running", "pausing", "paused", "cancelling")
@@ -57,7 +58,7 @@ def final_line(task_id: int, task: dict[str, Any] | None) -> str:
         return f"task {task_id}: not found"
     line = f"task {task_id} ({task['type']}): {task['status']}"
     if task["status"] == "succeeded" and task.get("result") is not None:
-        line += f" {json.dumps(task['result'])[:120]}"
+        line += f" {clip(json.dumps(task['result']), 120 if sys.stdout.isatty() else None)}"
     elif task.get("error"):
         line += f": {task['error']}"
     return line
