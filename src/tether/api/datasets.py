@@ -27,6 +27,7 @@ from rest_framework.views import APIView
 
 from tether import service
 from tether.api import serializers as s
+from tether.api.schema import BROKER_DOWN
 from tether.api.uploads import FIELD, FRAMING_SLACK, DiskUploadHandler, StoredFile
 from tether.datasets import checks, exporter, importer, sql, sweep
 from tether.datasets.files import DatasetNotFound, export_path
@@ -193,6 +194,7 @@ class ExportSerializer(serializers.Serializer[Any]):
         child=serializers.CharField(),
         required=False,
         allow_empty=False,
+        min_length=1,
         max_length=1000,
         help_text="columns to export, in this order (default: all)",
     )
@@ -322,7 +324,7 @@ def size_text(n: int) -> str:
 
 NAME_PARAM = OpenApiParameter("name", str, OpenApiParameter.PATH, description="dataset name")
 ERRORS = {
-    400: OpenApiResponse(description='{"error": {"code", "message"}}'),
+    400: OpenApiResponse(description="invalid input (the error names the field)"),
     404: OpenApiResponse(description="no such dataset (or another user's)"),
 }
 
@@ -342,7 +344,9 @@ class DatasetImportView(APIView):
             400: ERRORS[400],
             404: OpenApiResponse(description="mode append: no such dataset"),
             409: OpenApiResponse(description="mode create: the dataset exists"),
+            411: OpenApiResponse(description="chunked upload: send a Content-Length"),
             413: OpenApiResponse(description="the file is over TETHER_MAX_UPLOAD_BYTES"),
+            503: OpenApiResponse(description=BROKER_DOWN),
         },
         tags=TAGS,
         summary="Upload a CSV file and import it into a dataset",
@@ -517,7 +521,12 @@ class DatasetExportView(APIView):
     @extend_schema(
         parameters=[NAME_PARAM],
         request=ExportSerializer,
-        responses={201: s.TaskSerializer, 400: ERRORS[400], 404: ERRORS[404]},
+        responses={
+            201: s.TaskSerializer,
+            400: ERRORS[400],
+            404: ERRORS[404],
+            503: OpenApiResponse(description=BROKER_DOWN),
+        },
         tags=TAGS,
         summary="Export a dataset (or a date range of it) to CSV",
     )

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from tether.api.fields import StrictCharField, StrictFloatField, StrictRegexField
+from tether.api.schema import TaskTypeName
 from tether.models import ApiToken, Task, TaskEvent
 from tether.states import Status
 
@@ -40,7 +41,11 @@ class CredentialsSerializer(serializers.Serializer[Any]):
     username = StrictCharField(max_length=150)
     password = StrictCharField(max_length=128, style={"input_type": "password"})
     name = StrictCharField(
-        max_length=100, required=False, default="", help_text="a label to tell your tokens apart"
+        max_length=100,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="a label to tell your tokens apart",
     )
 
 
@@ -72,7 +77,7 @@ class TaskTypeSerializer(serializers.Serializer[Any]):
 
 
 class SubmitSerializer(serializers.Serializer[Any]):
-    type = StrictCharField(max_length=100)
+    type = TaskTypeName(max_length=100)
     params = serializers.JSONField(required=False, default=dict)
     queue = StrictCharField(max_length=100, required=False, allow_null=True, default=None)
     pause_timeout = StrictFloatField(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import timedelta
 from typing import Any, cast
@@ -11,8 +12,14 @@ from django.contrib.auth import authenticate, get_user_model
 from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import generics, serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -33,9 +40,32 @@ User = get_user_model()
 
 
 class Pagination(PageNumberPagination):
+    """``page_size`` outside 1-500 or not a number is 400 (DRF would quietly use 50 or
+    500 instead: a client asking for 1000 rows would think it got them all)."""
+
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+
+    def get_page_size(self, request: Request) -> int:
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not re.fullmatch(r"[0-9]{1,4}", raw) or not 1 <= int(raw) <= self.max_page_size:
+            raise InvalidParams(
+                f"page_size must be a whole number from 1 to {self.max_page_size}",
+                field="page_size",
+            )
+        return int(raw)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        params: list[dict[str, Any]] = super().get_schema_operation_parameters(view)
+        for p in params:
+            if p["name"] == self.page_size_query_param:
+                p["schema"].update(minimum=1, maximum=self.max_page_size)
+            if p["name"] == self.page_query_param:
+                p["schema"]["minimum"] = 1
+        return params
 
 
 def actor(request: Request) -> str:
@@ -67,7 +97,9 @@ class TokenView(APIView):
     throttle_classes = [AuthThrottle]
 
     @extend_schema(
-        request=s.CredentialsSerializer, responses={200: s.IssuedTokenSerializer}, tags=["auth"]
+        request=s.CredentialsSerializer,
+        responses={200: s.IssuedTokenSerializer, 401: error("wrong username or password")},
+        tags=["auth"],
     )
     def post(self, request: Request) -> Response:
         ser = s.CredentialsSerializer(data=request.data)
@@ -126,21 +158,26 @@ class TokenRevokeView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+HEALTH = inline_serializer(
+    "Health",
+    {
+        "status": serializers.ChoiceField(["ok", "degraded"]),
+        "version": serializers.CharField(),
+        "executor": serializers.CharField(),
+        "database": serializers.CharField(),
+        "database_status": serializers.CharField(help_text="ok, or error: <what went wrong>"),
+    },
+)
+
+
 class HealthView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list[Any] = []
 
     @extend_schema(
         responses={
-            200: inline_serializer(
-                "Health",
-                {
-                    "status": serializers.CharField(),
-                    "version": serializers.CharField(),
-                    "executor": serializers.CharField(),
-                    "database": serializers.CharField(),
-                },
-            )
+            200: HEALTH,
+            503: OpenApiResponse(HEALTH, description="the database cannot be reached"),
         },
         tags=["meta"],
     )
@@ -185,7 +222,13 @@ INTERNAL_HINTS = {
     "csv_import": "upload the file with POST /api/v1/datasets/import",
     "csv_export": "use POST /api/v1/datasets/{name}/export",
 }
-STATUS_FILTER = OpenApiParameter("status", str, description="comma-separated statuses")
+STATUS_FILTER = OpenApiParameter(
+    "status",
+    {"type": "array", "items": {"type": "string", "enum": [st.value for st in Status]}},
+    style="form",
+    explode=False,
+    description="only tasks in these statuses (comma-separated)",
+)
 TYPE_FILTER = OpenApiParameter("type", str, description="task type name")
 
 
@@ -213,7 +256,11 @@ class TaskListView(generics.ListCreateAPIView[Task]):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=s.SubmitSerializer, responses={201: s.TaskSerializer}, tags=["tasks"])
+    @extend_schema(
+        request=s.SubmitSerializer,
+        responses={201: s.TaskSerializer, 503: error(BROKER_DOWN)},
+        tags=["tasks"],
+    )
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         ser = s.SubmitSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
@@ -278,10 +325,19 @@ class ControlView(APIView):
 
     action_name = ""
 
-    @extend_schema(request=s.ControlSerializer, responses={202: s.TaskSerializer}, tags=["tasks"])
+    @extend_schema(
+        request=s.ControlSerializer,
+        responses={
+            202: s.TaskSerializer,
+            409: error("not possible in the task's status (`illegal_transition`)"),
+        },
+        tags=["tasks"],
+    )
     def post(self, request: Request, pk: int) -> Response:
         service.get_visible(request.user, pk)
-        body = s.ControlSerializer(data=request.data if isinstance(request.data, dict) else {})
+        if not isinstance(request.data, dict):  # a bare number or list is no request
+            raise ValidationError({"non_field_errors": ["the body must be a JSON object"]})
+        body = s.ControlSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         operation = getattr(service, self.action_name)
         wait = cast(float, settings.TETHER["CONTROL_WAIT"])

@@ -1,0 +1,160 @@
+"""The OpenAPI document (``/api/schema/``) says every status an operation can answer.
+
+drf-spectacular documents the success responses it sees in a view; the errors come from
+code around the view (authentication, throttles, parsers, URL converters, the admission
+check of the broker). ``TetherAutoSchema`` adds those to each operation, from what the
+view is (authenticated, throttled, takes a body, has path parameters, paginates), with
+the one ``Error`` schema, and gives the same schema to errors a view declares with a
+description only. Task type names are an enum read from the registry when the document
+is generated, so it lists the types of the server that serves it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+
+from tether import registry, service
+from tether.api.fields import StrictCharField
+
+# Why each automatic status can happen; a view may declare its own wording instead.
+BAD_REQUEST = (
+    "invalid input: a field, a query parameter, malformed or too deeply nested JSON, "
+    "or a Host header the server does not answer to"
+)
+UNAUTHORIZED = "no token, or an invalid, expired or revoked one"
+NOT_FOUND = "no such object (another user's answers the same), or no such page"
+TOO_LARGE = "the request body is larger than the server accepts"
+THROTTLED = "too many attempts from this address; retry after the Retry-After seconds"
+NO_NUL = "^[^\\u0000]*$"
+# DRF trims strings first: one that is all spaces is blank
+NOT_BLANK = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+BROKER_DOWN = "the message broker cannot be reached; nothing was created (`broker_unavailable`)"
+
+
+class ErrorDetailSerializer(serializers.Serializer[Any]):
+    code = serializers.CharField(help_text="stable, machine-readable: `not_found`, `invalid`, …")
+    message = serializers.CharField(help_text="one line for people")
+
+
+class ErrorSerializer(serializers.Serializer[Any]):
+    """Every 4xx and 5xx of the API; some errors add fields next to code and message
+    (``fields`` for invalid input, ``status`` for a conflict, ``limit`` for too large)."""
+
+    error = ErrorDetailSerializer()
+
+
+def error(description: str) -> OpenApiResponse:
+    """An error response for ``@extend_schema(responses=…)``."""
+    return OpenApiResponse(response=ErrorSerializer, description=description)
+
+
+class TetherAutoSchema(AutoSchema):
+    def error_statuses(self) -> dict[int, str]:
+        """The errors every view of this kind can answer, whatever its own code does."""
+        view: Any = self.view
+        found = {400: BAD_REQUEST}  # a bad Host header reaches every operation
+        if view.get_authenticators():
+            found[401] = UNAUTHORIZED
+        if "{" in self.path or (self.method == "GET" and getattr(view, "paginator", None)):
+            found[404] = NOT_FOUND
+        if self.method in ("POST", "PUT", "PATCH") and self.get_request_serializer() is not None:
+            found[413] = TOO_LARGE
+        if view.get_throttles():
+            found[429] = THROTTLED
+        return found
+
+    def _map_basic_serializer(self, serializer: Any, direction: Any) -> dict[str, Any]:
+        """Request strings say they cannot hold NUL (DRF refuses it in every CharField)
+        nor be all spaces when they may not be blank."""
+        schema: dict[str, Any] = super()._map_basic_serializer(serializer, direction)
+        if direction != "request":
+            return schema
+        for name, field in serializer.fields.items():
+            prop = schema.get("properties", {}).get(name)
+            if (
+                isinstance(field, serializers.CharField)
+                and prop is not None
+                and prop.get("type") == "string"
+                and not {"pattern", "enum", "format"} & set(prop)
+            ):
+                blank_ok = field.allow_blank or not field.trim_whitespace
+                prop["pattern"] = NO_NUL if blank_ok else NOT_BLANK
+        return schema
+
+    def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
+        responses: dict[str, Any] = super()._get_response_bodies(direction)
+        for status, description in self.error_statuses().items():
+            responses.setdefault(str(status), {"description": description})
+        for code, response in responses.items():
+            if int(code) >= 400 and not response.get("content"):
+                body = self._get_response_for_code(ErrorSerializer, code, direction=direction)
+                response["content"] = body["content"]
+        return dict(sorted(responses.items()))
+
+
+class TaskTypeName(StrictCharField):
+    """A task type's name: a string here, an enum of the submittable types in the
+    document (checked against the registry by the service, with its own message)."""
+
+
+class TaskTypeNameExtension(OpenApiSerializerFieldExtension):
+    target_class = TaskTypeName
+
+    def map_serializer_field(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        return {"type": "string", "enum": [t.name for t in registry.submittable_types()]}
+
+
+def params_variant(ttype: registry.TaskType) -> dict[str, Any]:
+    """The ``SubmitRequest`` of one task type: its name and its own params schema."""
+    params = copy.deepcopy(ttype.params_schema)
+    return {
+        "title": ttype.name,
+        "type": "object",
+        "properties": {"type": {"type": "string", "enum": [ttype.name]}, "params": params},
+        # params may be left out only when {} is valid for the type
+        "required": ["type", "params"] if params.get("required") else ["type"],
+    }
+
+
+# Where the task a 201 answers with can be found: every operation on /tasks/{id} but
+# the download, which only a succeeded csv_export has.
+TASK_LINKS = {
+    "GetTask": "api_v1_tasks_retrieve",
+    "TaskEvents": "api_v1_tasks_events_list",
+    "PauseTask": "api_v1_tasks_pause_create",
+    "ResumeTask": "api_v1_tasks_resume_create",
+    "CancelTask": "api_v1_tasks_cancel_create",
+}
+TASK_CREATORS = ("/api/v1/tasks", "/api/v1/datasets/import", "/api/v1/datasets/{name}/export")
+
+
+def task_links(result: dict[str, Any]) -> None:
+    for path in TASK_CREATORS:
+        created = result["paths"].get(path, {}).get("post", {}).get("responses", {}).get("201")
+        if created is not None:
+            created["links"] = {
+                name: {"operationId": op, "parameters": {"id": "$response.body#/id"}}
+                for name, op in TASK_LINKS.items()
+            }
+
+
+def service_limits(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Postprocessing hook: what ``service.submit`` checks, in the document: the queue
+    name and pause timeout bounds, and each task type's params schema."""
+    submit = result.get("components", {}).get("schemas", {}).get("SubmitRequest")
+    if submit:
+        props = submit["properties"]
+        props["queue"]["pattern"] = service.QUEUE_RE.pattern
+        props["pause_timeout"].update(
+            minimum=0, exclusiveMinimum=True, maximum=service.MAX_PAUSE_TIMEOUT
+        )
+        props["params"] = {"type": "object", "description": "as the type's params_schema"}
+        submit["oneOf"] = [params_variant(t) for t in registry.submittable_types()]
+    task_links(result)
+    return result
