@@ -180,7 +180,9 @@ def pause_trials(owner: Any, src: Path, trials: int) -> dict[str, Any]:
             imports += 1
             up = link_upload(owner, src)
             task_id = service.submit(
-                owner, "csv_import", {"upload": up.pk, "dataset": f"pause_{imports}_{os.getpid()}"}
+                owner,
+                "csv_import",
+                {"upload": up.public_id, "dataset": f"pause_{imports}_{os.getpid()}"},
             ).pk
         # wait until it is loading (a batch committed since it was last resumed) ...
         base = loaded(task_id)
@@ -271,7 +273,7 @@ def main() -> int:
                 )
             name = args.dataset if args.repeat == 1 else f"{args.dataset}_{i}"
             up = link_upload(owner, args.file)
-            seconds, task = run_task(owner, "csv_import", {"upload": up.pk, "dataset": name})
+            seconds, task = run_task(owner, "csv_import", {"upload": up.public_id, "dataset": name})
             if task.result["rows"] != args.rows:
                 raise RuntimeError(f"imported {task.result['rows']} rows, expected {args.rows}")
             out["import_s"].append(seconds)

@@ -5,6 +5,7 @@ and a cancelled import that leaves no trace."""
 from __future__ import annotations
 
 import csv
+import gzip
 import re
 import sqlite3
 from datetime import datetime
@@ -291,3 +292,24 @@ def test_cancel_midway_leaves_no_trace(server: ServerFactory, tmp_path: Path) ->
     assert dataset_tables(srv) == set()  # no staging table, no dataset table
     assert query(srv, "SELECT COUNT(*) FROM tether_upload") == [(0,)]
     assert not list((srv.home / "uploads").iterdir())
+
+
+def test_import_refuses_a_file_that_is_not_text_before_uploading(
+    server: ServerFactory, tmp_path: Path
+) -> None:
+    srv = server(workers=1)
+    cli = Cli(srv, tmp_path / "cfg")
+    cli.login("jo")
+    packed = tmp_path / "orders.csv.gz"
+    packed.write_bytes(gzip.compress(b"id,amount\n1,2.5\n"))
+    noise = tmp_path / "noise.csv"
+    noise.write_bytes(bytes(range(256)) * 64)
+    for path, words in ((packed, "gzip-compressed"), (noise, "binary data")):
+        r = cli.run("import", str(path), "--dataset", "orders")
+        assert r.returncode == 2, r
+        assert r.stderr.startswith(f"tether: {path} is not UTF-8 CSV text: "), r
+        assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r
+    assert query(srv, "SELECT COUNT(*) FROM tether_task") == [(0,)]  # nothing sent
+    assert query(srv, "SELECT COUNT(*) FROM tether_upload") == [(0,)]
+    uploads = srv.home / "uploads"
+    assert not uploads.exists() or not list(uploads.iterdir())

@@ -36,7 +36,7 @@ def _clean(transactional_db: None) -> Any:
 
 def _import_task(owner: Any, status: str) -> tuple[Task, Upload]:
     up = upload(owner, "a,b\n1,2\n")
-    task = service.submit(owner, "csv_import", {"upload": up.pk, "dataset": "d"})
+    task = service.submit(owner, "csv_import", {"upload": up.public_id, "dataset": "d"})
     Task.objects.filter(pk=task.pk).update(status=status)
     return task, up
 

@@ -35,7 +35,7 @@ def upload(owner: Any, text: str | bytes) -> Upload:
 
 def run_import(owner: Any, text: str | bytes, **params: Any) -> Task:
     up = upload(owner, text)
-    task = service.submit(owner, "csv_import", {"upload": up.pk, **params})
+    task = service.submit(owner, "csv_import", {"upload": up.public_id, **params})
     return wait_status(task.pk, "succeeded", "failed", timeout=60)
 
 
@@ -217,7 +217,7 @@ def _start_import(
     generate.write(buf, 20_000, seed=seed)
     me = user()
     up = upload(me, buf.getvalue())
-    return service.submit(me, "csv_import", {"upload": up.pk, "dataset": dataset}), up
+    return service.submit(me, "csv_import", {"upload": up.public_id, "dataset": dataset}), up
 
 
 def test_pause_resume_equals_uninterrupted(
@@ -459,16 +459,16 @@ def test_cancel_right_after_the_publish_undoes_it(
     tables = dataset_tables()
     discard = importer._discard_upload
 
-    def cancel_then_discard(upload_id: int) -> None:  # runs just after the publish commit
+    def cancel_then_discard(ctx: Any, ref: str) -> None:  # just after the publish commit
         task = Task.objects.filter(type="csv_import", status="running").first()
         if task is not None:  # (not again from the rollback)
             service.cancel(task.pk, actor="test")
-        discard(upload_id)
+        discard(ctx, ref)
 
     monkeypatch.setattr(importer, "_discard_upload", cancel_then_discard)
     text = "id,name\n3,c\n4,d\n5,e\n" if mode == "append" else "id,label,n\n9,z,1\n"
     task = service.submit(
-        me, "csv_import", {"upload": upload(me, text).pk, "dataset": "kept", "mode": mode}
+        me, "csv_import", {"upload": upload(me, text).public_id, "dataset": "kept", "mode": mode}
     )
     done = wait_status(task.pk, "cancelled", "failed", "succeeded")
     assert done.status == "cancelled", done.error

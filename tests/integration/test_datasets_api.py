@@ -107,7 +107,7 @@ def test_upload_import_list_show_and_preview(
     body = r.json()
     assert body["type"] == "csv_import" and body["status"] in ("queued", "running")
     assert body["params"]["dataset"] == "sample" and body["params"]["mode"] == "create"
-    up = Upload.objects.get(pk=body["params"]["upload"])
+    up = Upload.objects.get(public_id=body["params"]["upload"])
     assert up.original_name == "data.csv" and up.size == len(SAMPLE.encode())
     task = wait_status(body["id"], "succeeded", "failed", timeout=30)
     assert task.status == "succeeded", task.error

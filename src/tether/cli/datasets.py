@@ -255,6 +255,21 @@ def describe_columns(columns: list[dict[str, Any]], width: int | None = 70) -> s
 # -- tether import / export / download ------------------------------------------------
 
 
+def refuse_non_text(file: Path, handle: IO[bytes]) -> None:
+    """Exit 2 before uploading a file the server would refuse as not text (gzip, a
+    workbook, binary data, another encoding): the same check as the server's."""
+    from tether.datasets.checks import SNIFF_BYTES, text_problem
+
+    try:
+        head = handle.read(SNIFF_BYTES + 1)
+        handle.seek(0)
+    except OSError as exc:
+        raise CliError(f"cannot read {file}: {exc.strerror or exc}", EXIT_USAGE) from None
+    problem = text_problem(head[:SNIFF_BYTES], whole=len(head) <= SNIFF_BYTES)
+    if problem is not None:
+        raise CliError(f"{file} is not UTF-8 CSV text: {problem}", EXIT_USAGE)
+
+
 def import_cmd(
     ctx: typer.Context,
     file: Annotated[
@@ -315,6 +330,11 @@ def import_cmd(
         handle = open(file, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise CliError(f"cannot read {file}: {exc.strerror or exc}", EXIT_USAGE) from None
+    try:
+        refuse_non_text(file, handle)
+    except CliError:
+        handle.close()
+        raise
     with handle, connect(ctx) as api:
         size = os.fstat(handle.fileno()).st_size
         existing = find_dataset(api, dataset)
