@@ -83,3 +83,22 @@ def test_builtin_caps_are_explained() -> None:
         registry.get_type("render").validate({"frames": 0})
     with pytest.raises(InvalidParams):
         registry.get_type("countdown").validate({"seconds": -5})
+
+
+def test_recovery_options_default_and_are_checked() -> None:
+    from tether.recovery import recovery_delay
+
+    @registry.task(name="unit_recovering", max_recoveries=3, recovery_backoff=0.25)
+    def recovering(ctx: object) -> None:
+        """Recovered."""
+
+    try:
+        ttype = registry.get_type("unit_recovering")
+        assert (ttype.max_recoveries, ttype.recovery_backoff) == (3, 0.25)
+        assert [recovery_delay("unit_recovering", n) for n in (1, 2, 3)] == [0.25, 0.5, 1.0]
+        assert recovery_delay("unit_recovering", 30) == 60.0  # capped
+        assert recovery_delay("no_such_type", 2) == 2.0  # the default backoff
+    finally:
+        registry.unregister("unit_recovering")
+    with pytest.raises(ValueError, match="max_recoveries"):
+        registry.task(name="unit_bad", max_recoveries=-1)
