@@ -55,6 +55,16 @@ def wait_status(task_id: int, *statuses: str, timeout: float = 10.0) -> Task:
         time.sleep(0.01)
 
 
+def wait_until(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    """Poll ``check()`` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.01)
+    return value
+
+
 def wait_checkpoint(task_id: int, key: str, at_least: int = 1, timeout: float = 10.0) -> Task:
     """Until the task's checkpoint records ``key`` >= ``at_least``: the task has made
     durable progress (so a pause or cancel now lands midway)."""

@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from tests.integration import tasks as t
-from tests.integration.conftest import history, wait_checkpoint, wait_status
+from tests.integration.conftest import history, wait_checkpoint, wait_status, wait_until
 from tether import service, store
 from tether.executors.embedded import EmbeddedExecutor
 from tether.models import Task
@@ -37,7 +37,8 @@ def test_pause_frees_slot_and_resume_continues(executor: EmbeddedExecutor) -> No
     at_pause = paused.checkpoint["step"]
     assert 0 < at_pause < 200
     assert paused.worker is None  # holds no worker
-    assert task.pk not in executor.running
+    # its thread lets go of it just after the pause commits
+    wait_until(lambda: task.pk not in executor.running, "the paused task's slot to be freed")
     # the freed slots run other work while it is paused
     other = service.submit(user(), "add", {"operand1": 2, "operand2": 3})
     assert wait_status(other.pk, "succeeded").result["sum"] == 5
