@@ -84,7 +84,9 @@ def test_too_many_query_fields_is_400_json(client_for: Client) -> None:
 
 
 @pytest.mark.django_db
-def test_bad_host_is_400_json_under_api() -> None:
+@pytest.mark.parametrize("debug", [False, True])
+def test_bad_host_is_400_json_under_api(settings: Any, debug: bool) -> None:
+    settings.DEBUG = debug
     c = DjangoClient(HTTP_HOST="evil.example")
     error(c.get(f"{API}/health"), 400, "bad_host")
     error(c.post(f"{API}/auth/token", {}, content_type="application/json"), 400, "bad_host")

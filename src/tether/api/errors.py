@@ -111,13 +111,19 @@ def permission_denied(request: HttpRequest, exception: Exception) -> HttpRespons
 
 
 class ApiErrorMiddleware:
-    """An exception no view handled answers a JSON 500 under /api/, with DEBUG on too
-    (the API's clients parse JSON); the traceback goes to the log."""
+    """JSON under /api/ with DEBUG on too (the API's clients parse JSON): a bad Host
+    header is refused here, before Django's debug page could answer it, and an
+    exception no view handled answers a JSON 500 (the traceback goes to the log)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith(API_PREFIX):
+            try:
+                request.get_host()
+            except DisallowedHost as exc:
+                return bad_request(request, exc)
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
