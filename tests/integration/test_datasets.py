@@ -281,7 +281,7 @@ def test_rapid_pause_resume_keeps_the_rows_loaded(
             service.pause(task.pk, actor="test")
             permits.release()  # (should the loader wait for a block meanwhile)
             assert wait_status(task.pk, "paused", timeout=30).status == "paused"
-            loaded.append(int(Task.objects.get(pk=task.pk).checkpoint["loaded"]))
+            loaded.append(int((Task.objects.get(pk=task.pk).checkpoint or {})["loaded"]))
             assert loaded[-1] > loaded[-2], loaded  # saved, not thrown away
             service.resume(task.pk, actor="test")
     finally:
@@ -289,7 +289,7 @@ def test_rapid_pause_resume_keeps_the_rows_loaded(
     done = wait_status(task.pk, "succeeded", timeout=120)
     ds = Dataset.objects.get(name="rapid")
     assert [r[0] for r in rows_of(ds)] == list(range(1, 20_001))
-    assert done.result["rows"] == 20_000
+    assert (done.result or {})["rows"] == 20_000
 
 
 def test_cancel_leaves_no_trace(
