@@ -98,6 +98,27 @@ def test_atomic_does_not_start_when_stop_pending() -> None:
         pytest.fail("block must not run")
 
 
+@pytest.mark.parametrize(("kind", "signal"), [("pause", PauseSignal), ("shutdown", ShutdownSignal)])
+def test_atomic_keep_work_commits_first_then_stops(kind: str, signal: type) -> None:
+    """Work done before a pause (or shutdown) arrived is saved with its checkpoint; the
+    stop is raised once that has committed."""
+    store = MemoryStore()
+    ctx = make(store)
+    ctx.request_stop(kind)
+    with pytest.raises(signal), ctx.atomic({"offset": 7}, keep_work=True):
+        store.pending.append("row")
+    assert store.committed == ["row"]
+    assert store.saves[-1]["checkpoint"] == {"offset": 7} and ctx.state == {"offset": 7}
+
+
+def test_atomic_keep_work_does_not_start_when_a_cancel_is_pending() -> None:
+    store = MemoryStore()
+    ctx = make(store)
+    ctx.request_stop("cancel")
+    with pytest.raises(CancelSignal), ctx.atomic({"offset": 1}, keep_work=True):
+        pytest.fail("block must not run: the rollback undoes it all anyway")
+
+
 def test_atomic_failure_keeps_old_state() -> None:
     store = MemoryStore()
     ctx = make(store, state={"offset": 3})
