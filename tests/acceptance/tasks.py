@@ -147,3 +147,16 @@ def stubborn(ctx: TaskContext, *, seconds: float = 600) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         sum(range(1000))
+
+
+@task(
+    name="not_json",
+    params={
+        "type": "object",
+        "properties": {"value": {"type": "string", "enum": ["inf", "-inf", "nan"]}},
+        "additionalProperties": False,
+    },
+)
+def not_json(ctx: TaskContext, *, value: str = "inf") -> dict[str, Any]:
+    """Return a float JSON cannot hold: the task fails with result_not_json."""
+    return {"sum": float(value)}

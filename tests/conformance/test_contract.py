@@ -472,3 +472,30 @@ def test_csv_import_pause_resume_export_and_cancel(
     assert wait_for(api, second, FINAL, timeout=60)["status"] == "cancelled"
     assert api.get("/datasets/orders2").status_code == 404
     assert [d["name"] for d in api.get("/datasets").json()] == ["orders"]
+
+
+def test_a_result_json_cannot_hold_fails_its_own_task_and_no_other(
+    deployment: Deployment, api: httpx.Client
+) -> None:
+    """Successes are written in groups: four poisoned results among 100 tasks fail
+    alone, and every other task succeeds on its first run (a lost group write would
+    leave them running until their lease expired, then run them again)."""
+    sums: dict[int, float] = {}
+    poisoned: dict[int, str] = {}
+    for i in range(100):
+        if i % 25 == 12:
+            value = ("inf", "nan", "-inf", "inf")[i // 25]
+            poisoned[submit(api, "not_json", {"value": value})["id"]] = value
+        else:
+            sums[submit(api, "add", {"operand1": i, "operand2": 0.5})["id"]] = i + 0.5
+    for task_id, value in poisoned.items():
+        task = wait_for(api, task_id, FINAL, timeout=60)
+        assert task["status"] == "failed" and task["attempts"] == 1, task
+        assert task["error"] == f"result_not_json: the result is not strict JSON: $.sum is {value}"
+        assert task["result"] is None, task
+        assert statuses(events(api, task_id)) == ["queued", "running", "failed"]
+    for task_id, total in sums.items():
+        task = wait_for(api, task_id, FINAL, timeout=60)
+        assert task["status"] == "succeeded" and task["attempts"] == 1, task
+        assert task["result"]["sum"] == total, task
+        assert statuses(events(api, task_id)) == ["queued", "running", "succeeded"]
