@@ -64,6 +64,17 @@ def test_every_operation_lists_its_errors_with_the_error_schema(server: ServerFa
     assert "503" in ops["POST", "/api/v1/tasks"]["responses"]
 
 
+def test_allow_headers_name_only_documented_methods(server: ServerFactory) -> None:
+    srv = server()
+    document = schema_document(srv.url)
+    with login(srv) as client:
+        for path, operations in document["paths"].items():
+            url = path.replace("{id}", "1").replace("{name}", "d").removeprefix("/api/v1")
+            allow = client.options(url).headers.get("Allow", "")
+            advertised = {m.strip().lower() for m in allow.split(",") if m.strip()}
+            assert advertised - {"head", "options"} <= set(operations), (path, allow)
+
+
 def test_task_type_names_are_an_enum_of_the_submittable_types(server: ServerFactory) -> None:
     srv = server()
     document = schema_document(srv.url)

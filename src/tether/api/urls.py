@@ -23,6 +23,11 @@ class DatasetImportRoute(datasets.DatasetImportView):
 
     delete = get
 
+    @property
+    def allowed_methods(self) -> list[str]:
+        """The Allow header names what the OpenAPI document lists: POST (and OPTIONS)."""
+        return [m for m in super().allowed_methods if m not in ("GET", "HEAD", "DELETE")]
+
 
 urlpatterns = [
     path("auth/register", views.RegisterView.as_view(), name="register"),
