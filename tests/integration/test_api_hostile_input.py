@@ -11,6 +11,7 @@ import pytest
 from django.test import Client as DjangoClient
 from rest_framework.test import APIClient
 
+from tests.integration import tasks  # noqa: F401 (registers it_gate)
 from tether import service
 from tether.datasets import sql
 from tether.models import Dataset, Task
@@ -63,6 +64,39 @@ class TestJsonNesting:
         body = json.dumps({"type": "countdown", "params": {"seconds": 0}, "queue": text})
         r = c.post(f"{API}/tasks", body, content_type="application/json")
         assert error(r, 400)["code"] != "too_deep"
+
+
+@pytest.mark.django_db
+class TestUnstorableText:
+    """NUL and unpaired surrogates: PostgreSQL stores neither, and no database's JSON
+    takes an unpaired surrogate (they were 500s)."""
+
+    @pytest.mark.parametrize(
+        "params",
+        [
+            '{"gate": "a\\u0000b"}',
+            '{"gate": "a\\ud800b"}',
+            '{"gate": "b", "x\\udfff": 1}',
+            '{"gate": "b", "x": [[{"y": "\\udc00"}]]}',
+        ],
+    )
+    def test_in_a_body(self, client_for: Client, params: str) -> None:
+        c = client_for()
+        body = '{"type": "it_gate", "params": ' + params + "}"
+        error(c.post(f"{API}/tasks", body, content_type="application/json"), 400, "bad_text")
+        assert not Task.objects.exists()
+
+    def test_escapes_that_are_text_are_kept(self, client_for: Client) -> None:
+        c = client_for()
+        body = '{"type": "it_gate", "params": {"gate": "a\\\\u0000 \\ud83d\\ude00"}}'
+        r = c.post(f"{API}/tasks", body, content_type="application/json")
+        assert r.status_code == 201, r.content
+        assert r.json()["params"] == {"gate": "a\\u0000 \U0001f600"}
+
+    def test_in_the_url(self, client_for: Client) -> None:
+        c = client_for()
+        error(c.get(f"{API}/tasks?type=%00"), 400, "bad_request")
+        error(c.get(f"{API}/datasets/%00x/rows"), 400, "bad_request")
 
 
 @pytest.mark.django_db

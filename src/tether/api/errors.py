@@ -124,6 +124,11 @@ class ApiErrorMiddleware:
                 request.get_host()
             except DisallowedHost as exc:
                 return bad_request(request, exc)
+            if "\x00" in request.path or "%00" in request.META.get("QUERY_STRING", ""):
+                # no database takes NUL in a text value (PostgreSQL raises)
+                return JsonResponse(
+                    error_body("bad_request", "the URL holds a NUL character (%00)"), status=400
+                )
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:

@@ -4,7 +4,8 @@
 RecursionError (a 500) before any serializer sees it. The depth is therefore measured
 first, without recursion and at C speed, and a body nested deeper than MAX_DEPTH is a
 400 ``too_deep``. Numbers JSON cannot hold (``1e400`` parses as infinity, ``NaN``) are
-refused here too: they could not be stored as JSON later.
+refused here too, and so are strings holding NUL or an unpaired surrogate (``"\\ud800"``):
+no database stores them (PostgreSQL refuses both, the others' JSON checks surrogates).
 """
 
 from __future__ import annotations
@@ -57,6 +58,28 @@ def deeper_than(text: str, limit: int) -> bool:
     return max(accumulate(map(_DELTA.__getitem__, brackets)), default=0) > limit
 
 
+def unstorable_text(value: Any) -> str | None:
+    """What makes a parsed JSON document unstorable: a string (or key) holding NUL or
+    an unpaired surrogate; None when there is none. Iterative, linear."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "a string holds NUL (\\u0000)"
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    return f"a string holds an unpaired surrogate (\\u{ord(item[exc.start]):04x})"
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
 def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
@@ -91,6 +114,11 @@ class JSONParser(parsers.JSONParser):
                 f"JSON nested deeper than {MAX_DEPTH} levels", code="too_deep"
             )
         try:
-            return json.loads(text, parse_constant=_no_constants, parse_float=_finite)
+            data = json.loads(text, parse_constant=_no_constants, parse_float=_finite)
         except ValueError as exc:
             raise exceptions.ParseError(f"JSON parse error - {exc}") from None
+        # NUL and surrogates can only come from \u escapes (raw ones are not valid input)
+        problem = unstorable_text(data) if "\\u" in text else None
+        if problem:
+            raise exceptions.ParseError(f"{problem}, which cannot be stored", code="bad_text")
+        return data
