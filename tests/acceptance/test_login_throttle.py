@@ -4,10 +4,11 @@ honoured only from TETHER_TRUSTED_PROXIES, the admin login in the same bucket.""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
 
-from tests.acceptance.conftest import PASSWORD, ServerFactory, assert_error
+from tests.acceptance.conftest import PASSWORD, ServerFactory, assert_error, free_port, run_tether
 
 RATE = "3/min"
 CREDS = {"username": "carol", "password": "wrong-password-1"}
@@ -68,3 +69,14 @@ def test_admin_login_is_throttled_with_the_api(server: ServerFactory) -> None:
         assert "Too many login attempts" in r.text
         with srv.client() as anon:
             assert_error(anon.post("/auth/token", json=CREDS), 429, "throttled")
+
+
+def test_a_bad_trusted_proxies_value_is_one_line(tmp_path: Path) -> None:
+    r = run_tether(
+        tmp_path, "serve", "--port", str(free_port()), TETHER_TRUSTED_PROXIES="proxy.example"
+    )
+    assert r.returncode == 2, r
+    assert r.stderr.strip() == (
+        "tether: TETHER_TRUSTED_PROXIES: 'proxy.example' is not an IP address or network "
+        "(e.g. 10.0.0.0/8)"
+    ), r.stderr

@@ -19,7 +19,12 @@ from tether.redaction import redact
 def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tether.server.settings")
     import django
+    from django.conf import settings
 
+    try:
+        settings.INSTALLED_APPS  # noqa: B018 - loads the settings, which read TETHER_*
+    except ValueError as exc:  # a TETHER_* value that cannot be used: say which, exit 2
+        raise fail(str(exc), 2) from None
     django.setup()
 
 
