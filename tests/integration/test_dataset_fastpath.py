@@ -163,12 +163,17 @@ def test_many_small_batches(executor: EmbeddedExecutor, monkeypatch: pytest.Monk
     assert Task.objects.get(pk=done.pk).checkpoint["consumed"] == 5000
 
 
+@pytest.mark.parametrize("field_limit", [None, 64 << 10])
 def test_plain_data_takes_the_fast_path(
-    executor: EmbeddedExecutor, monkeypatch: pytest.MonkeyPatch
+    executor: EmbeddedExecutor, monkeypatch: pytest.MonkeyPatch, settings: Any, field_limit: Any
 ) -> None:
     """Generated data (quotes, commas, line breaks, empty cells) is not sent down the
-    per-cell path: raw COPY on PostgreSQL, column-wise conversion elsewhere."""
+    per-cell path: raw COPY on PostgreSQL, column-wise conversion elsewhere; also with
+    a field limit (TETHER_CSV_MAX_FIELD_BYTES) smaller than the blocks."""
     from django.db import connection
+
+    if field_limit:
+        settings.TETHER = {**settings.TETHER, "CSV_MAX_FIELD_BYTES": field_limit}
 
     taken: list[str] = []
     raw, columns, cells = (

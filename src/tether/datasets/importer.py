@@ -576,8 +576,8 @@ class _Loader:
         """The number of records in block ``b`` if PostgreSQL's COPY (FORMAT csv) will
         read it exactly as the csv module and PARSERS would; else None. (The COPY also
         reports how many rows it read: a mismatch redoes the batch cell by cell.)"""
-        if MARK in b or len(b) > self.src.max_field:
-            return None  # (a field may be over the limit: the csv module tells)
+        if MARK in b:
+            return None
         parts = self.quoted.split(b"\n" + b) if b'"' in b else [b"\n" + b]
         s = MARK.join(parts[::2])[1:]  # each quoted field (a whole field) -> MARK
         if b'"' in s:
@@ -611,6 +611,11 @@ class _Loader:
                 if shape and not pg_shape_ok(kind, shape):
                     return None
                 known.add(shape)
+        # a field over the limit (quoted ones counted with their quotes, so near it the
+        # csv module decides) goes the per-cell way, which names its line
+        limit = self.src.max_field
+        if len(b) > limit and max(map(len, [*flat, *parts[1::2]])) > limit:
+            return None
         return n
 
     @staticmethod
