@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
 from tether import strictjson
-from tether.exceptions import SIGNALS, LeaseLostSignal, ResultNotJSON
+from tether.exceptions import SIGNALS, LeaseLostSignal
 from tether.progress import RateWindow, snapshot
 
 FLUSH_INTERVAL = 0.2
@@ -103,9 +102,8 @@ class TaskContext:
         assert kind is not None
         if kind not in ("lease_lost", "pause", "cancel"):
             self.flush()
-        elif kind != "lease_lost" and self._state_dirty:
-            # raised here, in task code, the task fails; the runner writes the rest
-            strictjson.check(self.state, "checkpoint")
+        elif kind != "lease_lost":  # raised here, in task code, the task fails
+            self._check_pending()
         # a pause or cancel leaves pending writes to the runner, which writes them with
         # the next status change (one transaction: see pending_writes), or before the
         # rollback runs
@@ -116,9 +114,18 @@ class TaskContext:
         values: dict[str, Any] = {}
         if self._progress_dirty:
             values["progress"] = self.progress_snapshot()
-        if self._state_dirty and strictjson.problem(self.state) is None:
-            values["checkpoint"] = dict(self.state)  # else the last stored one stays
-        return values
+        if self._state_dirty:
+            values["checkpoint"] = dict(self.state)
+        # checked in task code before a stop (see _raise_stop); a value that fails now
+        # was changed after that: the last stored one stays
+        return {k: v for k, v in values.items() if strictjson.problem(v) is None}
+
+    def _check_pending(self) -> None:
+        """Raise ResultNotJSON if the pending progress or checkpoint cannot be stored."""
+        if self._progress_dirty:
+            strictjson.check(self.progress_snapshot(), "progress")
+        if self._state_dirty:
+            strictjson.check(self.state, "checkpoint")
 
     # -- progress ----------------------------------------------------------------
     def progress(
@@ -129,12 +136,6 @@ class TaskContext:
         message: str | None = None,
     ) -> None:
         """Report progress. Cheap: writes are coalesced to one per flush interval."""
-        if (
-            not (_finite(done) and (total is None or _finite(total)))
-            or (unit is not None and unit is not self._unit)
-            or (message is not None and message is not self._message)
-        ):  # checked when they change: the writes that follow must not fail
-            _check_progress(done, total, unit, message)
         self._done = done
         if total is not None:
             self._total = total
@@ -199,9 +200,12 @@ class TaskContext:
         self._write(checkpoint=dict(self.state) if self._state_dirty else None)
 
     def _write(self, *, checkpoint: dict[str, Any] | None) -> None:
+        # checked here, in task code: a value the database refuses fails this task only
+        progress = self.progress_snapshot() if self._progress_dirty else None
+        if progress is not None:
+            strictjson.check(progress, "progress")
         if checkpoint is not None:
             strictjson.check(checkpoint, "checkpoint")
-        progress = self.progress_snapshot() if self._progress_dirty else None
         if not self._store.save(
             self.task_id, self._token, progress=progress, checkpoint=checkpoint
         ):
@@ -210,22 +214,3 @@ class TaskContext:
         self._progress_dirty = False
         if checkpoint is not None:
             self._state_dirty = False
-
-
-_INT_LIMIT = 2**1000  # rates and percentages are floats: keep their sums in range
-
-
-def _finite(number: Any) -> bool:
-    kind = type(number)
-    if kind is int:
-        return -_INT_LIMIT < number < _INT_LIMIT
-    return kind is float and math.isfinite(number)
-
-
-def _check_progress(done: Any, total: Any, unit: Any, message: Any) -> None:
-    """Raise ResultNotJSON for progress figures the database could not store."""
-    doc = {"done": done, "total": total, "unit": unit, "message": message}
-    strictjson.check(doc, "progress")
-    for name, number in (("done", done), ("total", total)):
-        if isinstance(number, int) and not -_INT_LIMIT < number < _INT_LIMIT:
-            raise ResultNotJSON(f"the progress is out of range: $.{name} is over 2**1000")
