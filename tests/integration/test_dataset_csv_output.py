@@ -116,3 +116,16 @@ def test_random_text_survives_import_export_import(
     ]
     assert neutralised != first  # (the generator made some formulas)
     assert reimport(me, guarded, "guarded", columns) == neutralised
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_a_cell_holding_cr_is_quoted(executor: EmbeddedExecutor, raw: bool) -> None:
+    """The reported case: ``5,'\\r=1+1,7`` was written with the CR bare, so a reader saw
+    a second record starting with a live ``=1+1``. (Without ``raw``, ``\\r=1+1`` itself
+    gets the leading ``'``; the cell that has one already is left alone.)"""
+    me = user()
+    text = 'a,b,c,d\r\n5,"\'\r=1+1",7,"\r=1+1"\r\n'
+    columns = [{"name": n, "type": t} for n, t in zip("abcd", ["integer", "text"] * 2, strict=True)]
+    reimport(me, text, "cr", columns)
+    guarded = '"\r=1+1"' if raw else '"\'\r=1+1"'
+    assert export(me, "cr", raw=raw) == f'a,b,c,d\n5,"\'\r=1+1",7,{guarded}\n'
