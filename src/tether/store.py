@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from tether import recovery
+from tether import recovery, strictjson
 from tether.models import Task
 from tether.states import Status
 from tether.transitions import transition
@@ -62,8 +62,12 @@ class Job:
 JOB_FIELDS = ("id", "type", "params", "checkpoint", "attempts", "max_attempts")
 
 
-def _jobs(ids: list[int], token: str, rollback: bool) -> list[Job]:
+def _jobs(ids: list[int], token: str, rollback: bool, actor: str = "system") -> list[Job]:
     rows = Task.objects.filter(id__in=ids).order_by("id").values_list(*JOB_FIELDS)
+    try:
+        found = list(rows)
+    except (ValueError, RecursionError):  # one row's stored JSON cannot be read
+        found = _readable_rows(rows, ids, token, actor)
     return [
         Job(
             task_id=i,
@@ -75,8 +79,31 @@ def _jobs(ids: list[int], token: str, rollback: bool) -> list[Job]:
             attempts=attempts,
             max_attempts=max_attempts,
         )
-        for i, typ, params, checkpoint, attempts, max_attempts in rows
+        for i, typ, params, checkpoint, attempts, max_attempts in found
     ]
+
+
+def _readable_rows(rows: Any, ids: list[int], token: str, actor: str) -> list[Any]:
+    """Read the claimed rows one by one; a row whose stored params or checkpoint Python
+    cannot read (written outside Tether, say an integer of 5,000 digits) fails its own
+    task instead of making every claim that includes it fail."""
+    found: list[Any] = []
+    for task_id in ids:
+        try:
+            found += list(rows.filter(id=task_id))
+        except (ValueError, RecursionError) as exc:
+            error = strictjson.safe_text(
+                f"result_not_json: the stored params or checkpoint cannot be read: {exc}"
+            )
+            transition(
+                [task_id],
+                Status.FAILED,
+                actor=actor,
+                reason=error,
+                token=token,
+                updates={"error": error, "checkpoint": None},  # (nothing may read it)
+            )
+    return found
 
 
 def new_token() -> str:
@@ -122,7 +149,7 @@ def claim(
         orphan_ids = _lock_ids(orphans, first, limit)
         if orphan_ids:
             Task.objects.filter(id__in=orphan_ids, worker__isnull=True).update(**own)
-            jobs += _jobs(orphan_ids, token, rollback=True)
+            jobs += _jobs(orphan_ids, token, rollback=True, actor=worker)
         ready = Task.objects.filter(status=Status.QUEUED, run_after__lte=now)
         if only_first:
             ready = ready.filter(id__in=[first])
@@ -138,7 +165,7 @@ def claim(
                 only_from=[Status.QUEUED],
                 updates=own,
             )
-            jobs += _jobs([c.task_id for c in moved], token, rollback=False)
+            jobs += _jobs([c.task_id for c in moved], token, rollback=False, actor=worker)
     return jobs
 
 
@@ -177,7 +204,8 @@ def take_over(worker: str, task_id: int, lease: float = LEASE_SECONDS) -> Job | 
     own = _ownership(worker, lease)
     if not Task.objects.filter(id=task_id, worker=worker, status=Status.CANCELLING).update(**own):
         return None
-    return _jobs([task_id], own["run_token"], rollback=True)[0]
+    jobs = _jobs([task_id], own["run_token"], rollback=True, actor=worker)
+    return jobs[0] if jobs else None
 
 
 def stale_queued(older_than: float, limit: int = 500) -> list[tuple[int, str]]:

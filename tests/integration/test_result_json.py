@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 
 from tests.integration import tasks  # noqa: F401  (registers it_not_json)
 from tests.integration.conftest import history, wait_status
@@ -154,3 +155,40 @@ def test_a_row_the_database_refuses_is_failed_alone_when_the_group_write_fails(
             and task.result["sum"] == task.params["operand1"] + task.params["operand2"]
         )
         assert events[task.pk] == ["queued", "running", "succeeded"]
+
+
+def test_a_row_whose_stored_json_cannot_be_read_fails_alone_and_claims_go_on(
+    transactional_db: None,
+) -> None:
+    """A checkpoint written outside Tether that Python cannot read (an integer of 5,000
+    digits; every database stores it) used to fail every claim that included its row,
+    so the queue behind it stalled."""
+    owner = user()
+    ids = [
+        t.pk
+        for t in service.submit_many(
+            owner, "add", [{"operand1": i, "operand2": 1} for i in range(5)]
+        )
+    ]
+    bad = ids[1]
+    cast = "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
+    with connection.cursor() as cur:
+        cur.execute(
+            f"UPDATE {Task._meta.db_table} SET checkpoint = {cast} WHERE id = %s",
+            ['{"n": ' + "9" * 5000 + "}", bad],
+        )
+    ex = EmbeddedExecutor(2, poll_interval=0.05, maintenance_interval=0.1, lease=LONG_LEASE)
+    ex.start()
+    try:
+        wait_all_final(ids, timeout=60)
+    finally:
+        ex.stop(timeout=10)
+    failed = Task.objects.get(pk=bad)
+    assert failed.status == "failed" and failed.attempts == 1
+    assert failed.error.startswith(
+        "result_not_json: the stored params or checkpoint cannot be read: "
+    )
+    assert history(bad) == [(None, "queued"), ("queued", "running"), ("running", "failed")]
+    for task in Task.objects.filter(id__in=ids).exclude(pk=bad):
+        assert task.status == "succeeded" and task.attempts == 1, (task.pk, task.status)
+        assert chains([task.pk])[task.pk] == ["queued", "running", "succeeded"]
