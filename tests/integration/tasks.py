@@ -109,3 +109,9 @@ def it_not_json(ctx: TaskContext, *, value: str = "inf", where: str = "result") 
     elif where == "progress":
         ctx.progress(bad, total=10)
     return {"sum": bad}
+
+
+@task(name="it_bad_text", max_attempts=1, params={"type": "object"})
+def it_bad_text(ctx: TaskContext) -> None:
+    """Raises an error whose message holds a NUL and a lone surrogate."""
+    raise ValueError("bad\x00byte \ud800")

@@ -192,3 +192,13 @@ def test_a_row_whose_stored_json_cannot_be_read_fails_alone_and_claims_go_on(
     for task in Task.objects.filter(id__in=ids).exclude(pk=bad):
         assert task.status == "succeeded" and task.attempts == 1, (task.pk, task.status)
         assert chains([task.pk])[task.pk] == ["queued", "running", "succeeded"]
+
+
+def test_an_error_message_quoting_nul_or_a_lone_surrogate_is_stored_escaped(
+    executor: EmbeddedExecutor,
+) -> None:
+    task = service.submit(user(), "it_bad_text", {})
+    done = wait_status(task.pk, "failed", timeout=30)
+    assert done.error == "ValueError: bad\\x00byte \\ud800"
+    assert history(task.pk)[-1] == ("running", "failed")
+    assert done.events.last().reason == done.error  # type: ignore[union-attr]
