@@ -202,3 +202,37 @@ def test_an_error_message_quoting_nul_or_a_lone_surrogate_is_stored_escaped(
     assert done.error == "ValueError: bad\\x00byte \\ud800"
     assert history(task.pk)[-1] == ("running", "failed")
     assert done.events.last().reason == done.error  # type: ignore[union-attr]
+
+
+def test_successes_wait_for_a_database_that_is_down_and_are_written_once_it_is_back(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group write that fails because the database is unreachable (here: every status
+    change fails) keeps its successes for the next commit; none is lost or failed."""
+    from django.db import OperationalError
+
+    from tether import successes
+
+    ids = [
+        t.pk
+        for t in service.submit_many(
+            user(), "add", [{"operand1": i, "operand2": 1} for i in range(3)]
+        )
+    ]
+    runner = Runner("test-committer", on_success=lambda: None)
+    for job in store.claim("test-committer", 10, lease=LONG_LEASE):
+        runner.run(job)
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("the database is down")
+
+    monkeypatch.setattr(successes, "transition", down)
+    with pytest.raises(OperationalError):
+        runner.commit_successes()
+    assert set(Task.objects.filter(id__in=ids).values_list("status", flat=True)) == {"running"}
+    monkeypatch.undo()
+    runner.commit_successes()
+    events = chains(ids)
+    for task in Task.objects.filter(id__in=ids):
+        assert task.status == "succeeded" and task.attempts == 1, (task.pk, task.status)
+        assert events[task.pk] == ["queued", "running", "succeeded"]
