@@ -255,6 +255,7 @@ def test_rapid_pause_resume_keeps_the_rows_loaded(
     for name, value in (("BATCH_SECONDS", 600.0), ("PREPARED_SECONDS", 600.0)):
         monkeypatch.setattr(importer, name, value)
     monkeypatch.setattr(importer, "PREPARED_ROWS", 10**9)
+    monkeypatch.setattr(importer, "SAVE_WAIT_SECONDS", 60.0)  # (however busy the machine)
     monkeypatch.setattr(importer, "BLOCK_BYTES", 4096)
     monkeypatch.setattr(importer, "ROW_BLOCK_BYTES", 4096)
     permits = threading.Semaphore(0)

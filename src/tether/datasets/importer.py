@@ -19,7 +19,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -48,6 +48,7 @@ BATCH_ROWS = 1_000_000  # at most about this many rows per committed batch ...
 BATCH_SECONDS = 1.0  # ... or about this long (a pause does not wait for it: see _Loader)
 PREPARED_SECONDS = 0.15  # SQLite, MariaDB: rows prepared per batch (held in memory) ...
 PREPARED_ROWS = 50_000  # ... at most
+SAVE_WAIT_SECONDS = 0.05  # PostgreSQL: a pause waits this long for a batch's COPY to end
 BLOCK_BYTES = 1 << 20  # raw CSV checked and written at a time (PostgreSQL) ...
 ROW_BLOCK_BYTES = 1 << 17  # ... parsed and converted at a time (the others)
 SAMPLE_ROWS = 1000
@@ -498,9 +499,20 @@ class _Loader:
         """A pause or shutdown is pending: end the batch, keeping what it loaded."""
         return self.ctx.stop_requested in KEEP_WORK_ON
 
-    def _abandon(self) -> bool:
-        """A cancel (or a lost lease) is pending: give the batch up."""
-        return self.ctx.should_stop() and not self._saving()
+    def _give_up(self) -> Callable[[], bool]:
+        """When to cancel the end of a batch's COPY: a cancel (or a lost lease) at once,
+        a pause or shutdown once it has waited SAVE_WAIT_SECONDS."""
+        seen: list[float] = []
+
+        def give_up() -> bool:
+            if not self.ctx.should_stop():
+                return False
+            if not self._saving():
+                return True
+            seen[:] = seen or [time.monotonic()]
+            return time.monotonic() - seen[0] > SAVE_WAIT_SECONDS
+
+        return give_up
 
     def _report(self, state: dict[str, Any], last: bool) -> None:
         loaded = state["loaded"]
@@ -551,8 +563,9 @@ class _Loader:
                 loaded += rows
                 self.row_bytes = 0.8 * self.row_bytes + 0.2 * len(block) / max(1, got)
             # ending a COPY waits for the server to read what is in flight: a cancel
-            # meanwhile cancels it (the batch is rolled back); a pause lets it end
-            with sql.interruptible(self._abandon):
+            # meanwhile cancels it (the batch is rolled back); a pause lets it end (so
+            # the batch is kept) unless that takes longer than SAVE_WAIT_SECONDS
+            with sql.interruptible(self._give_up()):
                 sink.end()
         except sql.Interrupted:
             sink.abort()
