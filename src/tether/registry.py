@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
+from tether import strictjson
 from tether.exceptions import InvalidParams, UnknownTaskType
 
 if TYPE_CHECKING:
@@ -48,6 +49,10 @@ class TaskType:
             params = {}
         if not isinstance(params, dict):
             raise InvalidParams("params must be a JSON object")
+        # the API's parser allows deeper bodies than every database stores
+        unstorable = strictjson.problem(params)
+        if unstorable is not None:
+            raise InvalidParams(f"params cannot be stored: {unstorable.replace('$', 'params', 1)}")
         error = best_match(_validator(self.params_schema).iter_errors(params))
         if error is not None:
             where = ".".join(str(p) for p in error.absolute_path)

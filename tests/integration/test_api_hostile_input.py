@@ -58,6 +58,14 @@ class TestJsonNesting:
         assert error(ok, 400)["code"] != "too_deep"  # parsed; not a submit body
         error(c.post(f"{API}/tasks", nested(65), content_type="application/json"), 400, "too_deep")
 
+    def test_params_deeper_than_a_database_stores_are_400(self, client_for: Client) -> None:
+        # MariaDB's JSON check refuses 32 levels: params that parse must still be stored
+        c = client_for()
+        deep = {"type": "it_gate", "params": {"gate": "g", "x": json.loads(nested(40))}}
+        r = c.post(f"{API}/tasks", deep, format="json")
+        assert "params.x" in error(r, 400, "invalid_params")["message"]
+        assert not Task.objects.exists()
+
     def test_brackets_inside_strings_do_not_count(self, client_for: Client) -> None:
         c = client_for()
         text = '[{\\"' * 500 + "\\\\"
