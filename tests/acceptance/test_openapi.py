@@ -20,13 +20,14 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
-from tests.acceptance.conftest import PASSWORD, REPO, ServerFactory, login
+from tests.acceptance.conftest import PASSWORD, REPO, ServerFactory, login, wait_for
 
 ST = Path(sys.executable).parent / "st"
 SEED = 20261201
 EXAMPLES = 10  # per operation and phase
 MAX_SECONDS = 75  # fuzzing and stateful testing repeat until this is spent
 CONFIG = Path(__file__).with_name("schemathesis.toml")
+CSV = b"id,day,name\n1,2024-01-01,a\n2,2024-01-02,b\n"
 
 
 def schema_document(url: str) -> dict[str, Any]:
@@ -95,9 +96,15 @@ def test_task_type_names_are_an_enum_of_the_submittable_types(server: ServerFact
 def test_schemathesis_finds_nothing(server: ServerFactory, tmp_path: Path) -> None:
     srv = server(TETHER_AUTH_RATE="100000/min")  # the pass logs in again after logouts
     username = f"st-{uuid.uuid4().hex[:10]}"
-    with srv.client() as anon:
-        r = anon.post("/auth/register", json={"username": username, "password": PASSWORD})
+    with login(srv, username) as client:  # something for the links to lead to
+        r = client.post(
+            "/datasets/import", data={"dataset": "orders"}, files={"file": ("o.csv", CSV)}
+        )
         assert r.status_code == 201, r.text
+        wait_for(client, r.json()["id"], "succeeded")
+        r = client.post("/datasets/orders/export", json={})
+        assert r.status_code == 201, r.text
+        wait_for(client, r.json()["id"], "succeeded")
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),

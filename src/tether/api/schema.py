@@ -124,37 +124,104 @@ def params_variant(ttype: registry.TaskType) -> dict[str, Any]:
 
 # Where the task a 201 answers with can be found: every operation on /tasks/{id} but
 # the download, which only a succeeded csv_export has.
-TASK_LINKS = {
+TASK_OPS = {
     "GetTask": "api_v1_tasks_retrieve",
     "TaskEvents": "api_v1_tasks_events_list",
     "PauseTask": "api_v1_tasks_pause_create",
     "ResumeTask": "api_v1_tasks_resume_create",
     "CancelTask": "api_v1_tasks_cancel_create",
 }
-TASK_CREATORS = ("/api/v1/tasks", "/api/v1/datasets/import", "/api/v1/datasets/{name}/export")
+DATASET_OPS = {
+    "GetDataset": "api_v1_datasets_retrieve",
+    "DatasetRows": "api_v1_datasets_rows_retrieve",
+    "ExportDataset": "api_v1_datasets_export_create",
+    "DeleteDataset": "api_v1_datasets_destroy",
+}
+# (path, method, status): (operations, parameter, where its value is in the answer)
+LINKS = {
+    ("/api/v1/tasks", "post", "201"): (TASK_OPS, "id", "$response.body#/id"),
+    ("/api/v1/datasets/import", "post", "201"): (TASK_OPS, "id", "$response.body#/id"),
+    ("/api/v1/datasets/{name}/export", "post", "201"): (TASK_OPS, "id", "$response.body#/id"),
+    ("/api/v1/tasks", "get", "200"): (
+        {**TASK_OPS, "DownloadFile": "api_v1_tasks_download_retrieve"},
+        "id",
+        "$response.body#/results/0/id",
+    ),
+    ("/api/v1/datasets", "get", "200"): (DATASET_OPS, "name", "$response.body#/0/name"),
+}
 
 
-def task_links(result: dict[str, Any]) -> None:
-    for path in TASK_CREATORS:
-        created = result["paths"].get(path, {}).get("post", {}).get("responses", {}).get("201")
-        if created is not None:
-            created["links"] = {
-                name: {"operationId": op, "parameters": {"id": "$response.body#/id"}}
-                for name, op in TASK_LINKS.items()
+def add_links(result: dict[str, Any]) -> None:
+    for (path, method, status), (ops, param, value) in LINKS.items():
+        response = result["paths"].get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if response is not None:
+            response["links"] = {
+                name: {"operationId": op, "parameters": {param: value}} for name, op in ops.items()
             }
 
 
+# Any JSON the parser takes: no string, and no object key, may hold NUL (no database
+# stores it; the request is 400 `bad_text` even where the value would be ignored).
+STORABLE_JSON = {
+    "description": "any JSON value whose strings and keys hold no NUL",
+    "anyOf": [
+        {"type": ["number", "boolean", "null"]},
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "array", "items": {"$ref": "#/components/schemas/StorableJSON"}},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {"$ref": "#/components/schemas/StorableJSON"},
+        },
+    ],
+}
+
+
+def storable_text(result: dict[str, Any]) -> None:
+    """Say where NUL is refused: in JSON bodies (keys and extra fields too), and in
+    string query and path parameters (``%00`` in a URL is 400)."""
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    schemas["StorableJSON"] = STORABLE_JSON
+    for operations in result["paths"].values():
+        for operation in operations.values():
+            for param in operation.get("parameters", []):
+                schema = param.get("schema", {})
+                if schema.get("type") == "string" and not {"pattern", "enum"} & set(schema):
+                    schema["pattern"] = NO_NUL
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            ref = (body or {}).get("schema", {}).get("$ref", "")
+            component = schemas.get(ref.rsplit("/", 1)[-1]) if ref else None
+            if component is not None and "additionalProperties" not in component:
+                component["propertyNames"] = {"pattern": NO_NUL}
+                component["additionalProperties"] = {"$ref": "#/components/schemas/StorableJSON"}
+
+
+def any_json(node: Any) -> None:
+    """drf-spectacular writes a nullable JSON field as ``oneOf: [{}, {"type": "null"}]``
+    in OpenAPI 3.1, which null matches twice (so no value is valid); ``{}`` alone says
+    it."""
+    if isinstance(node, dict):
+        if node.get("oneOf") in ([{}, {"type": "null"}], [{"type": "null"}, {}]):
+            del node["oneOf"]
+        for value in node.values():
+            any_json(value)
+    elif isinstance(node, list):
+        for value in node:
+            any_json(value)
+
+
 def service_limits(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """Postprocessing hook: what ``service.submit`` checks, in the document: the queue
-    name and pause timeout bounds, and each task type's params schema."""
+    """Postprocessing hook: what ``service.submit`` checks, in the document (the queue
+    name and pause timeout bounds, each task type's params schema), and the links from
+    answers that name tasks or datasets to the operations on them."""
     submit = result.get("components", {}).get("schemas", {}).get("SubmitRequest")
     if submit:
         props = submit["properties"]
         props["queue"]["pattern"] = service.QUEUE_RE.pattern
-        props["pause_timeout"].update(
-            minimum=0, exclusiveMinimum=True, maximum=service.MAX_PAUSE_TIMEOUT
-        )
+        props["pause_timeout"].update(exclusiveMinimum=0, maximum=service.MAX_PAUSE_TIMEOUT)
         props["params"] = {"type": "object", "description": "as the type's params_schema"}
         submit["oneOf"] = [params_variant(t) for t in registry.submittable_types()]
-    task_links(result)
+    add_links(result)
+    storable_text(result)
+    any_json(result)
     return result
