@@ -19,11 +19,6 @@ import httpx
 HOST = "127.0.0.1"
 PASSWORD = "bench-Pass-12345"
 
-# bench/csv.py would shadow the standard library's csv module for every script run from
-# here (the script's folder comes first on sys.path): look in this folder last.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path.append(sys.path.pop(0))
-
 
 def log(msg: str) -> None:
     """Progress goes to stderr; stdout's last line is the figures as JSON."""

@@ -1,8 +1,7 @@
-"""Driver for bench/csv.py: one Tether process (Django + the embedded executor, one worker
-slot) that runs csv_import / csv_export tasks through the real engine and prints its
-figures as one JSON object on the last stdout line. Started by bench/csv.py with
-``python -P`` (so bench/csv.py cannot shadow the standard library's csv module) and
-the environment TETHER_HOME, TETHER_DATABASE_URL (PostgreSQL modes),
+"""Driver for bench/csv_datasets.py: one Tether process (Django + the embedded executor,
+one worker slot) that runs csv_import / csv_export tasks through the real engine and
+prints its figures as one JSON object on the last stdout line. Started by
+bench/csv_datasets.py with the environment TETHER_HOME, TETHER_DATABASE_URL (PostgreSQL modes),
 DJANGO_SETTINGS_MODULE.
 
     _csv_driver.py import FILE --rows N [--repeat R] [--plain-copy] [--export]

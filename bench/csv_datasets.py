@@ -28,36 +28,32 @@ run.
 
 Progress goes to stderr; the last line of stdout is one JSON object.
 
-    .venv/bin/python bench/csv.py [--rows 1000000] [--big-rows 5000000]
+    .venv/bin/python bench/csv_datasets.py [--rows 1000000] [--big-rows 5000000]
         [--pause-trials 30] [--pg-url postgres://postgres@127.0.0.1:5432]
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from _common import log, summary, tether_env, tether_executable
 
 BENCH_DIR = Path(__file__).resolve().parent
-# This script is named like the standard library's csv module: with bench/ first on
-# sys.path, ``import csv`` (here, in psycopg or in tether) would import this file.
-if sys.path and Path(sys.path[0] or ".").resolve() == BENCH_DIR:
-    sys.path.append(sys.path.pop(0))
-
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-from urllib.parse import urlsplit, urlunsplit  # noqa: E402
-
-import psycopg  # noqa: E402
-
-from _common import log, summary, tether_env, tether_executable  # noqa: E402
-
 TARGETS = {
     "pg_import_ratio": 0.75,
     "pg_export_ratio": 0.75,
@@ -113,9 +109,6 @@ def generate(path: Path, rows: int) -> None:
 def repeat_rows(src: Path, dst: Path, rows: int, have: int) -> None:
     """``rows`` data rows: src's header, then src's rows over and over, then as many of
     its first records as are still missing."""
-    import csv
-    import io
-
     with open(src, "rb") as f, open(dst, "wb") as out:
         out.write(f.readline())
         body_at = f.tell()
@@ -154,7 +147,6 @@ def driver(
     """Run bench/_csv_driver.py; its figures, and its VmHWM in MB when ``hold``."""
     cmd = [
         sys.executable,
-        "-P",
         str(BENCH_DIR / "_csv_driver.py"),
         "import",
         str(file),

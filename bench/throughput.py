@@ -182,7 +182,7 @@ def celery_worker(
     env = {
         k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "TETHER_HOME")
     }
-    # only the app module on the path: bench/csv.py would shadow the stdlib's csv
+    # only the app module on the worker's path, not the bench scripts
     appdir = workdir / "celery-app"
     appdir.mkdir(exist_ok=True)
     shutil.copy(BENCH_DIR / "_celery_noop.py", appdir / "_celery_noop.py")

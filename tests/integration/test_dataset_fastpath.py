@@ -111,6 +111,7 @@ def outcome(owner: Any, text: str, name: str, params: dict[str, Any]) -> dict[st
     if done.status != "succeeded":
         return {"status": done.status, "error": done.error}
     ds = Dataset.objects.get(owner=owner, name=name)
+    assert done.result is not None
     result = {k: v for k, v in done.result.items() if k not in ("dataset", "seconds")}
     return {"status": done.status, "result": result, "rows": rows_of(ds)}
 
@@ -160,7 +161,8 @@ def test_many_small_batches(executor: EmbeddedExecutor, monkeypatch: pytest.Monk
     assert done.status == "succeeded", done.error
     rows = rows_of(Dataset.objects.get(name="small"))
     assert [r[0] for r in rows] == list(range(1, 5001))
-    assert Task.objects.get(pk=done.pk).checkpoint["consumed"] == 5000
+    checkpoint = Task.objects.get(pk=done.pk).checkpoint
+    assert checkpoint is not None and checkpoint["consumed"] == 5000
 
 
 @pytest.mark.parametrize("field_limit", [None, 64 << 10])

@@ -128,8 +128,8 @@ def test_staff_cannot_download_another_users_export(
     assert e["code"] == "not_found"
     assert boss.get(f"{API}/tasks/{export.pk}").status_code == 200  # staff see the task
     r = alice.get(f"{API}/tasks/{export.pk}/download")
-    assert r.status_code == 200
-    assert b"".join(r.streaming_content) == export_path(export.pk).read_bytes()
+    assert r.status_code == 200 and r.streaming
+    assert r.getvalue() == export_path(export.pk).read_bytes()
     r.close()
     imported(boss, "b\n2\n", dataset="theirs")
     own = exported(boss, "theirs")
@@ -160,6 +160,7 @@ def test_append_maps_columns_by_name(client_for: Client, executor: EmbeddedExecu
     imported(c, text(header, rows[:1000]), dataset="parts")
     task = imported(c, text(header[::-1], rows[1000:]), dataset="parts", mode="append")
     whole, parts = Dataset.objects.get(name="whole"), Dataset.objects.get(name="parts")
+    assert task.result is not None
     assert parts.columns == whole.columns and task.result["columns"] == whole.columns
     assert parts.row_count == 1500
     assert list(sql.iter_rows(parts.table, parts.columns)) == list(

@@ -74,7 +74,7 @@ def test_import_infers_types_and_exports_back(executor: EmbeddedExecutor) -> Non
     buf = io.StringIO()
     generate.write(buf, 3000, seed=3)
     done = run_import(user(), buf.getvalue(), dataset="orders")
-    assert done.status == "succeeded", done.error
+    assert done.status == "succeeded" and done.result is not None, done.error
     assert done.result["rows"] == 3000
     ds = Dataset.objects.get(name="orders")
     assert ds.row_count == 3000
@@ -127,7 +127,7 @@ def test_skip_mode_reports_skipped_lines(executor: EmbeddedExecutor) -> None:
         on_error="skip",
         columns=[{"name": "id", "type": "integer"}, {"name": "amount", "type": "float"}],
     )
-    assert done.status == "succeeded", done.error
+    assert done.status == "succeeded" and done.result is not None, done.error
     assert done.result["rows"] == 2 and done.result["skipped_count"] == 2
     assert [s["line"] for s in done.result["skipped_lines"]] == [3, 4]
 
@@ -174,7 +174,7 @@ def test_bom_quoted_newlines_header_only_and_big_field(
     assert ds.columns[0]["name"] == "id"
     assert rows_of(ds) == [(1, "line one\nline two"), (2, big)]
     head = run_import(me, "a,b\n", dataset="empty")
-    assert head.status == "succeeded" and head.result["rows"] == 0
+    assert head.status == "succeeded" and head.result is not None and head.result["rows"] == 0
     blank = run_import(me, "\n\nid,x\n1,2\n\n3,4\n", dataset="blank")  # skipped
     assert blank.status == "succeeded", blank.error
     assert rows_of(Dataset.objects.get(name="blank")) == [(1, 2), (3, 4)]
@@ -237,7 +237,7 @@ def test_pause_resume_equals_uninterrupted(
     done = wait_status(task.pk, "succeeded", timeout=60)
     ds = Dataset.objects.get(name="paused")
     assert [r[0] for r in rows_of(ds)] == list(range(1, 20_001))  # none lost, none twice
-    assert done.result["rows"] == 20_000
+    assert done.result is not None and done.result["rows"] == 20_000
 
 
 def test_rapid_pause_resume_keeps_the_rows_loaded(
@@ -357,7 +357,7 @@ def test_export_pause_resume_equals_uninterrupted(
     assert done.status == "succeeded", done.error
     assert pauses >= 1
     assert export_path(task.pk).read_bytes() == expected  # no row lost or written twice
-    assert done.result["rows"] == 5000
+    assert done.result is not None and done.result["rows"] == 5000
     assert not export_path(task.pk).with_suffix(".csv.part").exists()
 
 
@@ -493,6 +493,7 @@ def test_undoing_a_publish_twice_is_harmless(executor: EmbeddedExecutor) -> None
     done = run_import(me, "id\n7\n", dataset="twice", mode="replace")
     assert done.status == "succeeded" and rows_of(Dataset.objects.get(name="twice")) == [(7,)]
     state = Task.objects.get(pk=done.pk).checkpoint
+    assert state is not None
     for _ in range(2):
         importer._unpublish(state)
     ds = Dataset.objects.get(name="twice")

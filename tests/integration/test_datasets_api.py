@@ -201,6 +201,7 @@ def test_upload_options(client_for: Client, executor: EmbeddedExecutor) -> None:
         on_error="skip",
     )
     assert task.params["null_values"] == ["-"] and task.params["header"] is False
+    assert task.result is not None
     assert task.result["rows"] == 2 and task.result["skipped_count"] == 1
     assert task.result["skipped_lines"][0]["line"] == 3
     rows = c.get(f"{API}/datasets/opts/rows").json()["rows"]
@@ -337,20 +338,22 @@ def test_export_and_download(client_for: Client, executor: EmbeddedExecutor) -> 
     assert r.status_code == 200
     assert r["Content-Type"] == "text/csv; charset=utf-8"
     assert r["Content-Disposition"] == f'attachment; filename="orders-{task.pk}.csv"'
-    content = b"".join(r.streaming_content)
+    assert r.streaming  # a FileResponse; getvalue() joins its streaming_content
+    content = r.getvalue()
     r.close()
     assert content == export_path(task.pk).read_bytes()
     rows = list(csv.reader(io.StringIO(content.decode())))
     assert rows[0] == ["id", "ship_date", "note"]
     wanted = [s["id"] for s in source if "2021-01-01" <= s["ship_date"] <= "2021-06-30"]
     assert [row[0] for row in rows[1:]] == wanted and wanted
-    assert task.result["rows"] == len(wanted)
+    assert task.result is not None and task.result["rows"] == len(wanted)
     notes = {row[2] for row in rows[1:]}
     assert "'=not a formula" in notes and "=not a formula" not in notes  # neutralised
 
     everything = exported(c, "orders", raw=True)
     r = c.get(f"{API}/tasks/{everything.pk}/download")
-    back = list(csv.reader(io.StringIO(b"".join(r.streaming_content).decode())))
+    assert r.streaming
+    back = list(csv.reader(io.StringIO(r.getvalue().decode())))
     r.close()
     assert len(back) == 1501 and "=not a formula" in {row[8] for row in back}
 
@@ -388,9 +391,9 @@ def test_bad_export_requests(
 def test_download_only_for_a_succeeded_export(client_for: Client) -> None:
     c = client_for("alice")
     ds = Dataset.objects.create(
-        owner=c.user,
+        owner=c.user,  # type: ignore[attr-defined]
         name="d",
-        table=sql.new_table_name(),  # type: ignore[attr-defined]
+        table=sql.new_table_name(),
         columns=[{"name": "a", "type": "integer"}],
     )
     sql.create_table(ds.table, ds.columns)
@@ -446,9 +449,9 @@ def test_delete_drops_the_table(client_for: Client, executor: EmbeddedExecutor) 
 def test_delete_is_refused_while_an_export_is_unfinished(client_for: Client) -> None:
     c = client_for("alice")
     ds = Dataset.objects.create(
-        owner=c.user,
+        owner=c.user,  # type: ignore[attr-defined]
         name="busy",
-        table=sql.new_table_name(),  # type: ignore[attr-defined]
+        table=sql.new_table_name(),
         columns=[{"name": "a", "type": "integer"}],
     )
     sql.create_table(ds.table, ds.columns)

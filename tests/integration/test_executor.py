@@ -24,7 +24,7 @@ def test_runs_to_success_with_history(executor: EmbeddedExecutor) -> None:
     task = service.submit(user(), "fibonacci", {"n": 90})
     done = wait_status(task.pk, "succeeded")
     assert done.result == {"n": 90, "value": "2880067194370816120", "digits": 19}
-    assert done.progress["percent"] == 100.0
+    assert done.progress is not None and done.progress["percent"] == 100.0
     assert history(task.pk) == [(None, "queued"), ("queued", "running"), ("running", "succeeded")]
     assert done.worker is None and done.finished_at is not None
 
@@ -34,6 +34,7 @@ def test_pause_frees_slot_and_resume_continues(executor: EmbeddedExecutor) -> No
     wait_checkpoint(task.pk, "step")
     service.pause(task.pk, actor="test")
     paused = wait_status(task.pk, "paused")
+    assert paused.checkpoint is not None
     at_pause = paused.checkpoint["step"]
     assert 0 < at_pause < 200
     assert paused.worker is None  # holds no worker
@@ -41,7 +42,8 @@ def test_pause_frees_slot_and_resume_continues(executor: EmbeddedExecutor) -> No
     wait_until(lambda: task.pk not in executor.running, "the paused task's slot to be freed")
     # the freed slots run other work while it is paused
     other = service.submit(user(), "add", {"operand1": 2, "operand2": 3})
-    assert wait_status(other.pk, "succeeded").result["sum"] == 5
+    other_done = wait_status(other.pk, "succeeded")
+    assert other_done.result is not None and other_done.result["sum"] == 5
     assert t.ledger_rows(task.pk) == list(range(1, at_pause + 1))  # nothing ran while paused
     service.resume(task.pk, actor="test")
     wait_status(task.pk, "succeeded")
@@ -148,6 +150,7 @@ def test_stop_requeues_running_tasks_without_using_an_attempt(transactional_db: 
     stopped = Task.objects.get(pk=task.pk)
     assert stopped.status == "queued" and stopped.attempts == 1
     assert history(task.pk)[-1] == ("running", "queued")
+    assert stopped.checkpoint is not None
     step = stopped.checkpoint["step"]
     assert t.ledger_rows(task.pk) == list(range(1, step + 1))
 

@@ -71,7 +71,7 @@ def test_poisoned_results_fail_alone_and_the_rest_of_their_batch_succeeds_once(
         task = found[task_id]
         assert task.status == "succeeded", (task_id, task.status, task.error)
         assert task.attempts == 1, (task_id, task.attempts)
-        assert task.result["sum"] == task.params["operand1"] + 0.5
+        assert task.result is not None and task.result["sum"] == task.params["operand1"] + 0.5
         assert events[task_id] == ["queued", "running", "succeeded"], (task_id, events[task_id])
     for task_id, value in poisoned.items():
         task = found[task_id]
@@ -109,11 +109,13 @@ def test_add_reports_an_overflow_to_infinity(executor: EmbeddedExecutor) -> None
     other = service.submit(user(), "add", {"operand1": 1e308, "operand2": -1e308})
     done = wait_status(task.pk, "failed", "succeeded", timeout=30)
     if isinstance(done.params["operand1"], int):  # PostgreSQL hands 1e308 back as an int
-        assert done.status == "succeeded" and done.result["sum"] == 2 * 10**308
+        assert done.status == "succeeded" and done.result is not None
+        assert done.result["sum"] == 2 * 10**308
     else:
         assert done.status == "failed" and done.attempts == 1, done.error
         assert done.error == "InvalidParams: the sum overflows to infinity (1e+308 + 1e+308)"
-    assert wait_status(other.pk, "succeeded", "failed", timeout=30).result["sum"] == 0
+    other_done = wait_status(other.pk, "succeeded", "failed", timeout=30)
+    assert other_done.result is not None and other_done.result["sum"] == 0, other_done.error
 
 
 def test_a_row_the_database_refuses_is_failed_alone_when_the_group_write_fails(
@@ -152,6 +154,7 @@ def test_a_row_the_database_refuses_is_failed_alone_when_the_group_write_fails(
     for task in Task.objects.filter(id__in=ids):
         assert (
             task.status == "succeeded"
+            and task.result is not None
             and task.result["sum"] == task.params["operand1"] + task.params["operand2"]
         )
         assert events[task.pk] == ["queued", "running", "succeeded"]

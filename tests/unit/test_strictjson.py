@@ -97,7 +97,7 @@ def test_safe_text_escapes_what_a_database_refuses() -> None:
 
 # -- task context: checkpoints and progress are checked before they are written ------------
 def make(store: MemoryStore, **kw: Any) -> TaskContext:
-    return TaskContext(task_id=7, token="tok", store=store, **kw)  # type: ignore[arg-type]
+    return TaskContext(task_id=7, token="tok", store=store, **kw)
 
 
 def test_a_checkpoint_json_cannot_hold_raises_and_is_not_written() -> None:
