@@ -7,8 +7,8 @@ import typer
 
 from tether.cli import datasets as d
 from tether.cli import tidy
-from tether.cli.params import describe_params, param_kind
 from tether.cli.main import app
+from tether.cli.params import describe_params, param_kind
 from tether.cli.term import clip
 
 
