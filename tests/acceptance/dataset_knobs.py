@@ -2,7 +2,7 @@
 (``TETHER_APPS=tests.acceptance.dataset_knobs``) so that a test can catch an import
 midway however fast the importer gets:
 
-- ``ACC_IMPORT_BATCH_ROWS``: rows per committed batch (``importer.BATCH_ROWS``);
+- ``ACC_IMPORT_BATCH_ROWS``: rows per committed batch (``loader.BATCH_ROWS``);
 - ``ACC_IMPORT_BATCH_DELAY_MS``: a pause before each batch is written.
 
 Neither changes what is imported, only how fast.
@@ -22,17 +22,17 @@ class DatasetKnobs(AppConfig):
     label = "acc_dataset_knobs"
 
     def ready(self) -> None:
-        from tether.datasets import importer
+        from tether.datasets import loader
 
         rows = os.environ.get("ACC_IMPORT_BATCH_ROWS")
         if rows:
-            importer.BATCH_ROWS = int(rows)
+            loader.BATCH_ROWS = int(rows)
         delay = float(os.environ.get("ACC_IMPORT_BATCH_DELAY_MS") or 0) / 1000
         if delay:
-            batch = importer._Loader._batch
+            batch = loader.Loader._batch
 
             def slow_batch(*args: Any, **kwargs: Any) -> Any:  # every path, every database
                 time.sleep(delay)
                 return batch(*args, **kwargs)
 
-            importer._Loader._batch = slow_batch  # type: ignore[method-assign]
+            loader.Loader._batch = slow_batch  # type: ignore[method-assign]

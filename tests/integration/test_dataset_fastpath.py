@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.integration.test_datasets import _clean_up, rows_of, run_import, user  # noqa: F401
-from tether.datasets import generate, importer
+from tether.datasets import generate, loader, raw_copy
 from tether.executors.embedded import EmbeddedExecutor
 from tether.models import Dataset, Task
 
@@ -117,8 +117,8 @@ def outcome(owner: Any, text: str, name: str, params: dict[str, Any]) -> dict[st
 
 
 def per_cell_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(importer._Loader, "_raw_records", lambda self, block: None)
-    monkeypatch.setattr(importer._Loader, "_columns", lambda self, block: None)
+    monkeypatch.setattr(raw_copy.RawBlocks, "count", lambda self, block: None)
+    monkeypatch.setattr(loader.Loader, "_columns", lambda self, block: None)
 
 
 @pytest.mark.parametrize(
@@ -154,7 +154,7 @@ def test_a_refused_value_deep_in_a_batch(
 
 
 def test_many_small_batches(executor: EmbeddedExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(importer, "BATCH_ROWS", 150)
+    monkeypatch.setattr(loader, "BATCH_ROWS", 150)
     text = generated(5000, seed=12)
     me = user()
     done = run_import(me, text, dataset="small")
@@ -179,9 +179,9 @@ def test_plain_data_takes_the_fast_path(
 
     taken: list[str] = []
     raw, columns, cells = (
-        importer._Loader._raw_records,
-        importer._Loader._columns,
-        importer._Loader._cells,
+        raw_copy.RawBlocks.count,
+        loader.Loader._columns,
+        loader.Loader._cells,
     )
 
     def spy(name: str, real: Any) -> Any:
@@ -193,9 +193,9 @@ def test_plain_data_takes_the_fast_path(
 
         return call
 
-    monkeypatch.setattr(importer._Loader, "_raw_records", spy("raw", raw))
-    monkeypatch.setattr(importer._Loader, "_columns", spy("columns", columns))
-    monkeypatch.setattr(importer._Loader, "_cells", spy("cells", cells))
+    monkeypatch.setattr(raw_copy.RawBlocks, "count", spy("raw", raw))
+    monkeypatch.setattr(loader.Loader, "_columns", spy("columns", columns))
+    monkeypatch.setattr(loader.Loader, "_cells", spy("cells", cells))
     done = run_import(user(), generated(20_000, seed=14), dataset="fast")
     assert done.status == "succeeded", done.error
     expected = "raw" if connection.vendor == "postgresql" else "columns"
@@ -226,4 +226,4 @@ def test_a_stray_quote_does_not_grow_blocks_without_bound(
     assert done.status == "succeeded", done.error
     rows = rows_of(Dataset.objects.get(name="stray"))
     assert rows[0] == (0, 'x"y') and rows[1:] == [(i, f"v{i}") for i in range(1, n)]
-    assert len(sizes) > 2 and max(sizes) <= 2 * max(importer.BLOCK_BYTES, 1 << 16)
+    assert len(sizes) > 2 and max(sizes) <= 2 * max(loader.BLOCK_BYTES, 1 << 16)

@@ -210,9 +210,9 @@ def _start_import(
 ) -> tuple[Task, Upload]:
     """Submit an import of 20,000 generated rows loaded in small batches (so that it
     can be caught midway)."""
-    from tether.datasets import importer
+    from tether.datasets import loader
 
-    monkeypatch.setattr(importer, "BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(loader, "BATCH_ROWS", batch_rows)
     buf = io.StringIO()
     generate.write(buf, 20_000, seed=seed)
     me = user()
@@ -250,14 +250,14 @@ def test_rapid_pause_resume_keeps_the_rows_loaded(
     lands after two blocks of a batch whatever the machine's speed."""
     import threading
 
-    from tether.datasets import files, importer
+    from tether.datasets import files, loader
 
     for name, value in (("BATCH_SECONDS", 600.0), ("PREPARED_SECONDS", 600.0)):
-        monkeypatch.setattr(importer, name, value)
-    monkeypatch.setattr(importer, "PREPARED_ROWS", 10**9)
-    monkeypatch.setattr(importer, "SAVE_WAIT_SECONDS", 60.0)  # (however busy the machine)
-    monkeypatch.setattr(importer, "BLOCK_BYTES", 4096)
-    monkeypatch.setattr(importer, "ROW_BLOCK_BYTES", 4096)
+        monkeypatch.setattr(loader, name, value)
+    monkeypatch.setattr(loader, "PREPARED_ROWS", 10**9)
+    monkeypatch.setattr(loader, "SAVE_WAIT_SECONDS", 60.0)  # (however busy the machine)
+    monkeypatch.setattr(loader, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(loader, "ROW_BLOCK_BYTES", 4096)
     permits = threading.Semaphore(0)
     taken = [0]
     real_block = files.Source.block

@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from tether.datasets.sql import CsvLines, formula_like
+from tether.datasets.csv_output import CsvLines, formula_like
 
 
 def written(*rows: list[str]) -> str:

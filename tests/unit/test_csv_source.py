@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tether.datasets import files
-from tether.datasets.files import DataError, Source
+from tether.datasets.errors import DataError
+from tether.datasets.files import Source
 
 KIB = 1024
 

@@ -6,7 +6,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from tether.datasets.types import PARSERS, CellError, clean_names, column_values, infer
+from tether.datasets.errors import CellError
+from tether.datasets.types import PARSERS, clean_names, column_values, infer
 
 
 def test_infers_the_narrowest_type_per_column() -> None:

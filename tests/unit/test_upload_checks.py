@@ -8,7 +8,7 @@ import gzip
 import pytest
 
 from tether.datasets.checks import SNIFF_BYTES, match_columns, text_problem
-from tether.datasets.files import ColumnsMismatch
+from tether.datasets.errors import ColumnsMismatch
 
 COLUMNS = [{"name": n, "type": t} for n, t in (("a", "integer"), ("b", "text"), ("c", "float"))]
 

@@ -1,21 +1,18 @@
 """Datasets API: CSV upload into a ``csv_import`` task, the datasets a user owns (list,
 show, preview rows, delete), ``csv_export`` of a dataset and the download of its file.
 
-Datasets are per user: another user's dataset answers 404, for staff too (names are
-only unique per owner). Table names are server-generated, never taken from input.
+The views keep to HTTP: they stream the upload to disk, validate forms and query
+strings, call ``tether.datasets.service`` (the queries and transactions, which decide
+per user: another user's dataset answers 404, for staff too) and shape the answers.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
-from datetime import UTC, date, datetime
 from typing import Any, cast
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
-from django.db import DatabaseError, connection, transaction
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -25,16 +22,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tether import service
 from tether.api import serializers as s
 from tether.api.schema import BROKER_DOWN
 from tether.api.uploads import FIELD, FRAMING_SLACK, DiskUploadHandler, StoredFile
-from tether.datasets import checks, exporter, importer, sql, sweep
-from tether.datasets.files import DatasetNotFound, export_path
-from tether.datasets.types import TYPES, CellError, clean_names
-from tether.exceptions import TaskNotFound, TetherError
-from tether.models import Dataset, Task, Upload
-from tether.states import FINAL, Status
+from tether.datasets import importer
+from tether.datasets import service as datasets
+from tether.datasets.errors import CellError, LengthRequired, UploadTooLarge
+from tether.datasets.files import size_text
+from tether.datasets.service import PREVIEW_BYTES, PREVIEW_CELL_CHARS
+from tether.datasets.types import TYPES, clean_names
+from tether.models import Dataset, Task
 
 TAGS = ["datasets"]
 MODES = ("create", "append", "replace")
@@ -42,32 +39,6 @@ RESERVED_NAMES = frozenset({"import"})  # /datasets/import is the upload endpoin
 DELIMITER_ALIASES = {"tab": "\t", "\\t": "\t"}
 MAX_PREVIEW_ROWS = 1000
 MAX_OFFSET = 2**63 - 1  # what a database takes as OFFSET (larger: OverflowError, a 500)
-DATASET_TASK_TYPES = ("csv_import", "csv_export")
-UNFINISHED = [st.value for st in Status if st not in FINAL]
-
-
-class TooLarge(TetherError):
-    code = "too_large"
-    http_status = 413
-    default_message = "The upload is larger than the server accepts."
-
-
-class LengthRequired(TetherError):
-    code = "length_required"
-    http_status = 411
-    default_message = "Send the upload with a Content-Length header (not chunked)."
-
-
-class DatasetExists(TetherError):
-    code = "dataset_exists"
-    http_status = 409
-    default_message = "A dataset of that name exists already."
-
-
-class DatasetBusy(TetherError):
-    code = "dataset_busy"
-    http_status = 409
-    default_message = "An import or export of the dataset is not finished."
 
 
 # -- serializers ---------------------------------------------------------------------
@@ -222,104 +193,11 @@ class RowsQuerySerializer(serializers.Serializer[Any]):
 # -- helpers -------------------------------------------------------------------------
 
 
-def owned(request: Request, name: str) -> Dataset:
-    """The caller's dataset ``name``; another user's answers 404 like a missing one."""
-    ds = Dataset.objects.filter(owner=cast(Any, request.user), name=name).first()
-    if ds is None:
-        raise DatasetNotFound(f"no dataset {name!r}")
-    return ds
-
-
-def unfinished_tasks(owner: Any, name: str) -> list[int]:
-    """Ids of the owner's imports and exports naming dataset ``name`` that have not
-    ended (paused ones included: they would resume against it)."""
-    return list(
-        Task.objects.filter(
-            owner=owner, type__in=DATASET_TASK_TYPES, status__in=UNFINISHED, params__dataset=name
-        )
-        .order_by("id")
-        .values_list("id", flat=True)[:20]
-    )
-
-
-def json_value(value: Any, kind: str) -> Any:
-    """A cell as JSON: booleans as true/false (SQLite and MySQL store 0/1), dates and
-    timestamps as ISO 8601, non-finite floats as the strings "nan", "inf", "-inf"."""
-    if value is None:
-        return None
-    if kind == "boolean":
-        return bool(value)
-    if kind == "integer":
-        return int(value)
-    if kind == "float":
-        number = float(value)
-        return number if math.isfinite(number) else str(number)
-    if kind == "timestamptz" and isinstance(value, datetime) and value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)  # MySQL/MariaDB: DATETIME, stored in UTC
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, bytes | memoryview):
-        return bytes(value).decode("utf-8", "replace")
-    return value
-
-
-PREVIEW_CELL_CHARS = 1000  # a longer text cell is cut to this many characters + "…"
-PREVIEW_BYTES = 1 << 20  # a page stops once its cells add up to about this (1 row at least)
-FETCH_BYTES = 8 << 20  # at most this much (worst case) is fetched from the database at once
-
-
-def read_rows(ds: Dataset, limit: int, offset: int) -> tuple[list[list[Any]], bool]:
-    """Rows ``offset`` … ``offset + limit - 1`` in insertion order, as JSON values, and
-    whether the page was cut short: text cells over PREVIEW_CELL_CHARS characters end
-    in "…", and rows stop once about PREVIEW_BYTES are taken (the database sends at
-    most PREVIEW_CELL_CHARS + 1 characters of a cell)."""
-    kinds = [c["type"] for c in ds.columns]
-    names = ", ".join(
-        f"SUBSTR({sql.q(c['name'])}, 1, {PREVIEW_CELL_CHARS + 1})"
-        if c["type"] == "text"
-        else sql.q(c["name"])
-        for c in ds.columns
-    )
-    worst = sum(4 * PREVIEW_CELL_CHARS + 8 if k == "text" else 40 for k in kinds)
-    step = max(1, FETCH_BYTES // worst)
-    rows: list[list[Any]] = []
-    size, cut = 0, False
-    with connection.cursor() as cur:
-        while len(rows) < limit and not cut:
-            want = min(step, limit - len(rows))
-            cur.execute(
-                f"SELECT {names} FROM {sql.q(ds.table)} ORDER BY {sql.ROW_KEY} LIMIT %s OFFSET %s",
-                [want, offset + len(rows)],
-            )
-            fetched = cur.fetchall()
-            for row in fetched:
-                if size >= PREVIEW_BYTES:
-                    cut = True
-                    break
-                cells = [json_value(v, k) for v, k in zip(row, kinds, strict=True)]
-                for i, cell in enumerate(cells):
-                    if isinstance(cell, str) and len(cell) > PREVIEW_CELL_CHARS:
-                        cells[i] = cell[:PREVIEW_CELL_CHARS] + "…"
-                        cut = True
-                    size += len(str(cell)) + 2
-                rows.append(cells)
-            if len(fetched) < want:
-                break
-    return rows, cut
-
-
 def content_length(request: Request) -> int | None:
     try:
         return int(request.META.get("CONTENT_LENGTH") or "")
     except ValueError:
         return None
-
-
-def size_text(n: int) -> str:
-    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= factor:
-            return f"{n / factor:.1f} {unit}".replace(".0 ", " ")
-    return f"{n} bytes"
 
 
 NAME_PARAM = OpenApiParameter("name", str, OpenApiParameter.PATH, description="dataset name")
@@ -353,7 +231,7 @@ class DatasetImportView(APIView):
     )
     def post(self, request: Request) -> Response:
         limit = cast(int, settings.TETHER["MAX_UPLOAD_BYTES"])
-        too_large = TooLarge(
+        too_large = UploadTooLarge(
             f"the file is larger than this server accepts "
             f"({size_text(limit)}, TETHER_MAX_UPLOAD_BYTES)",
             limit=limit,
@@ -389,42 +267,10 @@ class DatasetImportView(APIView):
         return Response(s.TaskSerializer(task).data, status=status.HTTP_201_CREATED)
 
     def _submit(self, request: Request, data: dict[str, Any], stored: StoredFile) -> Task:
-        name, mode = data["dataset"], data["mode"]
-        existing = Dataset.objects.filter(owner=cast(Any, request.user), name=name).first()
-        if mode == "create" and existing is not None:
-            raise DatasetExists(
-                f"dataset {name!r} exists already; use mode append or replace, or another name"
-            )
-        if mode == "append" and existing is None:
-            raise DatasetNotFound(f"no dataset {name!r} to append to; use mode create")
-        checks.check_upload(  # 400 not_text, columns_mismatch, bad_data: no task
-            stored.path,
-            dataset=name,
-            delimiter=data["delimiter"],
-            header=data["header"],
-            declared=data.get("columns"),
-            append_to=existing.columns if mode == "append" and existing is not None else None,
+        # 409 dataset_exists, 404, 400 not_text, columns_mismatch, bad_data: no task
+        return datasets.submit_import(
+            request.user, data, stored.path, stored.name or "", stored.size or 0
         )
-        params: dict[str, Any] = {
-            "dataset": name,
-            "mode": mode,
-            "delimiter": data["delimiter"],
-            "header": data["header"],
-            "on_error": data["on_error"],
-        }
-        for key in ("null_values", "columns"):
-            if key in data:
-                params[key] = data[key]
-        with transaction.atomic():  # the upload row and the task, or neither
-            upload = Upload.objects.create(
-                owner=cast(Any, request.user),
-                path=stored.path.name,
-                original_name=(stored.name or "")[:255],
-                size=stored.size or 0,
-            )
-            return service.submit(
-                request.user, "csv_import", {"upload": upload.public_id, **params}
-            )
 
 
 class DatasetListView(APIView):
@@ -432,7 +278,7 @@ class DatasetListView(APIView):
         responses={200: DatasetSerializer(many=True)}, tags=TAGS, summary="Your datasets, by name"
     )
     def get(self, request: Request) -> Response:
-        qs = Dataset.objects.filter(owner=cast(Any, request.user)).order_by("name")
+        qs = datasets.datasets_of(request.user)
         return Response(DatasetSerializer(qs, many=True).data)
 
 
@@ -444,7 +290,7 @@ class DatasetDetailView(APIView):
         summary="One dataset: columns with types, row count, last import",
     )
     def get(self, request: Request, name: str) -> Response:
-        return Response(DatasetSerializer(owned(request, name)).data)
+        return Response(DatasetSerializer(datasets.owned(request.user, name)).data)
 
     @extend_schema(
         parameters=[NAME_PARAM],
@@ -457,24 +303,7 @@ class DatasetDetailView(APIView):
         summary="Delete a dataset and its table",
     )
     def delete(self, request: Request, name: str) -> Response:
-        owned(request, name)
-        busy = unfinished_tasks(request.user, name)
-        if busy:
-            raise DatasetBusy(
-                f"task(s) {', '.join(map(str, busy))} (import/export of "
-                f"{name!r}) not finished; wait for them or cancel them first",
-                tasks=busy,
-            )
-        with transaction.atomic():  # the row and its table go together (not on MySQL,
-            ds = (
-                Dataset.objects.select_for_update()  # whose DDL commits by itself)
-                .filter(owner=cast(Any, request.user), name=name)
-                .first()
-            )
-            if ds is None:
-                raise DatasetNotFound(f"no dataset {name!r}")
-            ds.delete()
-            sql.drop_table(ds.table)
+        datasets.delete(request.user, name)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -498,23 +327,7 @@ class DatasetRowsView(APIView):
         query = RowsQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         limit, offset = query.validated_data["limit"], query.validated_data["offset"]
-        ds = owned(request, name)
-        try:
-            rows, truncated = read_rows(ds, limit, offset)
-        except DatabaseError:  # replaced (new table) or deleted between lookup and read
-            ds = owned(request, name)
-            rows, truncated = read_rows(ds, limit, offset)
-        return Response(
-            {
-                "dataset": ds.name,
-                "columns": ds.columns,
-                "row_count": ds.row_count,
-                "offset": offset,
-                "limit": limit,
-                "rows": rows,
-                "truncated": truncated,
-            }
-        )
+        return Response(datasets.rows_page(request.user, name, limit, offset))
 
 
 class DatasetExportView(APIView):
@@ -533,23 +346,7 @@ class DatasetExportView(APIView):
     def post(self, request: Request, name: str) -> Response:
         body = ExportSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        data = body.validated_data
-        params: dict[str, Any] = {"dataset": name, "raw": data["raw"]}
-        for key in ("columns", "date_column"):
-            if key in data:
-                params[key] = data[key]
-        for key in ("from_date", "to_date"):
-            if key in data:
-                params[key] = data[key].isoformat()
-        exporter.plan(
-            cast(int, request.user.pk),
-            name,
-            params.get("columns"),  # 400, 404
-            params.get("date_column"),
-            params.get("from_date"),
-            params.get("to_date"),
-        )
-        task = service.submit(request.user, "csv_export", params)
+        task = datasets.submit_export(request.user, name, body.validated_data)  # 400, 404
         return Response(s.TaskSerializer(task).data, status=status.HTTP_201_CREATED)
 
 
@@ -572,33 +369,7 @@ class TaskDownloadView(APIView):
         summary="Download the file of a succeeded csv_export task",
     )
     def get(self, request: Request, pk: int) -> FileResponse:
-        # An export holds a dataset's rows: per user like datasets, for staff too.
-        task = Task.objects.filter(pk=pk, owner=cast(Any, request.user)).first()
-        if task is None:
-            raise TaskNotFound(f"no task {pk}")
-        if task.type != "csv_export":
-            raise TaskNotFound(
-                f"task {pk} is a {task.type} task; only csv_export tasks have a file to download"
-            )
-        if task.status != Status.SUCCEEDED:
-            raise TaskNotFound(
-                f"task {pk} is {task.status}; its file can be downloaded once it has succeeded",
-                status=task.status,
-            )
-        try:
-            handle = open(export_path(pk), "rb")  # noqa: SIM115 - FileResponse closes it
-        except FileNotFoundError:
-            days = sweep.export_ttl() / 86400
-            raise TaskNotFound(
-                f"the file of task {pk} is gone (export files are deleted "
-                f"{days:g} days after they are written)"
-            ) from None
-        dataset = str((task.params or {}).get("dataset") or "export")
-        if not re.fullmatch(importer.NAME_PATTERN, dataset):
-            dataset = "export"
+        handle, filename = datasets.export_file(request.user, pk)
         return CsvFile(
-            handle,
-            as_attachment=True,
-            filename=f"{dataset}-{pk}.csv",
-            content_type="text/csv; charset=utf-8",
+            handle, as_attachment=True, filename=filename, content_type="text/csv; charset=utf-8"
         )

@@ -12,8 +12,9 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from tether.datasets.files import ColumnsMismatch, DataError, NotText, Source
-from tether.datasets.types import CellError, clean_names
+from tether.datasets.errors import CellError, ColumnsMismatch, DataError, NotText
+from tether.datasets.files import Source
+from tether.datasets.types import clean_names
 
 SNIFF_BYTES = 64 * 1024
 # Files that are not CSV, by their first bytes: naming the kind helps more than "byte

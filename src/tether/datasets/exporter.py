@@ -6,7 +6,7 @@ records the last row key written and the file size, so a resumed run truncates a
 unrecorded tail and continues exactly after the last recorded row. The file gets its
 final name only when complete (atomic rename). Every path writes RFC 4180 CSV: a cell
 holding a comma, a quote, CR or LF is quoted. Text cells a spreadsheet could take as a
-formula get a leading ' unless ``raw`` is set (``sql.formula_like``). Cancel deletes the
+formula get a leading ' unless ``raw`` is set (``csv_output.formula_like``). Cancel deletes the
 partial file.
 """
 
@@ -21,13 +21,16 @@ from typing import IO, Any
 
 from tether.context import TaskContext
 from tether.datasets import sql
-from tether.datasets.files import DataError, DatasetNotFound, export_path
+from tether.datasets.csv_output import CsvLines
+from tether.datasets.dialects import dialect
+from tether.datasets.errors import DataError, DatasetNotFound
+from tether.datasets.files import export_path
 from tether.datasets.importer import NAME_PATTERN, task_owner
 from tether.models import Dataset
 from tether.registry import task
 
-PAGE_ROWS = 100_000  # rows per COPY (PostgreSQL, streamed): a pause waits for one page
-SELECT_PAGE_ROWS = 20_000  # rows per SELECT (the others: held in memory)
+PAGE_ROWS = 100_000  # rows per page streamed by COPY (PostgreSQL): a pause waits for one
+SELECT_PAGE_ROWS = 20_000  # rows per SELECT (the others: a page is held in memory)
 SYNC_SECONDS = 1.0  # the file is synced and checkpointed about this often
 DATE_TYPES = ("date", "timestamp", "timestamptz")
 
@@ -156,7 +159,7 @@ def csv_export(
         )
         state = {"after": 0, "bytes": 0, "rows": 0, "total": total}
         with open(part, "wb") as out:
-            head = sql.CsvLines()
+            head = CsvLines()
             csv.writer(head, lineterminator="\r\n").writerow([c["name"] for c in cols])
             out.write(head.text().encode())
             state["bytes"] = out.tell()
@@ -164,7 +167,7 @@ def csv_export(
         out.truncate(state["bytes"])  # drop anything written after the last checkpoint
         out.seek(state["bytes"])
         synced = time.monotonic()
-        page = PAGE_ROWS if sql.vendor() == "postgresql" else SELECT_PAGE_ROWS
+        page = PAGE_ROWS if dialect().exports_by_copy else SELECT_PAGE_ROWS
         while True:
             n, last = sql.export_page(
                 out,

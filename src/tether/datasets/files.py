@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tether.exceptions import TetherError
+from tether.datasets.errors import DataError
 
 MAX_FIELD_BYTES = 1 << 20  # TETHER_CSV_MAX_FIELD_BYTES: the largest cell an import takes
 RECORD_FIELDS = 16  # a record (or a line) may be this many times that long
@@ -53,33 +53,6 @@ def has_long_run(data: bytes | bytearray, limit: int) -> bool:
             return True
         pos = last + 1
     return False
-
-
-class DataError(TetherError):
-    """The file cannot be imported as asked; the message names the line and reason."""
-
-    code = "bad_data"
-    default_message = "The data cannot be imported."
-
-
-class NotText(DataError):
-    """The upload is not UTF-8 text (compressed, binary, another encoding)."""
-
-    code = "not_text"
-    default_message = "The file is not UTF-8 text."
-
-
-class ColumnsMismatch(DataError):
-    """An append's columns are not the dataset's (missing, extra or unknown names)."""
-
-    code = "columns_mismatch"
-    default_message = "The file's columns do not match the dataset's."
-
-
-class DatasetNotFound(TetherError):
-    code = "not_found"
-    http_status = 404
-    default_message = "No such dataset."
 
 
 def data_dir(kind: str) -> Path:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
+from tether.datasets.errors import CellError
+
 TYPES = ("integer", "float", "boolean", "date", "timestamp", "timestamptz", "text")
 DEFAULT_NULLS = ("", "NA", "NULL")
 TRUE = frozenset({"true", "t", "yes", "y", "1"})
@@ -24,10 +26,6 @@ TS_RE = re.compile(
     r"(?P<zone>Z|[+-]\d{2}:?\d{2})?$"
 )
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ]{0,62}$")
-
-
-class CellError(ValueError):
-    """A cell that does not parse as its column's type."""
 
 
 def parse_integer(text: str) -> int:
