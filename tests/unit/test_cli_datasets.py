@@ -9,37 +9,39 @@ import sys
 
 import pytest
 
+from tether.cli import dataset_transfer as t
 from tether.cli import datasets as d
+from tether.cli.dataset_common import check_name
 from tether.cli.http import EXIT_USAGE, CliError
 
 
 def test_columns_shorthand_becomes_the_api_json() -> None:
-    assert json.loads(d.parse_columns("id:integer, name : text,at:timestamptz")) == [
+    assert json.loads(t.parse_columns("id:integer, name : text,at:timestamptz")) == [
         {"name": "id", "type": "integer"},
         {"name": "name", "type": "text"},
         {"name": "at", "type": "timestamptz"},
     ]
     spec = '[{"name": "a", "type": "date"}]'
-    assert d.parse_columns(spec) == spec  # JSON is passed on (the server checks it)
+    assert t.parse_columns(spec) == spec  # JSON is passed on (the server checks it)
 
 
 @pytest.mark.parametrize("spec", ["id", "id:money", ":integer", "a:integer,", "[{"])
 def test_bad_columns_are_usage_errors(spec: str) -> None:
     with pytest.raises(CliError) as caught:
-        d.parse_columns(spec)
+        t.parse_columns(spec)
     assert caught.value.code == EXIT_USAGE
 
 
 def test_dates_and_names() -> None:
-    assert d.check_day("2024-02-29", "--from") == "2024-02-29"
-    assert d.check_day(None, "--to") is None
+    assert t.check_day("2024-02-29", "--from") == "2024-02-29"
+    assert t.check_day(None, "--to") is None
     for bad in ("2023-02-29", "yesterday", "01/02/2024"):
         with pytest.raises(CliError, match="--from"):
-            d.check_day(bad, "--from")
-    assert d.check_name("orders_2024-q1") == "orders_2024-q1"
+            t.check_day(bad, "--from")
+    assert check_name("orders_2024-q1") == "orders_2024-q1"
     for bad in ("", "../x", "a b", "-x", "x" * 65, "a;b"):
         with pytest.raises(CliError):
-            d.check_name(bad)
+            check_name(bad)
 
 
 def test_preview_cells_fit_on_a_line() -> None:
