@@ -68,6 +68,7 @@ class ImportFormSerializer(serializers.Serializer[Any]):
     file = serializers.FileField(help_text="the CSV file (UTF-8; a BOM is fine)")
     dataset = serializers.RegexField(
         importer.NAME_PATTERN,
+        trim_whitespace=False,
         max_length=64,
         help_text="dataset name: 1-64 letters, digits, '_' and '-', starting with a letter "
         "or digit",
@@ -170,7 +171,7 @@ class ExportSerializer(serializers.Serializer[Any]):
         help_text="columns to export, in this order (default: all)",
     )
     date_column = serializers.CharField(
-        required=False, help_text="a date or timestamp column for the range"
+        trim_whitespace=False, required=False, help_text="a date or timestamp column for the range"
     )
     from_date = serializers.DateField(
         required=False, input_formats=["iso-8601"], help_text="first day included (YYYY-MM-DD)"

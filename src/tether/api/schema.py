@@ -102,6 +102,9 @@ class TaskTypeName(StrictCharField):
     """A task type's name: a string here, an enum of the submittable types in the
     document (checked against the registry by the service, with its own message)."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(trim_whitespace=False, **kwargs)
+
 
 class TaskTypeNameExtension(OpenApiSerializerFieldExtension):
     target_class = TaskTypeName

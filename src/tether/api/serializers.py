@@ -18,9 +18,12 @@ class RegisterSerializer(serializers.Serializer[Any]):
     username = StrictRegexField(
         r"^[\w.@+-]{1,150}$",
         max_length=150,
+        trim_whitespace=False,
         error_messages={"invalid": "use 1-150 letters, digits and @/./+/-/_ only"},
     )
-    password = StrictCharField(write_only=True, max_length=128, style={"input_type": "password"})
+    password = StrictCharField(
+        write_only=True, max_length=128, trim_whitespace=False, style={"input_type": "password"}
+    )
 
     def validate_username(self, value: str) -> str:
         if User.objects.filter(username__iexact=value).exists():
@@ -38,10 +41,13 @@ class RegisterSerializer(serializers.Serializer[Any]):
 
 
 class CredentialsSerializer(serializers.Serializer[Any]):
-    username = StrictCharField(max_length=150)
-    password = StrictCharField(max_length=128, style={"input_type": "password"})
+    username = StrictCharField(max_length=150, trim_whitespace=False)
+    password = StrictCharField(
+        max_length=128, trim_whitespace=False, style={"input_type": "password"}
+    )
     name = StrictCharField(
         max_length=100,
+        trim_whitespace=False,
         required=False,
         allow_blank=True,
         default="",
@@ -79,7 +85,9 @@ class TaskTypeSerializer(serializers.Serializer[Any]):
 class SubmitSerializer(serializers.Serializer[Any]):
     type = TaskTypeName(max_length=100)
     params = serializers.JSONField(required=False, default=dict)
-    queue = StrictCharField(max_length=100, required=False, allow_null=True, default=None)
+    queue = StrictCharField(
+        max_length=100, trim_whitespace=False, required=False, allow_null=True, default=None
+    )
     pause_timeout = StrictFloatField(
         required=False,
         allow_null=True,
@@ -136,4 +144,6 @@ class EventSerializer(serializers.ModelSerializer[TaskEvent]):
 
 
 class ControlSerializer(serializers.Serializer[Any]):
-    reason = StrictCharField(max_length=500, required=False, default="requested")
+    reason = StrictCharField(
+        trim_whitespace=False, max_length=500, required=False, default="requested"
+    )
