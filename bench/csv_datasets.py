@@ -1,4 +1,4 @@
-"""CSV datasets at database speed (issue 5): import and export through the real engine
+"""CSV datasets at database speed: import and export through the real engine
 vs. PostgreSQL's own COPY, SQLite import speed, worker memory and pause latency, in one
 run.
 

@@ -1,1 +1,1 @@
-"""Datasets: CSV files imported into database tables and exported back (issue 5)."""
+"""Datasets: CSV files imported into database tables and exported back."""
