@@ -120,7 +120,8 @@ def match_columns(
             )
         return [dict(c) for c in columns]
     by_name = {c["name"]: c for c in columns}
-    missing = [n for n in have if n not in names]
+    given = set(names)
+    missing = [n for n in have if n not in given]
     extra = [n for n in names if n not in by_name]
     if missing or extra:
         parts = ([f"missing {', '.join(missing)}"] if missing else []) + (

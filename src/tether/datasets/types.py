@@ -130,6 +130,7 @@ def clean_names(header: Sequence[str]) -> list[str]:
     """Column names from a header row: trimmed, unique, and safe as SQL identifiers
     once quoted (letters, digits, '_' and spaces); anything else is refused."""
     names: list[str] = []
+    seen: set[str] = set()  # lower-cased: one look-up per name (linear in the header)
     for i, raw in enumerate(header, start=1):
         name = raw.strip() or f"column_{i}"
         if not NAME_RE.match(name):
@@ -137,8 +138,9 @@ def clean_names(header: Sequence[str]) -> list[str]:
                 f"column {i} name {raw[:40]!r} is not allowed (letters, digits, "
                 "'_' and spaces, starting with a letter, at most 63 characters)"
             )
-        if name.lower() in (n.lower() for n in names):
+        if name.lower() in seen:
             raise CellError(f"column name {name!r} appears twice")
+        seen.add(name.lower())
         names.append(name)
     return names
 
