@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import best_match
 
 from tether import strictjson
@@ -67,15 +67,27 @@ class TaskType:
         return filled
 
 
+def _is_integer(checker: Any, instance: Any) -> bool:
+    """An int as the JSON had it: JSON Schema also counts 1.0 (and so 1e0) as an
+    integer, which would reach a task as a float, and Python counts True."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+# params are never converted: "integer" takes only numbers written as integers
+ParamsValidator = validators.extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
+
 _REGISTRY: dict[str, TaskType] = {}
-_VALIDATORS: dict[int, tuple[dict[str, Any], Draft202012Validator]] = {}
+_VALIDATORS: dict[int, tuple[dict[str, Any], Any]] = {}
 
 
-def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+def _validator(schema: dict[str, Any]) -> Any:
     """One compiled validator per schema object (building one costs more than using it)."""
     cached = _VALIDATORS.get(id(schema))
     if cached is None or cached[0] is not schema:
-        cached = _VALIDATORS[id(schema)] = (schema, Draft202012Validator(schema))
+        cached = _VALIDATORS[id(schema)] = (schema, ParamsValidator(schema))
     return cached[1]
 
 

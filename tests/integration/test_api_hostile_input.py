@@ -197,6 +197,28 @@ class TestStrictTypes:
         assert field in error(r, 400, "invalid")["message"]
         assert not Task.objects.exists()
 
+    @pytest.mark.parametrize(
+        "task_type,params,name",
+        [
+            ("render", '{"frames": 1e0}', "frames"),
+            ("render", '{"frames": 2.0}', "frames"),
+            ("render", '{"frames": true}', "frames"),
+            ("fibonacci", '{"n": 20000.0}', "n"),
+            ("countdown", '{"seconds": 0, "tick_ms": 1e1}', "tick_ms"),
+        ],
+    )
+    def test_an_integer_param_is_not_a_float(
+        self, client_for: Client, task_type: str, params: str, name: str
+    ) -> None:
+        """JSON Schema counts 1.0 as an integer; a task given one as ``range(1.0)``
+        would fail three attempts with a TypeError."""
+        body = f'{{"type": "{task_type}", "params": {params}}}'
+        r = client_for().post(f"{API}/tasks", body, content_type="application/json")
+        e = error(r, 400, "invalid_params")
+        assert e["field"] == name and f"params.{name}:" in e["message"], e
+        assert "is not of type 'integer'" in e["message"], e
+        assert not Task.objects.exists()
+
     def test_auth_and_control(self, client_for: Client) -> None:
         anon = APIClient()
         r = anon.post(f"{API}/auth/register", {"username": 12345, "password": "x"}, format="json")
