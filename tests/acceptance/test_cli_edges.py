@@ -1,10 +1,14 @@
 """Acceptance: rough edges a new user met in the ``tether`` client, each against a real
 server: reserved dataset names, whoami with TETHER_TOKEN, the hint after register, a
 listing that is one page of more, help text, output into a pipe, createsuperuser without
-a terminal, and API routes with a trailing slash."""
+a terminal, and API routes with a trailing slash; then what a second pass found: a page
+of more in --json, a name refused at upload, a bad TETHER_TOKEN, internal task types,
+and ls rows on a terminal."""
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -120,6 +124,73 @@ def test_output_into_a_pipe_is_whole_and_help_shows_what_to_type(
     assert "{create,append,replace}" in text and "{fail,skip}" in text, text
     assert "Usage: tether import [OPTIONS] FILE " in text, text
     assert "Usage: tether pause [OPTIONS] ID... " in cli.ok("pause", "--help")
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def test_json_pages_upload_refusals_env_token_internal_types_and_ls_rows(
+    server: ServerFactory, tmp_path: Path
+) -> None:
+    srv = server(workers=1)
+    cli = Cli(srv, tmp_path / "cfg")
+    cli.login("kim")
+
+    # 61 tasks: ls --json prints 50 and says so on stderr; stdout is JSON alone
+    with srv.client(cli.token()) as api:
+        for i in range(61):
+            body = {"type": "add", "params": {"operand1": i, "operand2": 1}}
+            assert api.post("/tasks", json=body).status_code == 201
+    r = cli.run("ls", "--json")
+    assert r.returncode == 0 and len(json.loads(r.stdout)) == 50, r
+    assert "50 of 61; --all-pages" in r.stderr, r
+    r = cli.run("ls", "--json", "--all-pages")
+    assert r.returncode == 0 and len(json.loads(r.stdout)) == 61 and r.stderr == "", r
+
+    # a name the server refuses only when the upload arrives: its message, exit 2
+    csv_file = tmp_path / "abc.csv"
+    csv_file.write_text("a,b\n1,2\n")
+    r = cli.run("import", str(csv_file), "--dataset", "IMPORT")
+    assert r.returncode == 2 and r.stdout == "", r
+    assert r.stderr.startswith("tether: ") and "'IMPORT' is a reserved name" in r.stderr, r
+    assert len(r.stderr.splitlines()) == 1, r
+    assert cli.json("datasets") == []
+
+    # a token from TETHER_TOKEN that the server refuses: `tether login` cannot help
+    for command in ("whoami", "ls"):
+        r = cli.run(command, TETHER_TOKEN="garbage")
+        assert r.returncode == 1 and "TETHER_TOKEN is invalid" in r.stderr, r
+        assert "run `tether login`" not in r.stderr and "unset it" in r.stderr, r
+
+    # internal task types: how to start them instead, exit 2 (with -p too)
+    for extra in ((), ("-p", "upload=1", "-p", "dataset=x")):
+        r = cli.run("submit", "csv_import", *extra)
+        assert r.returncode == 2, r
+        assert "csv_import is internal: use `tether import FILE --dataset NAME`" in r.stderr, r
+    r = cli.run("submit", "csv_export", "-p", "dataset=x")
+    assert r.returncode == 2 and "use `tether export NAME -o FILE`" in r.stderr, r
+    r = cli.run("submit", "no_such_type", "-p", "n=1")
+    assert r.returncode == 2 and "unknown task type 'no_such_type'" in r.stderr, r
+    assert "fibonacci" in r.stderr, r  # the server names the types there are
+    assert "csv_import" not in cli.ok("ls", "--all-pages", "--status", "failed")
+
+    # long messages: on a terminal one line per task, cut with …; in a pipe whole
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n" + "x" * 200 + ",1\n")
+    failing = [cli.ok("import", str(bad), "--dataset", "bad", "--columns", "a:integer,b:integer")]
+    failing += [cli.ok("submit", name) for name in ("always_fails", "not_json")]
+    for tid in failing:
+        cli.ok("wait", tid.strip(), "--until", "failed", "--timeout", "60")
+    code, screen = cli.run_in_pty("ls", "--status", "failed")
+    assert code == 0, screen
+    rows = [ANSI.sub("", line) for line in screen.splitlines() if "│" in line]
+    assert len(rows) == 3 and all(len(row) <= 120 for row in rows), screen
+    by_type = {row.split("│")[2].strip(): row for row in rows}
+    assert by_type["csv_import"].endswith("… │") and "DataError: line 2: " in screen, screen
+    assert "ValueError: always fails (attempt 2) " in by_type["always_fails"], screen
+    piped = cli.ok("ls", "--status", "failed")
+    for whole in ("$.sum is inf", "always fails (attempt 2)", "' is not an integer"):
+        assert whole in piped, piped
 
 
 def test_createsuperuser_without_a_terminal(server: ServerFactory, tmp_path: Path) -> None:

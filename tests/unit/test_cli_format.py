@@ -1,15 +1,20 @@
 """How the client formats values (pure functions): cut with … only on a terminal,
-params of a task type described by their choices, help labels of Typer parameters."""
+``ls`` rows one line each on a terminal, params of a task type described by their
+choices, help labels of Typer parameters."""
 
 from __future__ import annotations
 
-import typer
+import io
 
+import typer
+from rich.cells import cell_len
+from rich.console import Console
+
+from tether.cli import client, tidy
 from tether.cli import datasets as d
-from tether.cli import tidy
 from tether.cli.main import app
 from tether.cli.params import describe_params, param_kind
-from tether.cli.term import clip
+from tether.cli.term import UNWRAPPED, clip, fit_widths
 
 
 def test_clip_cuts_only_with_a_limit() -> None:
@@ -22,6 +27,41 @@ def test_clip_cuts_only_with_a_limit() -> None:
     columns = [{"name": f"column_{i}", "type": "integer"} for i in range(10)]
     assert "…" not in d.describe_columns(columns, None)
     assert d.describe_columns(columns).endswith("…")
+
+
+LONG_ERROR = "DataError: line 2: " + "'xxxx' is not an integer; " * 8
+
+
+def ls_lines(width: int, terminal: bool) -> list[str]:
+    tasks = [
+        {"id": 7, "type": "csv_import", "status": "failed", "error": LONG_ERROR},
+        {"id": 8, "type": "add", "status": "running", "progress": {"percent": 5, "message": "ok"}},
+        {"id": 1234, "type": "render", "status": "queued"},
+    ]
+    for task in tasks:
+        task["created_at"] = "2026-12-01T15:58:53Z"
+    buf = io.StringIO()
+    con = Console(file=buf, width=width, force_terminal=terminal, color_system=None)
+    con.print(client.task_table(tasks, con))
+    return buf.getvalue().splitlines()
+
+
+def test_ls_rows_are_one_line_each_on_a_terminal() -> None:
+    for width in (50, 80, 120, 200):
+        lines = ls_lines(width, terminal=True)
+        rows = [line for line in lines if line.startswith("│")]
+        assert len(rows) == 3 and len(lines) == 7, lines  # rules, header, a line per task
+        assert all(cell_len(line) <= width for line in lines), lines
+        if width < 80:  # too narrow for the other columns: every column is cut a little
+            continue
+        assert rows[0].endswith("… │") and "│ DataError:" in rows[0], lines
+        assert "│ 2026-12-01 15:58:53 │" in rows[0], lines  # the message gives way first
+        assert "│ 1234 │ render " in rows[2] and rows[1].rstrip(" │").endswith("ok"), lines
+    whole = "\n".join(ls_lines(UNWRAPPED, terminal=False))
+    assert LONG_ERROR.strip() in whole and "…" not in whole
+    assert fit_widths([4, 10, 20], 40) == [4, 10, 20]
+    assert fit_widths([4, 10, 200], 40) == [4, 10, 26]  # the last column gives way
+    assert fit_widths([4, 30, 30, 200], 40) == [4, 12, 12, 12]  # the key stays whole
 
 
 def test_params_show_their_choices_not_any() -> None:

@@ -10,12 +10,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from tether.cli import config, watch
 from tether.cli.http import EXIT_USAGE, ApiError, CliError, connect
 from tether.cli.params import convert, describe_params, load_params_file
-from tether.cli.term import clip, console, limit_on
+from tether.cli.term import console, one_line_table
 
 PANEL = "Client"
 JSON_OPT = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -179,9 +180,9 @@ def submit(
     with connect(ctx) as api:
         if pairs:
             known = {t["name"]: t for t in api.get("/task-types")}
-            if type_name not in known:
-                raise CliError(f"unknown task type {type_name!r}; see `tether types`")
-            props = (known[type_name].get("params_schema") or {}).get("properties") or {}
+            # a type missing here is unknown or internal: the server below says which
+            schema = known.get(type_name, {}).get("params_schema") or {}
+            props = schema.get("properties") or {}
             for key, raw in pairs:
                 params[key] = convert(key, raw, props.get(key) or {"type": "string"})
         body: dict[str, Any] = {"type": type_name, "params": params}
@@ -189,7 +190,10 @@ def submit(
             body["queue"] = queue
         if pause_timeout is not None:
             body["pause_timeout"] = pause_timeout
-        task = api.post("/tasks", json=body)
+        try:
+            task = api.post("/tasks", json=body)
+        except ApiError as exc:
+            raise refused_type(type_name, exc) from None
         if as_json and not watch_it:
             emit_json(task)
             return
@@ -198,6 +202,26 @@ def submit(
         if watch_it:
             sys.stdout.flush()
             raise typer.Exit(watch.run_watch(api, [int(task["id"])], as_json=as_json))
+
+
+# How users start the internal task types, which the server refuses to take from them.
+INTERNAL_HINTS = {
+    "csv_import": "tether import FILE --dataset NAME",
+    "csv_export": "tether export NAME -o FILE",
+}
+
+
+def refused_type(type_name: str, exc: ApiError) -> CliError:
+    """``exc`` as a usage error (exit 2) when it refuses the type itself (unknown or
+    internal); any other refusal unchanged."""
+    if exc.error_code == "internal_task_type":
+        hint = INTERNAL_HINTS.get(type_name)
+        return CliError(
+            f"{type_name} is internal: use `{hint}`" if hint else exc.message, EXIT_USAGE
+        )
+    if exc.error_code == "unknown_task_type":
+        return CliError(exc.message, EXIT_USAGE)
+    return exc
 
 
 def percent_of(task: dict[str, Any]) -> str:
@@ -222,21 +246,28 @@ def ls(
         )
     if as_json:
         emit_json(tasks)
-        return
-    table = Table("id", "type", "status", "progress", "created", "message")
+    else:
+        out.print(task_table(tasks, out))
+    if count > len(tasks):  # on stderr in --json too: a pipeline must not lose tasks unsaid
+        err.print(f"{len(tasks)} of {count}; --all-pages (or --limit N) shows more", style="dim")
+
+
+def task_table(tasks: list[dict[str, Any]], con: Console) -> Table:
+    """The ``ls`` table: one line per task on a terminal, its message cut to fit."""
+    rows = []
     for t in tasks:
         message = (t.get("progress") or {}).get("message") or t.get("error") or ""
-        table.add_row(
-            str(t["id"]),
-            t["type"],
-            t["status"],
-            percent_of(t),
-            when(t.get("created_at")),
-            clip(str(message).split("\n")[0], limit_on(out, 60)),
+        rows.append(
+            (
+                str(t["id"]),
+                str(t["type"]),
+                str(t["status"]),
+                percent_of(t),
+                when(t.get("created_at")),
+                str(message).split("\n")[0],
+            )
         )
-    out.print(table)
-    if count > len(tasks):
-        err.print(f"{len(tasks)} of {count}; --all-pages (or --limit N) shows more", style="dim")
+    return one_line_table(con, ("id", "type", "status", "progress", "created", "message"), rows)
 
 
 ID_ARG = Annotated[int, typer.Argument(metavar="ID", help="Task id.")]

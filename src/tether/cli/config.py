@@ -67,6 +67,7 @@ class Settings:
     server: str
     token: str | None
     username: str | None
+    token_from_env: bool = False  # the token is TETHER_TOKEN's, not the stored one
 
 
 def resolve(server_option: str | None) -> Settings:
@@ -75,9 +76,9 @@ def resolve(server_option: str | None) -> Settings:
     server = normalize(
         server_option or os.environ.get("TETHER_SERVER") or stored_server or DEFAULT_SERVER
     )
-    token = os.environ.get("TETHER_TOKEN") or None
-    username = None
+    env_token = os.environ.get("TETHER_TOKEN") or None
+    token, username = env_token, None
     if stored_server in (None, server):
         token = token or stored.get("token") or None
         username = stored.get("username") or None
-    return Settings(server=server, token=token, username=username)
+    return Settings(server, token, username, token_from_env=env_token is not None)

@@ -27,7 +27,7 @@ from tether.cli.dataset_common import (
     out,
     transfer_bar,
 )
-from tether.cli.http import EXIT_USAGE, Api, CliError, connect
+from tether.cli.http import EXIT_USAGE, Api, ApiError, CliError, connect
 
 DATE_TYPES = ("date", "timestamp", "timestamptz")
 UPLOAD_READ_TIMEOUT = 600.0  # the server syncs the file to disk before it answers
@@ -223,6 +223,10 @@ def import_cmd(
                     files={"file": (file.name, reader, "text/csv")},
                     timeout=UPLOAD_READ_TIMEOUT,
                 )
+        except ApiError as exc:
+            if exc.status == 400:  # the form or the file is not acceptable: bad input
+                raise CliError(exc.message, EXIT_USAGE) from None
+            raise
         except KeyboardInterrupt:
             err.print("upload interrupted: nothing was imported")
             raise typer.Exit(130) from None

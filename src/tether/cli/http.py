@@ -11,6 +11,11 @@ import httpx
 from tether import __version__
 
 NOT_LOGGED_IN = "not logged in or token expired/revoked; run `tether login`"
+# `tether login` cannot help while TETHER_TOKEN overrides the token it stores
+BAD_ENV_TOKEN = (
+    "TETHER_TOKEN is invalid, expired or revoked: unset it (to use the token of "
+    "`tether login`) or set a valid one"
+)
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
@@ -62,9 +67,17 @@ def error_of(response: httpx.Response) -> tuple[str, str, dict[str, Any]]:
 class Api:
     """A thin client over ``<server>/api/v1``; every method returns parsed JSON."""
 
-    def __init__(self, server: str, token: str | None = None, timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        server: str,
+        token: str | None = None,
+        timeout: float = 15.0,
+        *,
+        token_from_env: bool = False,
+    ) -> None:
         self.server = server
         self.token = token
+        self.token_from_env = token_from_env
         headers = {"User-Agent": f"tether-cli/{__version__}"}
         self._client = httpx.Client(base_url=f"{server}/api/v1", headers=headers, timeout=timeout)
 
@@ -125,7 +138,7 @@ class Api:
         code, message, body = error_of(response)
         status = response.status_code
         if status == 401 and auth:
-            message = NOT_LOGGED_IN
+            message = BAD_ENV_TOKEN if self.token and self.token_from_env else NOT_LOGGED_IN
         elif status == 404 and task_id is not None:
             message = f"task {task_id} not found"
         elif status == 404 and code == "not_found" and "endpoint" in message:
@@ -206,4 +219,4 @@ def connect(ctx: Any) -> Api:
 
     obj = ctx.find_root().obj if ctx is not None else None
     settings = resolve(obj.get("server") if isinstance(obj, dict) else None)
-    return Api(settings.server, settings.token)
+    return Api(settings.server, settings.token, token_from_env=settings.token_from_env)
