@@ -30,6 +30,7 @@ BAD_REQUEST = (
 UNAUTHORIZED = "no token, or an invalid, expired or revoked one"
 NOT_FOUND = "no such object (another user's answers the same), or no such page"
 TOO_LARGE = "the request body is larger than the server accepts"
+UNSUPPORTED = "the body is not of the media type the operation takes (`unsupported_media_type`)"
 THROTTLED = "too many attempts from this address; retry after the Retry-After seconds"
 NO_NUL = "^[^\\u0000]*$"
 # DRF trims strings first: one that is all spaces is blank
@@ -65,6 +66,7 @@ class TetherAutoSchema(AutoSchema):
             found[404] = NOT_FOUND
         if self.method in ("POST", "PUT", "PATCH") and self.get_request_serializer() is not None:
             found[413] = TOO_LARGE
+            found[415] = UNSUPPORTED
         if view.get_throttles():
             found[429] = THROTTLED
         return found
@@ -113,9 +115,28 @@ class TaskTypeNameExtension(OpenApiSerializerFieldExtension):
         return {"type": "string", "enum": [t.name for t in registry.submittable_types()]}
 
 
+WHOLE = "written as an integer: 1, not 1.0 or 1e0 (JSON Schema would count those)"
+
+
+def whole_numbers(node: Any) -> None:
+    """Say on each ``integer`` in a params schema what the validator takes: JSON Schema
+    cannot tell 1.0 from 1, Tether's params check can (and refuses 1.0)."""
+    if isinstance(node, dict):
+        kind = node.get("type")
+        if kind == "integer" or (isinstance(kind, list) and "integer" in kind):
+            text = node.get("description")
+            node["description"] = f"{text}; {WHOLE}" if text else WHOLE
+        for value in node.values():
+            whole_numbers(value)
+    elif isinstance(node, list):
+        for value in node:
+            whole_numbers(value)
+
+
 def params_variant(ttype: registry.TaskType) -> dict[str, Any]:
     """The ``SubmitRequest`` of one task type: its name and its own params schema."""
     params = copy.deepcopy(ttype.params_schema)
+    whole_numbers(params)
     return {
         "title": ttype.name,
         "type": "object",
