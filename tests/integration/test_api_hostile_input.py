@@ -185,6 +185,34 @@ class TestHugeNumbers:
 
 
 @pytest.mark.django_db
+class TestPages:
+    @pytest.mark.parametrize("page", ["0", "00", "-1", "x", "1.5", "1e3", "", "last", "%EF%BC%91"])
+    def test_a_page_that_is_not_a_number_from_1_is_400(self, client_for: Client, page: str) -> None:
+        e = error(client_for().get(f"{API}/tasks?page={page}"), 400, "invalid_params")
+        assert e["field"] == "page" and "page" in e["message"], e
+
+    def test_a_page_past_the_end_is_404(self, client_for: Client) -> None:
+        c = client_for()
+        assert c.get(f"{API}/tasks?page=1").status_code == 200  # an empty list has page 1
+        assert c.get(f"{API}/tasks?page=001").status_code == 200
+        for page in ("2", "9" * 30, "1" + "0" * 5000):
+            assert (
+                "no such page"
+                in error(c.get(f"{API}/tasks?page={page}"), 404, "not_found")["message"]
+            )
+
+
+def test_fields_of_an_invalid_answer_is_an_object(client_for: Client) -> None:
+    """GET or DELETE /datasets/import (a dataset named "import") say what is wrong as
+    every 400 ``invalid`` does: ``fields`` maps a field, or ``non_field_errors``."""
+    c = client_for()
+    for method in (c.get, c.delete):
+        e = error(method(f"{API}/datasets/import"), 400, "invalid")
+        assert e["fields"] == {"non_field_errors": [e["message"]]}, e
+        assert "'import' is a reserved name" in e["message"], e
+
+
+@pytest.mark.django_db
 class TestStrictTypes:
     @pytest.mark.parametrize(
         "field,value",

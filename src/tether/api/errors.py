@@ -70,7 +70,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        body = error_body("invalid", _first_message(exc.detail), fields=exc.detail)
+        # ``fields`` is always an object: an error of no one field is a non-field error
+        fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        body = error_body("invalid", _first_message(exc.detail), fields=fields)
     elif isinstance(exc, exceptions.APIException):
         detail = exc.detail
         code = detail.code if isinstance(detail, exceptions.ErrorDetail) else exc.default_code

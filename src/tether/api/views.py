@@ -41,11 +41,25 @@ User = get_user_model()
 
 class Pagination(PageNumberPagination):
     """``page_size`` outside 1-500 or not a number is 400 (DRF would quietly use 50 or
-    500 instead: a client asking for 1000 rows would think it got them all)."""
+    500 instead: a client asking for 1000 rows would think it got them all). A ``page``
+    that is not a whole number from 1 is 400 too; a page past the end is 404 (DRF
+    answers both with 404 "Invalid page.")."""
 
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+    last_page_strings = ()  # the document says page is an integer
+    invalid_page_message = "no such page: the list has fewer pages"
+
+    def get_page_number(self, request: Request, paginator: Any) -> int:
+        raw = request.query_params.get(self.page_query_param)
+        if raw is None:
+            return 1
+        digits = raw.lstrip("0")
+        if not (raw.isascii() and raw.isdigit() and digits):
+            raise InvalidParams("page must be a whole number from 1", field="page")
+        # a number this long is past the end of any list (and int() refuses 4,300 digits)
+        return int(digits) if len(digits) <= 18 else 10**18
 
     def get_page_size(self, request: Request) -> int:
         raw = request.query_params.get(self.page_size_query_param)
