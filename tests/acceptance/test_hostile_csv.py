@@ -84,3 +84,52 @@ def test_a_200_mb_line_fails_on_its_field_in_bounded_memory(
     assert answers and set(answers) == {200}, answers
     assert client.get("/datasets").json() == []
     assert not any((srv.home / "uploads").glob("*"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/<pid>/status")
+def test_a_line_of_five_million_fields_is_refused_at_upload_in_bounded_memory(
+    server: ServerFactory, tmp_path: Path
+) -> None:
+    """15 MB, one line of 5,000,000 ``ab,`` fields, header=false (under the record
+    limit): 400 too_many_columns when it arrives, no task, and the server reads the
+    start of the line only (it grew by 2.9 GB when the record was parsed whole)."""
+    srv = server(workers=1)
+    assert srv.proc is not None
+    pid = srv.proc.pid
+    client = login(srv)
+    path = tmp_path / "wide.csv"
+    path.write_bytes(b"ab," * 5_000_000)
+    with srv.client() as warm:
+        assert warm.get("/health").status_code == 200
+    base = status_kb(pid, "VmRSS")
+    reset = False
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        reset = True
+    samples: list[int] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.wait(0.01):  # (a sampling interval, not a synchronisation)
+            samples.append(status_kb(pid, "VmRSS"))
+
+    prober = threading.Thread(target=probe, name="rss-probe", daemon=True)
+    prober.start()
+    try:
+        with open(path, "rb") as f:
+            r = client.post(
+                "/datasets/import",
+                data={"dataset": "wide", "header": "false"},
+                files={"file": ("wide.csv", f, "text/csv")},
+                timeout=300,
+            )
+    finally:
+        done.set()
+        prober.join(60)
+    e = assert_error(r, 400)
+    assert e["code"] == "too_many_columns", e
+    assert "line 1: " in e["message"] and "(TETHER_CSV_MAX_COLUMNS)" in e["message"], e
+    peak = status_kb(pid, "VmHWM") if reset else max([base, *samples])
+    assert peak - base < GROWTH_LIMIT_KB, (base, peak)
+    assert client.get("/datasets").json() == []
+    assert not any((srv.home / "uploads").glob("*"))

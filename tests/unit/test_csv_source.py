@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tether.datasets import files
-from tether.datasets.errors import DataError
+from tether.datasets.errors import DataError, TooManyColumns
+from tether.datasets.fields import FieldCounter
 from tether.datasets.files import Source
 
 KIB = 1024
@@ -47,12 +48,12 @@ def test_a_line_without_end_fails_on_its_field_after_reading_little(tmp_path: Pa
 def test_a_record_of_many_small_fields_is_bounded_too(tmp_path: Path) -> None:
     path = write(tmp_path, b"a," * (1 << 20))  # 2 MiB, one line, tiny fields
     with (
-        Source(path, max_field=4 * KIB) as src,
+        Source(path, max_field=4 * KIB, max_cols=1 << 21) as src,
         pytest.raises(DataError, match=r"^line 1: record larger than 64 KiB"),
     ):
         next(src.records())
     path = write(tmp_path, b"a\n" + b'"x\n",' * (1 << 18) + b"\n")  # over many lines
-    with Source(path, max_field=4 * KIB) as src:
+    with Source(path, max_field=4 * KIB, max_cols=1 << 21) as src:
         records = src.records()
         assert next(records) == (["a"], 1)
         with pytest.raises(DataError, match=r"^line 2: record larger than 64 KiB"):
@@ -135,3 +136,67 @@ def test_time_stays_linear_on_a_long_legal_record(
         assert src._file.tell() == path.stat().st_size
     assert len(got) == 3 and len(got[1]) == 12 * limit // 1001
     assert sum(scanned) <= 4 * len(record)
+
+
+# -- the column limit (TETHER_CSV_MAX_COLUMNS) ---------------------------------------------
+
+
+def test_a_line_of_millions_of_fields_is_refused_after_reading_its_start(
+    tmp_path: Path,
+) -> None:
+    """5,000,000 fields on one 15 MB line (under the record limit): refused on the
+    first MiB read, before the csv module makes a field of it."""
+    path = write(tmp_path, b"ab," * 5_000_000)
+    with Source(path, max_field=1 << 20, max_cols=1000) as src:
+        with pytest.raises(
+            TooManyColumns,
+            match=r"^line 1: [\d,]+ fields or more; an import "
+            r"takes at most 1,000 columns \(TETHER_CSV_MAX_COLUMNS\)",
+        ):
+            next(src.records())
+        assert src._file.tell() <= 2 * files.READ_BYTES
+    with Source(path, max_field=1 << 20, max_cols=1000) as src:  # the raw block path
+        with pytest.raises(TooManyColumns, match=r"^line 1: "):
+            src.block(64 * KIB)
+        assert src._file.tell() <= 2 * files.READ_BYTES
+
+
+def test_the_column_limit_counts_fields_not_delimiters(tmp_path: Path) -> None:
+    """Up to the limit passes; one field more fails naming its line, wherever the
+    record is; delimiters inside quotes (over many lines, too) separate nothing."""
+    wide = ",".join(f'"x,{i}\n,"' for i in range(10)).encode()  # 10 fields, 30 commas
+    body = b"a,b\n1,2\n" + wide + b"\n" + b",".join([b"v"] * 10) + b"\n"
+    with Source(write(tmp_path, body), max_cols=10) as src:
+        assert [len(r) for r in all_records(src)] == [2, 2, 10, 10]
+    with Source(write(tmp_path, body + b"," * 10 + b"\n"), max_cols=10) as src:
+        records = src.records()
+        assert [len(next(records)[0]) for _ in range(4)] == [2, 2, 10, 10]
+        with pytest.raises(TooManyColumns, match=r"^line 15: 11 fields or more; .* 10 columns"):
+            next(records)
+
+
+def test_the_field_counter_agrees_with_the_csv_module() -> None:
+    """Random records of quotes, doubled quotes, delimiters and line breaks, fed in
+    random parts: over the limit exactly when the csv module (strict) makes more
+    fields of a record than that."""
+    rng = random.Random(10)
+    pieces = ["a", ",", '"', '""', "\n", "\r\n", "\r", '"x,y"', ',"', '",', ";"]
+    checked = 0
+    for _ in range(5000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 40)))
+        try:
+            records = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+        except csv.Error:
+            continue  # (the reader fails on those anyway)
+        most = max((len(r) for r in records), default=0)
+        for limit in (most - 1, most):
+            if limit < 1:
+                continue
+            counter, over, data, i = FieldCounter(b",", limit), False, text.encode(), 0
+            while i < len(data) and not over:
+                step = rng.randint(1, 6)
+                over = counter.feed(data[i : i + step])
+                i += step
+            assert over == (most > limit), (text, records, limit)
+            checked += 1
+    assert checked > 1000

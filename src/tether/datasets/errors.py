@@ -35,6 +35,13 @@ class ColumnsMismatch(DataError):
     default_message = "The file's columns do not match the dataset's."
 
 
+class TooManyColumns(DataError):
+    """A record has more fields than an import takes (TETHER_CSV_MAX_COLUMNS)."""
+
+    code = "too_many_columns"
+    default_message = "The file has more columns than the server accepts."
+
+
 class DatasetNotFound(TetherError):
     code = "not_found"
     http_status = 404

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tether.datasets.errors import DataError
+from tether.datasets.errors import DataError, TooManyColumns
+from tether.datasets.fields import FieldCounter, max_columns
 
 MAX_FIELD_BYTES = 1 << 20  # TETHER_CSV_MAX_FIELD_BYTES: the largest cell an import takes
 RECORD_FIELDS = 16  # a record (or a line) may be this many times that long
@@ -163,17 +164,25 @@ class Source:
     counts them). A UTF-8 byte order mark at the start of the file is skipped.
 
     Memory and time stay bounded whatever the file holds: a field longer than
-    ``max_field`` bytes (TETHER_CSV_MAX_FIELD_BYTES) or a record longer than
-    RECORD_FIELDS times that fails with a DataError naming its line as soon as the
-    reader gets that far, and the buffer grows in place (no copy per read).
+    ``max_field`` bytes (TETHER_CSV_MAX_FIELD_BYTES), a record longer than
+    RECORD_FIELDS times that, or one of more than ``max_columns`` fields
+    (TETHER_CSV_MAX_COLUMNS) fails with a DataError naming its line as soon as the
+    reader gets that far (before the csv module makes its fields), and the buffer
+    grows in place (no copy per read).
     """
 
     def __init__(
-        self, path: Path, delimiter: str = ",", at: Mark | None = None, max_field: int = 0
+        self,
+        path: Path,
+        delimiter: str = ",",
+        at: Mark | None = None,
+        max_field: int = 0,
+        max_cols: int = 0,
     ) -> None:
         self.path = path
         self.delimiter = delimiter
         self.max_field = max_field or max_field_bytes()
+        self.max_columns = max_cols or max_columns()
         self.max_record = RECORD_FIELDS * self.max_field
         csv.field_size_limit(self.max_field)  # (characters: never more than its bytes)
         sep = delimiter.encode()
@@ -188,6 +197,11 @@ class Source:
         self.offset, self.line = self.start, 0
         self._record = Mark(self.start, 0)  # where the record being read began
         self._checked = (-1, 0)  # (region start, size) of the last _check_long scan
+        self._sep = sep
+        self._fields_of = -1  # the record whose fields _check_fields counts ...
+        self._fields_to = 0  # ... up to this file offset:
+        self._delims = 0  # its delimiters (a cheap upper bound of its fields - 1) ...
+        self._counter: FieldCounter | None = None  # ... or its fields, counted exactly
         if at is not None:
             self.seek(at)
 
@@ -243,6 +257,42 @@ class Source:
         if n > self.max_record:
             raise self._too_large("record", self.max_record)
 
+    def _check_fields(self, stop: int) -> None:
+        """The record that began at ``_record`` goes on at least to ``_buf[stop]``:
+        fail once it has more than ``max_columns`` fields. A count of delimiters while
+        there are fewer than that (C speed); beyond, an exact count from the record's
+        start (a delimiter inside quotes separates nothing). Each byte is looked at
+        once per way of counting."""
+        record, end = self._record.offset, self._base + stop
+        if self._fields_of != record:
+            self._fields_of, self._fields_to, self._delims = record, record, 0
+            self._counter = None
+        if end <= self._fields_to:
+            return
+        if self._counter is None:
+            self._delims += self._buf.count(self._sep, self._fields_to - self._base, stop)
+            self._fields_to = end
+            if self._delims < self.max_columns:
+                return
+            self._counter = FieldCounter(self._sep, self.max_columns)
+            self._fields_to = record
+        while self._fields_to < end:
+            at = self._fields_to
+            part = (
+                bytes(self._buf[at - self._base : stop])
+                if at >= self._base  # (the record's first lines may be consumed already)
+                else os.pread(self._file.fileno(), min(READ_BYTES, self._base - at), at)
+            )
+            if not part:
+                return
+            self._fields_to += len(part)
+            if self._counter.feed(part):
+                raise TooManyColumns(
+                    f"line {self._record.line + 1}: {self._counter.fields:,} fields or "
+                    f"more; an import takes at most {self.max_columns:,} columns "
+                    "(TETHER_CSV_MAX_COLUMNS)"
+                )
+
     def _too_large(self, what: str, limit: int) -> DataError:
         return DataError(
             f"line {self._record.line + 1}: {what} larger than {size_text(limit)}"
@@ -280,6 +330,7 @@ class Source:
                 return bytes(buf[start : last + 1])
             if last < start:  # one line so far: it must not grow without bound
                 self._check_long(start, end)
+            self._check_fields(min(end, len(buf)))  # one record so far (or odd quoting)
             size *= 2  # one record (or odd quoting) longer than the block: look further
 
     def advance(self, nbytes: int, lines: int) -> None:
@@ -303,6 +354,7 @@ class Source:
                 end = nl + 1
             else:
                 self._check_long(i, len(buf))  # no line end in sight yet
+                self._check_fields(len(buf))
                 if self._more():
                     continue
                 if i < len(buf):
@@ -311,6 +363,7 @@ class Source:
                     return
             if self.offset + (end - i) - self._record.offset > self.max_record:
                 raise self._too_large("record", self.max_record)  # (many lines)
+            self._check_fields(end)
             raw = buf[i:end]
             try:
                 text = raw.decode("utf-8")

@@ -57,6 +57,9 @@ class Dialect:
     loads_raw_csv: ClassVar[bool] = False
     exports_by_copy: ClassVar[bool] = False
     dates_as_text: ClassVar[bool] = False
+    # the most columns a dataset may have here, whatever TETHER_CSV_MAX_COLUMNS says:
+    # as many as a row can always hold, whatever its cells (the row key is one more)
+    max_columns: ClassVar[int] = 1000
 
     # -- tables ------------------------------------------------------------------------
     def key_column(self, *, indexed: bool) -> str:

@@ -20,6 +20,10 @@ class MySQL(Dialect):
         "text": "LONGTEXT",
     }
     key_ddl = f"{ROW_KEY} BIGINT AUTO_INCREMENT PRIMARY KEY"
+    # InnoDB keeps a row within about 8 KB: a text cell of up to 40 bytes stays in the
+    # row, so 196 such columns are the most it can always store (1,000 integer columns
+    # do not fit either)
+    max_columns = 190
 
     def rename(self, src: str, dst: str) -> None:
         with connection.cursor() as cur:

@@ -20,6 +20,7 @@ ROWS_PER_INSERT = 512
 
 class SQLite(Dialect):
     name = "sqlite"
+    max_columns = 1999  # SQLITE_MAX_COLUMN is 2000 unless SQLite was built otherwise
     types = {
         "integer": "INTEGER",
         "float": "REAL",
