@@ -20,9 +20,12 @@ from tether.executors.embedded import EmbeddedExecutor
 from tether.models import Dataset
 
 FORMULA = ("=", "+", "-", "@")
-# what a reader may not see before a formula: any whitespace, and zero-width characters
+# what a reader may not see before a formula: any whitespace, format characters (Cf:
+# zero-width, soft hyphen, bidirectional controls, tags), the combining grapheme joiner
+# and the Hangul fillers
 BLANK = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
-BLANK += "\u180e\u200b\u200c\u200d\u2060\ufeff"
+BLANK += "\u180e\u200b\u200c\u200d\u2060\ufeff\u00ad\u200e\u200f\u202a\u202e\u2066\u2069"
+BLANK += "\u061c\u2064\ufff9\U000e0001\U000e0041\U0001d173\u034f\u115f\u1160\u3164\uffa0"
 PIECES = [
     *("\r", "\n", "\r\n", "\n\r", '"', '""', ",", ";", "|", "\t", "'", "\\", "\\.", "\\N"),
     *("=1+1", "-2", "+3", "@SUM(A1)", '=HYPERLINK("http://x","y")', "NA", "NULL", "0"),
@@ -129,3 +132,34 @@ def test_a_cell_holding_cr_is_quoted(executor: EmbeddedExecutor, raw: bool) -> N
     reimport(me, text, "cr", columns)
     guarded = '"\r=1+1"' if raw else '"\'\r=1+1"'
     assert export(me, "cr", raw=raw) == f'a,b,c,d\n5,"\'\r=1+1",7,{guarded}\n'
+
+
+def test_empty_strings_and_nulls_export_alike_on_every_database(executor: EmbeddedExecutor) -> None:
+    """As PostgreSQL's COPY writes them, byte for byte: an empty string is ``""``, a null
+    an empty field (a lone null, too, is ``""``: an empty line is skipped by readers).
+    Imported back with the default null values, both are null; without "" among them,
+    both are empty strings (a reader cannot tell ``,"",`` from ``,,``)."""
+    me = user()
+    text = 'id,t,u\n16,"",x\n17,NA,x\n18,,\n'
+    columns = [{"name": n, "type": t} for n, t in (("id", "integer"), ("t", "text"), ("u", "text"))]
+    done = run_import(me, text, dataset="empty", columns=columns, null_values=["NA"])
+    assert done.status == "succeeded", done.error
+    assert rows_of(Dataset.objects.get(name="empty")) == [
+        (16, "", "x"),
+        (17, None, "x"),
+        (18, "", ""),
+    ]
+    with_null = 'id,t,u\n16,"",x\n17,,x\n18,"",""\n'
+    assert export(me, "empty", raw=False) == with_null
+    assert export(me, "empty", raw=True) == with_null
+    assert reimport(me, with_null, "back", columns) == [
+        (16, None, "x"),
+        (17, None, "x"),
+        (18, None, None),
+    ]
+    done = run_import(me, with_null, dataset="kept", columns=columns, null_values=["NA"])
+    assert done.status == "succeeded", done.error
+    assert rows_of(Dataset.objects.get(name="kept")) == [(16, "", "x"), (17, "", "x"), (18, "", "")]
+    done = run_import(me, 't\n""\nNA\nz\n', dataset="one", null_values=["NA"])
+    assert done.status == "succeeded", done.error
+    assert export(me, "one", raw=False) == 't\n""\n""\nz\n'

@@ -224,7 +224,11 @@ def cancel(pg: Any) -> None:
 
 _FIRST = ", ".join(str(ord(c)) for c in (*FORMULA, "\t", "\r"))
 _BLANK = ", ".join(str(ord(c)) for c in BLANKS)
-_BLANKS = "E'" + "".join(f"\\u{ord(c):04x}" for c in BLANKS) + "'"
+_BLANKS = (  # (\U and 8 digits beyond the Basic Multilingual Plane)
+    "E'"
+    + "".join(f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}" for c in BLANKS)
+    + "'"
+)
 _FORMULA = ", ".join(f"'{c}'" for c in FORMULA)
 
 
