@@ -12,12 +12,15 @@ which also name the line of a bad record, or skip it):
   refuse a value, the batch is rolled back and redone cell by cell.
 - elsewhere (SQLite, MariaDB): the block is parsed by the csv module and converted
   column by column (types.column_values); a batch's rows are prepared before its
-  transaction, so SQLite's one writer lock is held briefly.
+  transaction, so SQLite's one writer lock (which a pause request must wait for too)
+  is held for a few tens of milliseconds at a time.
 
 A pending pause (or shutdown) ends the batch at the next block: what is loaded so far
 commits with its checkpoint (``keep_work``), so rapid pause/resume still moves forward.
-A pending cancel abandons the batch (rolled back: the rollback drops it all anyway).
-Either takes effect within one block, not one batch.
+Where rows were prepared, only about SAVE_INSERT_SECONDS more of them are inserted
+(at least one block): the blocks after that are read again on resume. A pending cancel
+abandons the batch (rolled back: the rollback drops it all anyway). Either takes effect
+within one block, not one batch.
 """
 
 from __future__ import annotations
@@ -42,15 +45,16 @@ from tether.datasets.errors import (
     DataError,
     Interrupted,
 )
-from tether.datasets.files import Source
+from tether.datasets.files import Mark, Source
 from tether.datasets.types import PARSERS, column_values
 
 BATCH_ROWS = 1_000_000  # at most about this many rows per committed batch ...
 BATCH_SECONDS = 1.0  # ... or about this long (a pause does not wait for it)
-PREPARED_SECONDS = 0.15  # rows prepared before the transaction, per batch ...
+PREPARED_SECONDS = 0.05  # rows prepared before the transaction, per batch ...
 PREPARED_ROWS = 50_000  # ... at most (they are held in memory)
+SAVE_INSERT_SECONDS = 0.01  # a pending pause: prepared rows still inserted (about)
 SAVE_WAIT_SECONDS = 0.05  # PostgreSQL: a pause waits this long for a batch's COPY to end
-BLOCK_BYTES = 1 << 20  # raw CSV checked and written at a time (PostgreSQL) ...
+BLOCK_BYTES = 1 << 18  # raw CSV checked and written at a time (PostgreSQL) ...
 ROW_BLOCK_BYTES = 1 << 17  # ... parsed and converted at a time (the others)
 MAX_SKIPPED_LINES = 100  # skipped lines named in the result (all are counted)
 
@@ -65,10 +69,16 @@ class Sink(Protocol):
 
 
 class PreparedRows:
-    """Rows prepared before the batch's transaction, inserted in it."""
+    """Rows prepared before the batch's transaction, inserted in it block by block. Each
+    block carries the batch's checkpoint fields as of its end, so a pause may keep only
+    the blocks inserted by then (the rest is read again on resume)."""
 
     def __init__(self) -> None:
         self.parts: list[tuple[Rows, bool]] = []
+        self.ends: list[tuple[int, dict[str, Any]]] = []  # (parts so far, fields)
+
+    def end_block(self, fields: dict[str, Any]) -> None:
+        self.ends.append((len(self.parts), fields))
 
     def raw(self, block: bytes, records: int) -> None:
         raise NotImplementedError  # (raw blocks only go to a COPY)
@@ -83,9 +93,23 @@ class PreparedRows:
     def abort(self, cancel: bool = False) -> None:
         pass
 
-    def insert(self, stage: str, columns: Sequence[dict[str, str]]) -> None:
-        for rows, ready in self.parts:
+    def insert(
+        self, stage: str, columns: Sequence[dict[str, str]], saving: Callable[[], bool]
+    ) -> dict[str, Any] | None:
+        """Insert the blocks; once ``saving()`` (a pause or shutdown is pending) and
+        SAVE_INSERT_SECONDS have passed, stop after the block being inserted. Returns
+        the checkpoint fields of the last block inserted when it stopped early."""
+        began = time.monotonic()
+        at = 0
+        for n, (upto, fields) in enumerate(self.ends, 1):
+            for rows, ready in self.parts[at:upto]:
+                sql.insert(stage, columns, rows, ready=ready)
+            at = upto
+            if n < len(self.ends) and saving() and time.monotonic() - began >= SAVE_INSERT_SECONDS:
+                return fields
+        for rows, ready in self.parts[at:]:  # (after the last block end: none)
             sql.insert(stage, columns, rows, ready=ready)
+        return None
 
 
 class RowParser:
@@ -216,9 +240,12 @@ class Loader:
                 else:
                     rows = PreparedRows()
                     with gc_paused():
-                        self._batch(nxt, rows, raw=False)
+                        self._batch(nxt, rows, raw=False, on_block=rows.end_block)
                         with ctx.atomic(nxt, keep_work=True):  # (a pause: after the commit)
-                            rows.insert(self.stage, self.columns)
+                            kept = rows.insert(self.stage, self.columns, self._saving)
+                            if kept is not None:  # the rest is read again on resume
+                                nxt.update(kept)
+                                src.seek(Mark(kept["offset"], kept["line"]))
                     del rows
             except BatchInterrupted:
                 src.seek(at)
@@ -263,11 +290,16 @@ class Loader:
         self.ctx.progress(loaded, total=total, unit="rows")
 
     def _batch(
-        self, state: dict[str, Any], sink: Sink, raw: bool, until: int | None = None
+        self,
+        state: dict[str, Any],
+        sink: Sink,
+        raw: bool,
+        until: int | None = None,
+        on_block: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         """Take one batch of records from ``src.offset`` (or those up to ``until``, the
         end of a refused batch) into ``sink``; put the new position and counts into
-        ``state``."""
+        ``state`` (and, after each block, hand them to ``on_block``)."""
         src, ctx = self.src, self.ctx
         self.parser.skipped = list(state["skipped"])
         self.parser.skipped_count = state["skipped_count"]
@@ -303,6 +335,8 @@ class Loader:
                 records += got
                 loaded += rows
                 self.row_bytes = 0.8 * self.row_bytes + 0.2 * len(block) / max(1, got)
+                if on_block is not None:
+                    on_block(self._fields(state, records, loaded))
             # ending a COPY waits for the server to read what is in flight: a cancel
             # meanwhile cancels it (the batch is rolled back); a pause lets it end (so
             # the batch is kept) unless that takes longer than SAVE_WAIT_SECONDS
@@ -317,14 +351,18 @@ class Loader:
             if raw and refused:
                 raise BatchRejected(reached) from exc
             raise
-        state.update(
-            consumed=state["consumed"] + records,
-            loaded=state["loaded"] + loaded,
-            offset=src.offset,
-            line=src.line,
-            skipped=self.parser.skipped,
-            skipped_count=self.parser.skipped_count,
-        )
+        state.update(self._fields(state, records, loaded))
+
+    def _fields(self, state: dict[str, Any], records: int, loaded: int) -> dict[str, Any]:
+        """The checkpoint fields after ``records`` more records (``loaded`` rows)."""
+        return {
+            "consumed": state["consumed"] + records,
+            "loaded": state["loaded"] + loaded,
+            "offset": self.src.offset,
+            "line": self.src.line,
+            "skipped": list(self.parser.skipped),
+            "skipped_count": self.parser.skipped_count,
+        }
 
     # -- blocks not sent raw --------------------------------------------------------------
     def _block(self, block: bytes, sink: Sink) -> tuple[int, int]:
