@@ -44,9 +44,24 @@ def private_umask() -> None:
 
 
 def private_dir(path: Path) -> Path:
-    """``path`` as a directory only its owner may enter (0700), created if missing."""
+    """``path`` as a directory only its owner may enter (0700), created if missing: a
+    directory of Tether's own (uploads/, exports/, renders/)."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     _take_away_group_and_other(path, 0o700)
+    return path
+
+
+def user_dir(path: Path) -> Path:
+    """A directory the user points Tether at (TETHER_HOME, TETHER_DATA_DIR): created
+    0700 when missing, but an existing one keeps its mode (a sticky /tmp-like or shared
+    directory stays as it is; what Tether writes in it is private all the same)."""
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        if path.is_dir():
+            return path
+        raise
+    _take_away_group_and_other(path, 0o700)  # (created now, whatever the umask)
     return path
 
 
@@ -70,8 +85,8 @@ def _take_away_group_and_other(path: Path, mode: int) -> None:
 
 
 def home() -> Path:
-    """State directory: ``$TETHER_HOME`` or ``./.tether`` (0700)."""
-    return private_dir(Path(os.environ.get("TETHER_HOME") or ".tether").expanduser().resolve())
+    """State directory: ``$TETHER_HOME`` or ``./.tether`` (0700 when Tether creates it)."""
+    return user_dir(Path(os.environ.get("TETHER_HOME") or ".tether").expanduser().resolve())
 
 
 def secret_key(home_dir: Path) -> str:

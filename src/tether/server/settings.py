@@ -16,16 +16,16 @@ from tether.server.config import (
     env_bytes,
     env_networks,
     home,
-    private_dir,
     private_umask,
     secret_key,
+    user_dir,
 )
 
 private_umask()  # every server, worker and manage command loads these settings first
 TETHER_HOME = home()
 # uploads and exports (``uploads/``, ``exports/``): shared storage when API servers and
 # workers run on several machines
-TETHER_DATA_DIR = private_dir(
+TETHER_DATA_DIR = user_dir(
     Path(os.environ.get("TETHER_DATA_DIR") or TETHER_HOME).expanduser().resolve()
 )
 PRODUCTION = env_bool("TETHER_PRODUCTION")

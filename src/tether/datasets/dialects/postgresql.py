@@ -6,6 +6,7 @@ is to stop."""
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,6 +20,8 @@ from tether.datasets.dialects.base import ROW_KEY, ByColumn, Dialect, Rows, colu
 from tether.datasets.errors import CopyMismatch, Interrupted
 
 log = logging.getLogger(__name__)
+
+COPY_SEND_BUFFER = 1 << 19  # bytes of a COPY the kernel holds for the server, at most
 
 
 class PostgreSQL(Dialect):
@@ -180,6 +183,7 @@ class CsvCopy:
         )
         self._cursor_cm = connection.cursor()
         self._cursor = self._cursor_cm.__enter__().cursor
+        _bound_send_buffer(connection.connection)
         try:
             self._copy_cm = self._cursor.copy(statement)
             self._copy = self._copy_cm.__enter__()
@@ -214,6 +218,22 @@ class CsvCopy:
             self._cursor_cm.__exit__(None, None, None)
         except Exception:  # the error that got us here is the one to report
             log.debug("ending an abandoned COPY failed", exc_info=True)
+
+
+def _bound_send_buffer(pg: Any) -> None:
+    """Keep the COPY data sent ahead of the server small (the kernel would buffer up to
+    4 MiB of it): ending a COPY waits until the server has read all of it, and a pause
+    during an import waits for that end."""
+    try:
+        sock = socket.socket(fileno=pg.pgconn.socket)
+    except (OSError, AttributeError):
+        return
+    try:  # (a fixed size also ends the kernel's growing of it, for this connection)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, COPY_SEND_BUFFER)
+    except OSError:
+        pass
+    finally:
+        sock.detach()  # (the socket stays psycopg's)
 
 
 def cancel(pg: Any) -> None:
