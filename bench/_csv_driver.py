@@ -163,8 +163,22 @@ def plain_copy(src: Path, rows: int, out_dir: Path) -> dict[str, float]:
     return times
 
 
-def pause_trials(owner: Any, src: Path, trials: int) -> dict[str, Any]:
-    """``trials`` times during an import: service.pause -> ``paused`` (ms)."""
+PAUSE_WITHIN = 1.0  # seconds after a batch committed: when a trial's pause comes
+
+
+def drop_dataset(owner: Any, name: str) -> None:
+    from tether.datasets import sql
+    from tether.models import Dataset
+
+    ds = Dataset.objects.filter(owner=owner, name=name).first()
+    if ds is not None:
+        sql.drop_table(ds.table)
+        ds.delete()
+
+
+def pause_trials(owner: Any, src: Path, rows: int, trials: int) -> dict[str, Any]:
+    """``trials`` times during an import: service.pause -> ``paused`` (ms). Each import
+    paused and resumed must load exactly ``rows`` rows."""
     from tether import service, transitions
     from tether.exceptions import TetherError
     from tether.models import Task
@@ -176,6 +190,11 @@ def pause_trials(owner: Any, src: Path, trials: int) -> dict[str, Any]:
     task_id = None
     while len(samples) < trials:
         if task_id is None or Task.objects.get(pk=task_id).status == Status.SUCCEEDED:
+            if task_id is not None:
+                got = (Task.objects.get(pk=task_id).result or {}).get("rows")
+                if got != rows:
+                    raise RuntimeError(f"import {task_id} paused and resumed loaded {got} rows")
+                drop_dataset(owner, f"pause_{imports}_{os.getpid()}")  # (keep the db small)
             imports += 1
             up = link_upload(owner, src)
             task_id = service.submit(
@@ -195,7 +214,9 @@ def pause_trials(owner: Any, src: Path, trials: int) -> dict[str, Any]:
                     f"import {task_id} makes no progress: {task.status} {task.error or ''}"
                 )
             time.sleep(0.005)
-        time.sleep(rnd.uniform(0.0, 0.1))  # ... and pause at a random point of a batch
+        # ... and pause at a random point of this batch or the next (a batch is about a
+        # second on PostgreSQL, a fraction of one elsewhere)
+        time.sleep(rnd.uniform(0.0, PAUSE_WITHIN))
         with transitions.watch(
             task_id, {Status.PAUSED, Status.SUCCEEDED, Status.FAILED, Status.CANCELLED}
         ) as settled:
@@ -247,7 +268,6 @@ def main() -> int:
 
     from tether.datasets.files import export_path
     from tether.executors.embedded import EmbeddedExecutor
-    from tether.models import Dataset
 
     owner = get_user_model().objects.get_or_create(username="bench")[0]
     executor = EmbeddedExecutor(1)
@@ -297,14 +317,10 @@ def main() -> int:
                     f"{args.rows / seconds:,.0f} rows/s"
                 )
             if i < args.repeat:  # keep the database small: drop all but the last
-                from tether.datasets import sql
-
-                ds = Dataset.objects.get(owner=owner, name=name)
-                sql.drop_table(ds.table)
-                ds.delete()
+                drop_dataset(owner, name)
         if args.pause_trials:
             log(f"{args.pause_trials} pause trials during an import")
-            out.update(pause_trials(owner, args.file, args.pause_trials))
+            out.update(pause_trials(owner, args.file, args.rows, args.pause_trials))
     finally:
         executor.stop()
     print(json.dumps(out), flush=True)
