@@ -42,6 +42,14 @@ class TooManyColumns(DataError):
     default_message = "The file has more columns than the server accepts."
 
 
+class RowTooBig(DataError):
+    """The database refused a row as too big for it (its cells, not their count: how
+    much a row holds depends on what is in it)."""
+
+    code = "row_too_big"
+    default_message = "A row of the file is too big for the database."
+
+
 class DatasetNotFound(TetherError):
     code = "not_found"
     http_status = 404

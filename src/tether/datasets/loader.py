@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
+from django.db import connection
+
 from tether.context import KEEP_WORK_ON, TaskContext
 from tether.datasets import raw_copy, sql
 from tether.datasets.dialects import dialect
@@ -44,6 +46,7 @@ from tether.datasets.errors import (
     CellError,
     DataError,
     Interrupted,
+    RowTooBig,
 )
 from tether.datasets.files import Mark, Source
 from tether.datasets.types import PARSERS, column_values
@@ -73,9 +76,10 @@ class PreparedRows:
     block carries the batch's checkpoint fields as of its end, so a pause may keep only
     the blocks inserted by then (the rest is read again on resume)."""
 
-    def __init__(self) -> None:
+    def __init__(self, line: int = 0) -> None:
         self.parts: list[tuple[Rows, bool]] = []
         self.ends: list[tuple[int, dict[str, Any]]] = []  # (parts so far, fields)
+        self.line = line  # the lines before the block being inserted
 
     def end_block(self, fields: dict[str, Any]) -> None:
         self.ends.append((len(self.parts), fields))
@@ -105,6 +109,7 @@ class PreparedRows:
             for rows, ready in self.parts[at:upto]:
                 sql.insert(stage, columns, rows, ready=ready)
             at = upto
+            self.line = fields["line"]
             if n < len(self.ends) and saving() and time.monotonic() - began >= SAVE_INSERT_SECONDS:
                 return fields
         for rows, ready in self.parts[at:]:  # (after the last block end: none)
@@ -238,7 +243,7 @@ class Loader:
                             sql.relaxed_commit()
                             self._batch(nxt, self._copy(), raw=False, until=refused.args[0])
                 else:
-                    rows = PreparedRows()
+                    rows = PreparedRows(at.line)
                     with gc_paused():
                         self._batch(nxt, rows, raw=False, on_block=rows.end_block)
                         with ctx.atomic(nxt, keep_work=True):  # (a pause: after the commit)
@@ -251,6 +256,17 @@ class Loader:
                 src.seek(at)
                 ctx.progress(state["loaded"])  # raises the pending pause/cancel
                 continue  # (withdrawn meanwhile: do the batch again)
+            except Exception as exc:
+                reason = dialect().row_too_big(exc)
+                if reason is None:
+                    raise
+                # (rows go in many at a time: the refused one is in the batch, or the
+                # prepared block, that starts on this line)
+                first = 1 + (at.line if self.streams else rows.line)
+                raise RowTooBig(
+                    f"a row at or after line {first} is too wide for "
+                    f"{connection.display_name} ({reason}); fewer or shorter columns would fit"
+                ) from None
             state = nxt
             self._report(state, last=src.at_end)
         return state

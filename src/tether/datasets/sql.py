@@ -35,10 +35,7 @@ def staging_name(task_id: int) -> str:
 def create_table(table: str, columns: Sequence[dict[str, str]], *, key: bool = True) -> None:
     """A table with the row key first. ``key=False``: the row key gets its values but,
     where that is cheaper (PostgreSQL), no index yet (``add_key`` builds it later)."""
-    d = dialect()
-    cols = ", ".join(f"{q(c['name'])} {d.types[c['type']]}" for c in columns)
-    with connection.cursor() as cur:
-        cur.execute(f"CREATE TABLE {q(table)} ({d.key_column(indexed=key)}, {cols})")
+    dialect().create_table(table, columns, key=key)
 
 
 def add_key(table: str, should_stop: Callable[[], bool] | None = None) -> None:

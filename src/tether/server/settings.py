@@ -143,7 +143,8 @@ TETHER = {
     "TRUSTED_PROXIES": env_networks("TETHER_TRUSTED_PROXIES"),
     # largest CSV field (cell) an import reads; a record may be 16 times as long
     "CSV_MAX_FIELD_BYTES": env_bytes("TETHER_CSV_MAX_FIELD_BYTES", 1024**2),
-    # most columns (fields of a record) an import takes; MariaDB/MySQL: 190 at most
+    # most columns (fields of a record) an import takes; fewer where the database
+    # allows fewer in a table (MariaDB/MySQL 1,016, PostgreSQL 1,599, SQLite 1,999)
     "CSV_MAX_COLUMNS": int(os.environ.get("TETHER_CSV_MAX_COLUMNS", "1000")),
     # export files are deleted this long after they were written (default 7 days)
     "EXPORT_TTL": float(os.environ.get("TETHER_EXPORT_TTL_SECONDS", str(7 * 24 * 3600))),

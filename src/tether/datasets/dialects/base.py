@@ -57,8 +57,10 @@ class Dialect:
     loads_raw_csv: ClassVar[bool] = False
     exports_by_copy: ClassVar[bool] = False
     dates_as_text: ClassVar[bool] = False
-    # the most columns a dataset may have here, whatever TETHER_CSV_MAX_COLUMNS says:
-    # as many as a row can always hold, whatever its cells (the row key is one more)
+    # the most columns a dataset table may have here, whatever TETHER_CSV_MAX_COLUMNS
+    # says: the database's limit on a table's columns, less the row key. Whether a row
+    # of that many fits depends on its cells; a row that does not is refused as it is
+    # inserted (``row_too_big``)
     max_columns: ClassVar[int] = 1000
 
     # -- tables ------------------------------------------------------------------------
@@ -66,6 +68,11 @@ class Dialect:
         """The row key's DDL; ``indexed=False`` only matters where an index can be built
         later (PostgreSQL)."""
         return self.key_ddl
+
+    def create_table(self, table: str, columns: Sequence[dict[str, str]], *, key: bool) -> None:
+        cols = ", ".join(f"{q(c['name'])} {self.types[c['type']]}" for c in columns)
+        with connection.cursor() as cur:
+            cur.execute(f"CREATE TABLE {q(table)} ({self.key_column(indexed=key)}, {cols})")
 
     def rename(self, src: str, dst: str) -> None:
         with connection.cursor() as cur:
@@ -104,6 +111,11 @@ class Dialect:
             cur.executemany(
                 f"INSERT INTO {q(table)} ({column_list(columns)}) VALUES ({marks})", rows
             )
+
+    def row_too_big(self, exc: BaseException) -> str | None:
+        """The database's own words when ``exc`` (or the driver error it wraps) says
+        that a row is too big for a table, else None."""
+        return None
 
     # -- reading -----------------------------------------------------------------------
     def date_param(self, day: date) -> Any:

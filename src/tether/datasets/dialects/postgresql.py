@@ -26,9 +26,9 @@ COPY_SEND_BUFFER = 1 << 19  # bytes of a COPY the kernel holds for the server, a
 
 class PostgreSQL(Dialect):
     name = "postgresql"
-    # a row must fit in an 8 KB page: a cell of 20 bytes stays in it (longer ones move
-    # out, leaving 18 bytes), so about 387 text columns are the most that always fit
-    max_columns = 380
+    # a table has at most 1,600 columns; a row must also fit in an 8 KB page (long text
+    # moves out, leaving 18 bytes), which depends on its cells: see row_too_big
+    max_columns = 1599
     types = {
         "integer": "BIGINT",
         "float": "DOUBLE PRECISION",
@@ -48,6 +48,12 @@ class PostgreSQL(Dialect):
         if indexed:
             return self.key_ddl
         return self.key_ddl.replace("IDENTITY PRIMARY KEY", "IDENTITY (CACHE 1000)")
+
+    def row_too_big(self, exc: BaseException) -> str | None:
+        for err in (exc, exc.__cause__):  # (Django wraps the driver's error)
+            if getattr(err, "sqlstate", None) == "54000":  # program_limit_exceeded
+                return str(err.diag.message_primary)  # type: ignore[union-attr]
+        return None
 
     def add_key(self, table: str, should_stop: Callable[[], bool] | None) -> None:
         with self.interruptible(should_stop), connection.cursor() as cur:

@@ -33,6 +33,15 @@ class SQLite(Dialect):
     key_ddl = f"{ROW_KEY} INTEGER PRIMARY KEY"
     dates_as_text = True
 
+    def row_too_big(self, exc: BaseException) -> str | None:
+        # SQLITE_TOOBIG: a row (or a cell) longer than SQLITE_LIMIT_LENGTH (1e9 bytes)
+        for err in (exc, exc.__cause__):  # (Django wraps the driver's error)
+            if getattr(err, "sqlite_errorname", None) == "SQLITE_TOOBIG" or (
+                isinstance(err, sqlite3.DataError) and "too big" in str(err)
+            ):
+                return str(err)
+        return None
+
     def date_param(self, day: date) -> Any:
         return day.isoformat()
 
