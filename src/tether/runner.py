@@ -233,14 +233,17 @@ class Runner:
                 },
             )
         else:
-            transition(
-                [job.task_id],
-                Status.FAILED,
-                actor=self.worker,
-                reason=message,
-                token=job.token,
-                updates={"error": message},
-            )
+            self._fail(job, message)
+
+    def _fail(self, job: Job, message: str) -> None:
+        transition(
+            [job.task_id],
+            Status.FAILED,
+            actor=self.worker,
+            reason=message,
+            token=job.token,
+            updates={"error": message},
+        )
 
     def _release(self, job: Job) -> None:
         """Give up ownership without a status change (a rollback resumes elsewhere)."""
@@ -281,14 +284,7 @@ class Runner:
                 f"rollback failed: {type(exc).__name__}: {exc}", MAX_ERROR_CHARS
             )
             log.exception("task %s: %s", job.task_id, message)
-            transition(
-                [job.task_id],
-                Status.FAILED,
-                actor=self.worker,
-                reason=message,
-                token=job.token,
-                updates={"error": message},
-            )
+            self._fail(job, message)
             return
         transition(
             [job.task_id],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,42 @@ def status_kb(pid: int, field: str) -> int:
         if line.startswith(f"{field}:"):
             return int(line.split()[1])
     raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+class MemoryWatch:
+    """How much a process grows while the block runs: its peak since entry (VmHWM,
+    restarted through clear_refs) or, where that is not allowed, the highest RSS
+    sampled. ``also`` runs in the sampling loop (a /health request, say)."""
+
+    def __init__(self, pid: int, also: Callable[[], None] | None = None) -> None:
+        self.pid = pid
+        self.also = also
+        self.samples: list[int] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="memory-watch", daemon=True)
+
+    def __enter__(self) -> MemoryWatch:
+        self.base = status_kb(self.pid, "VmRSS")
+        self.reset = False
+        with contextlib.suppress(OSError):  # "5": the peak (VmHWM) starts again from here
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+            self.reset = True
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(60)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.01):  # (a sampling interval, not a synchronisation)
+            if self.also is not None:
+                self.also()
+            self.samples.append(status_kb(self.pid, "VmRSS"))
+
+    def growth_kb(self) -> int:
+        peak = status_kb(self.pid, "VmHWM") if self.reset else max([self.base, *self.samples])
+        return peak - self.base
 
 
 def one_line_file(path: Path, size: int) -> Path:
@@ -44,24 +81,12 @@ def test_a_200_mb_line_fails_on_its_field_in_bounded_memory(
     path = one_line_file(tmp_path / "one-line.csv", LINE_BYTES)
     with srv.client() as warm:  # what every request needs is loaded before the baseline
         assert warm.get("/health").status_code == 200
-    base = status_kb(pid, "VmRSS")
-    reset = False
-    with contextlib.suppress(OSError):  # "5": the peak (VmHWM) starts again from here
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-        reset = True
-    samples: list[int] = []
     answers: list[int] = []
-    done = threading.Event()
-
-    def probe() -> None:  # /health and the server's memory, while the file is handled
-        with httpx.Client(base_url=f"{srv.url}/api/v1", timeout=30) as h:
-            while not done.is_set():
-                answers.append(h.get("/health").status_code)
-                samples.append(status_kb(pid, "VmRSS"))
-
-    prober = threading.Thread(target=probe, name="health-probe", daemon=True)
-    prober.start()
-    try:
+    health = httpx.Client(base_url=f"{srv.url}/api/v1", timeout=30)
+    with (
+        health,
+        MemoryWatch(pid, also=lambda: answers.append(health.get("/health").status_code)) as memory,
+    ):
         with open(path, "rb") as f:
             r = client.post(
                 "/datasets/import",
@@ -75,12 +100,8 @@ def test_a_200_mb_line_fails_on_its_field_in_bounded_memory(
             message = task["error"]
         else:
             message = assert_error(r, 400)["message"]
-    finally:
-        done.set()
-        prober.join(60)
     assert "line 1: field larger than 1 MiB" in message, message
-    peak = status_kb(pid, "VmHWM") if reset else max(samples)
-    assert peak - base < GROWTH_LIMIT_KB, (base, peak)
+    assert memory.growth_kb() < GROWTH_LIMIT_KB, (memory.base, memory.growth_kb())
     assert answers and set(answers) == {200}, answers
     assert client.get("/datasets").json() == []
     assert not any((srv.home / "uploads").glob("*"))
@@ -101,35 +122,16 @@ def test_a_line_of_five_million_fields_is_refused_at_upload_in_bounded_memory(
     path.write_bytes(b"ab," * 5_000_000)
     with srv.client() as warm:
         assert warm.get("/health").status_code == 200
-    base = status_kb(pid, "VmRSS")
-    reset = False
-    with contextlib.suppress(OSError):
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-        reset = True
-    samples: list[int] = []
-    done = threading.Event()
-
-    def probe() -> None:
-        while not done.wait(0.01):  # (a sampling interval, not a synchronisation)
-            samples.append(status_kb(pid, "VmRSS"))
-
-    prober = threading.Thread(target=probe, name="rss-probe", daemon=True)
-    prober.start()
-    try:
-        with open(path, "rb") as f:
-            r = client.post(
-                "/datasets/import",
-                data={"dataset": "wide", "header": "false"},
-                files={"file": ("wide.csv", f, "text/csv")},
-                timeout=300,
-            )
-    finally:
-        done.set()
-        prober.join(60)
+    with MemoryWatch(pid) as memory, open(path, "rb") as f:
+        r = client.post(
+            "/datasets/import",
+            data={"dataset": "wide", "header": "false"},
+            files={"file": ("wide.csv", f, "text/csv")},
+            timeout=300,
+        )
     e = assert_error(r, 400)
     assert e["code"] == "too_many_columns", e
     assert "line 1: " in e["message"] and "(TETHER_CSV_MAX_COLUMNS)" in e["message"], e
-    peak = status_kb(pid, "VmHWM") if reset else max([base, *samples])
-    assert peak - base < GROWTH_LIMIT_KB, (base, peak)
+    assert memory.growth_kb() < GROWTH_LIMIT_KB, (memory.base, memory.growth_kb())
     assert client.get("/datasets").json() == []
     assert not any((srv.home / "uploads").glob("*"))

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 from rest_framework.test import APIClient
 
+from tether.datasets import sql
+from tether.datasets.files import data_dir
 from tether.executors.embedded import EmbeddedExecutor
 from tether.models import ApiToken, Task
 from tether.states import Status
@@ -89,3 +93,24 @@ def history(task_id: int) -> list[tuple[str | None, str]]:
 
 
 S = Status
+
+
+def dataset_tables() -> set[str]:
+    """Tables of datasets, import staging and replaced datasets kept for a rollback."""
+    with connection.cursor() as cur:
+        return {
+            t
+            for t in connection.introspection.table_names(cur)
+            if t.startswith(("tstg_", "tds_", "tret_"))
+        }
+
+
+@pytest.fixture
+def datasets_cleaned(transactional_db: None) -> Iterator[None]:
+    """After the test: no uploads, exports or dataset tables (the test database
+    outlives the test)."""
+    yield
+    for kind in ("uploads", "exports"):
+        shutil.rmtree(data_dir(kind), ignore_errors=True)
+    for table in dataset_tables():
+        sql.drop_table(table)

@@ -8,7 +8,6 @@ import as a data error, naming where."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
@@ -17,31 +16,22 @@ import pytest
 from django.db import connection
 from django.db.backends.signals import connection_created
 
-from tests.integration.conftest import wait_status
+from tests.integration.conftest import dataset_tables, wait_status
 from tests.integration.test_datasets_api import (
     API,
     Client,
-    dataset_tables,
     err,
     imported,
     nothing_created,
     upload,
     uploads_left,
 )
-from tether.datasets import sql
 from tether.datasets.dialects import dialect
-from tether.datasets.files import data_dir, max_columns
+from tether.datasets.files import max_columns
 from tether.executors.embedded import EmbeddedExecutor
 from tether.models import Dataset
 
-
-@pytest.fixture(autouse=True)
-def _clean_up(transactional_db: None) -> Iterator[None]:
-    yield
-    for kind in ("uploads", "exports"):
-        shutil.rmtree(data_dir(kind), ignore_errors=True)
-    for table in dataset_tables():
-        sql.drop_table(table)
+pytestmark = pytest.mark.usefixtures("datasets_cleaned")
 
 
 def row(n: int, cell: str) -> str:

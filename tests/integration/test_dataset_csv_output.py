@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import wait_status
-from tests.integration.test_datasets import _clean_up, rows_of, run_import, user  # noqa: F401
+from tests.integration.test_datasets import rows_of, run_import, user
 from tether import service
 from tether.datasets import exporter
 from tether.datasets.files import export_path
 from tether.executors.embedded import EmbeddedExecutor
 from tether.models import Dataset
+
+pytestmark = pytest.mark.usefixtures("datasets_cleaned")
 
 FORMULA = ("=", "+", "-", "@")
 # what a reader may not see before a formula: any whitespace, format characters (Cf:

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_datasets import _clean_up, rows_of, run_import, user  # noqa: F401
+from tests.integration.test_datasets import rows_of, run_import, user
 from tether.datasets import generate, loader, raw_copy
 from tether.executors.embedded import EmbeddedExecutor
 from tether.models import Dataset, Task
+
+pytestmark = pytest.mark.usefixtures("datasets_cleaned")
 
 
 def generated(rows: int, seed: int = 11) -> str:

@@ -6,13 +6,12 @@ on each test database; skipped on PostgreSQL, whose batches stream into a COPY."
 from __future__ import annotations
 
 import threading
-import time
+from functools import partial
 
 import pytest
 
-from tests.integration.conftest import wait_status
-from tests.integration.test_datasets import (  # noqa: F401
-    _clean_up,
+from tests.integration.conftest import wait_status, wait_until
+from tests.integration.test_datasets import (
     _start_import,
     rows_of,
 )
@@ -21,6 +20,8 @@ from tether.datasets import files, loader
 from tether.datasets.dialects import dialect
 from tether.executors.embedded import EmbeddedExecutor
 from tether.models import Dataset, Task
+
+pytestmark = pytest.mark.usefixtures("datasets_cleaned")
 
 PREPARED_BLOCKS = 8  # blocks a batch has prepared when the pause comes
 
@@ -54,14 +55,15 @@ def test_pause_inserts_a_bounded_part_of_the_prepared_rows(
     task, _ = _start_import(monkeypatch, "bounded", batch_rows=10**9, seed=9)
     saved = [0]
     offsets: list[int] = []
+
+    def blocks_loaded(n: int) -> bool:
+        return len(ends) >= n
+
     try:
         for _ in range(4):
             since = len(ends)
             permits.release(PREPARED_BLOCKS)
-            deadline = time.monotonic() + 30
-            while len(ends) < since + PREPARED_BLOCKS:
-                assert time.monotonic() < deadline, "the import does not load"
-                time.sleep(0.001)
+            wait_until(partial(blocks_loaded, since + PREPARED_BLOCKS), "the blocks to load", 30)
             service.pause(task.pk, actor="test")
             permits.release()  # (should the loader wait for a block meanwhile)
             assert wait_status(task.pk, "paused", timeout=30).status == "paused"

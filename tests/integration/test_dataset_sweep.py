@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from tests.integration.test_datasets import dataset_tables, upload, user
+from tests.integration.conftest import dataset_tables
+from tests.integration.test_datasets import upload, user
 from tether import housekeeping, service
 from tether.datasets import sql, sweep
 from tether.datasets.files import data_dir, export_path

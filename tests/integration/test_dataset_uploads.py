@@ -9,8 +9,6 @@ import csv
 import gzip
 import io
 import re
-import shutil
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +20,6 @@ from tests.integration.test_datasets import upload as stored_upload
 from tests.integration.test_datasets_api import (
     API,
     Client,
-    dataset_tables,
     err,
     exported,
     imported,
@@ -36,14 +33,7 @@ from tether.datasets.files import data_dir, export_path
 from tether.executors.embedded import EmbeddedExecutor
 from tether.models import Dataset, Task, Upload
 
-
-@pytest.fixture(autouse=True)
-def _clean_up(transactional_db: None) -> Iterator[None]:
-    yield
-    for kind in ("uploads", "exports"):
-        shutil.rmtree(data_dir(kind), ignore_errors=True)
-    for table in dataset_tables():
-        sql.drop_table(table)
+pytestmark = pytest.mark.usefixtures("datasets_cleaned")
 
 
 def still_there(up: Upload) -> bool:

@@ -5,22 +5,23 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 import time
 from datetime import date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
 
-from tests.integration.conftest import wait_status
+from tests.integration.conftest import dataset_tables, wait_status, wait_until
 from tether import service
 from tether.datasets import generate, sql
 from tether.datasets.files import data_dir, export_path, new_upload_path
 from tether.executors.embedded import EmbeddedExecutor
 from tether.models import Dataset, Task, Upload
+
+pytestmark = pytest.mark.usefixtures("datasets_cleaned")
 
 
 def user(name: str = "importer") -> Any:
@@ -43,15 +44,6 @@ def rows_of(ds: Dataset) -> list[tuple[Any, ...]]:
     return list(sql.iter_rows(ds.table, ds.columns))
 
 
-def dataset_tables() -> set[str]:
-    with connection.cursor() as cur:
-        return {
-            t
-            for t in connection.introspection.table_names(cur)
-            if t.startswith(("tstg_", "tds_", "tret_"))
-        }
-
-
 def await_checkpoint(task: Task, key: str, at_least: int = 1) -> None:
     """Until the task's checkpoint records ``key`` >= ``at_least`` (rows loaded by an
     import, rows written by an export)."""
@@ -59,15 +51,6 @@ def await_checkpoint(task: Task, key: str, at_least: int = 1) -> None:
     while int((Task.objects.get(pk=task.pk).checkpoint or {}).get(key, 0)) < at_least:
         assert time.monotonic() < deadline
         time.sleep(0.005)
-
-
-@pytest.fixture(autouse=True)
-def _clean_up(transactional_db: None) -> Any:
-    yield
-    for kind in ("uploads", "exports"):
-        shutil.rmtree(data_dir(kind), ignore_errors=True)
-    for table in dataset_tables():  # the test database outlives the test
-        sql.drop_table(table)
 
 
 def test_import_infers_types_and_exports_back(executor: EmbeddedExecutor) -> None:
@@ -271,14 +254,16 @@ def test_rapid_pause_resume_keeps_the_rows_loaded(
     monkeypatch.setattr(files.Source, "block", gated)
     task, _ = _start_import(monkeypatch, "rapid", batch_rows=10**9, seed=8)
     loaded = [0]
+
+    def blocks_taken(n: int) -> bool:
+        return taken[0] >= n
+
     try:
         for _ in range(15):
             since = taken[0]
             permits.release(2)
-            deadline = time.monotonic() + 30
-            while taken[0] < since + 2:  # one block loaded, the next one taken
-                assert time.monotonic() < deadline, "the import does not load"
-                time.sleep(0.001)
+            # one block loaded, the next one taken
+            wait_until(partial(blocks_taken, since + 2), "the blocks to load", 30)
             service.pause(task.pk, actor="test")
             permits.release()  # (should the loader wait for a block meanwhile)
             assert wait_status(task.pk, "paused", timeout=30).status == "paused"

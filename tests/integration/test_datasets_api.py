@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection
 from rest_framework.test import APIClient
 
 from tests.integration.conftest import wait_status
@@ -30,6 +28,8 @@ SAMPLE = (
     "3,=cmd,-2,yes,2024-03-04,2024-03-04T00:00:00Z\n"
     '4,"two\nlines",1e3,no,,2024-04-05T23:59:59Z\n'
 )
+
+pytestmark = pytest.mark.usefixtures("datasets_cleaned")
 
 
 def err(resp: Any, status: int) -> dict[str, Any]:
@@ -69,15 +69,6 @@ def exported(client: APIClient, name: str, **body: Any) -> Task:
     return task
 
 
-def dataset_tables() -> set[str]:
-    with connection.cursor() as cur:
-        return {
-            t
-            for t in connection.introspection.table_names(cur)
-            if t.startswith(("tstg_", "tds_", "tret_"))
-        }
-
-
 def uploads_left() -> list[str]:
     return sorted(p.name for p in data_dir("uploads").iterdir())
 
@@ -87,15 +78,6 @@ def nothing_created() -> None:
     assert not Upload.objects.exists()
     assert not Task.objects.filter(type="csv_import").exists()
     assert not Dataset.objects.exists()
-
-
-@pytest.fixture(autouse=True)
-def _clean_up(transactional_db: None) -> Iterator[None]:
-    yield
-    for kind in ("uploads", "exports"):
-        shutil.rmtree(data_dir(kind), ignore_errors=True)
-    for table in dataset_tables():  # the test database outlives the test
-        sql.drop_table(table)
 
 
 def test_upload_import_list_show_and_preview(

@@ -5,8 +5,7 @@ and MariaDB)."""
 
 from __future__ import annotations
 
-import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from typing import Any
 
 import pytest
@@ -14,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 from tests.integration import tasks  # noqa: F401  (registers it_not_json)
-from tests.integration.conftest import history, wait_status
+from tests.integration.conftest import history, wait_status, wait_until
 from tether import service, store, strictjson
 from tether.executors.embedded import EmbeddedExecutor
 from tether.models import Task, TaskEvent
@@ -29,14 +28,11 @@ def user() -> Any:
 
 
 def wait_all_final(ids: list[int], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        counts = Counter(Task.objects.filter(id__in=ids).values_list("status", flat=True))
-        if sum(counts[s] for s in FINAL) == len(ids):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not all of {len(ids)} tasks finished: {dict(counts)}")
-        time.sleep(0.05)
+    def all_final() -> bool:
+        statuses = Task.objects.filter(id__in=ids).values_list("status", flat=True)
+        return sum(1 for status in statuses if status in FINAL) == len(ids)
+
+    wait_until(all_final, f"all of {len(ids)} tasks to finish", timeout)
 
 
 def chains(ids: list[int]) -> dict[int, list[str]]:
