@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from tether import recovery, strictjson
+from tether.events import bus
 from tether.models import Task
 from tether.states import Status
 from tether.transitions import transition
@@ -38,7 +39,10 @@ class DjangoStore:
             values["checkpoint"] = checkpoint
         if not values:
             return True
-        return Task.objects.filter(id=task_id, run_token=token).update(**values) == 1
+        saved = Task.objects.filter(id=task_id, run_token=token).update(**values) == 1
+        if saved and progress is not None:
+            transaction.on_commit(lambda: bus.publish_progress(task_id, progress))
+        return saved
 
     def atomic(self) -> Any:
         return transaction.atomic()

@@ -14,13 +14,15 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from tether.events import bus
 from tether.exceptions import IllegalTransition, TaskNotFound
 from tether.models import Task, TaskEvent
 from tether.states import FINAL, Status, sources
@@ -30,16 +32,25 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Change:
+    """One committed status change. ``event_id`` is its TaskEvent's id (None for a
+    release, which records no event); the rest describes it for the event stream."""
+
     task_id: int
     src: Status | None
     dst: Status
     reason: str
+    event_id: int | None = None
+    owner_id: int | None = None
+    task_type: str = ""
+    at: datetime | None = None
+    actor: str = ""
 
 
 Listener = Callable[[list[Change]], None]
 _listeners: list[Listener] = []
 
 RELEASE = {"worker": None, "run_token": None, "lease_expires_at": None}
+ROW = ("id", "status", "owner_id", "type")
 
 
 def subscribe(listener: Listener) -> None:
@@ -73,13 +84,22 @@ def watch(task_id: int, statuses: Iterable[Status]) -> Iterator[threading.Event]
                 del _waiters[task_id]
 
 
-def _notify(changes: list[Change]) -> None:
+def wake_waiters(changes: Iterable[Change]) -> None:
+    """Set the ``watch`` events these changes satisfy (changes committed here, or heard
+    from other processes on the event stream)."""
     if _waiters:
         with _waiters_lock:
             for c in changes:
                 for statuses, event in _waiters.get(c.task_id, ()):
                     if c.dst in statuses:
                         event.set()
+
+
+def _notify(changes: list[Change]) -> None:
+    recorded = [c for c in changes if c.event_id is not None]
+    if recorded:
+        bus.publish(recorded)
+    wake_waiters(changes)
     for listener in list(_listeners):
         try:
             listener(changes)
@@ -131,40 +151,41 @@ def transition(
     if only_from is not None:
         route = {src: to for src, to in route.items() if src in set(only_from)}
     now = timezone.now()
-    changes: list[Change] = []
     with transaction.atomic():
         qs = Task.objects.select_for_update().filter(id__in=id_list).order_by("id")
         if token is not None:
             qs = qs.filter(run_token=token)
-        current = dict(qs.values_list("id", "status"))
-        if single and not current:
+        rows = {i: (st, owner, ttype) for i, st, owner, ttype in qs.values_list(*ROW)}
+        if single and not rows:
             if token is not None and Task.objects.filter(id=id_list[0]).exists():
                 return []
             raise TaskNotFound()
         groups: dict[Status, list[int]] = defaultdict(list)
-        for task_id, status in current.items():
+        for task_id, (status, _, _) in rows.items():
             if Status(status) in route:
                 groups[Status(status)].append(task_id)
         if single and not groups:
-            raise IllegalTransition(action or f"move to {dst}", current[id_list[0]])
+            raise IllegalTransition(action or f"move to {dst}", rows[id_list[0]][0])
+        moves: list[tuple[int, Status, Status]] = []
         for src, group in groups.items():
             to = route[src]
             values = {**_implied_updates(to, now), **(updates or {})}
             n = Task.objects.filter(id__in=group, status=src).update(**values)
             if n != len(group):  # cannot happen while the rows are locked
                 raise RuntimeError(f"transition raced: {n} of {len(group)} rows moved")
-            changes += [Change(t, src, to, reason) for t in group]
-        TaskEvent.objects.bulk_create(
-            TaskEvent(
-                task_id=c.task_id,
-                from_status=c.src,
-                to_status=c.dst,
-                at=now,
-                actor=actor,
-                reason=reason,
-            )
-            for c in changes
+            moves += [(t, src, to) for t in group]
+        events = _record(
+            [
+                TaskEvent(
+                    task_id=t, from_status=src, to_status=to, at=now, actor=actor, reason=reason
+                )
+                for t, src, to in moves
+            ]
         )
+        changes = [
+            Change(t, src, to, reason, e.pk, rows[t][1], rows[t][2], now, actor)
+            for (t, src, to), e in zip(moves, events, strict=True)
+        ]
         if changes:
             transaction.on_commit(lambda: _notify(changes))
     return changes
@@ -191,16 +212,35 @@ def release(task_id: int, *, token: str | None = None, status: Status | None = N
 
 def record_creation(tasks: Sequence[Task], *, actor: str) -> None:
     """Append the first event (None -> queued) for new tasks; call inside their transaction."""
-    TaskEvent.objects.bulk_create(
-        TaskEvent(
-            task_id=t.pk,
-            from_status=None,
-            to_status=Status.QUEUED,
-            at=t.created_at,
-            actor=actor,
-            reason="submitted",
-        )
-        for t in tasks
+    events = _record(
+        [
+            TaskEvent(
+                task_id=t.pk,
+                from_status=None,
+                to_status=Status.QUEUED,
+                at=t.created_at,
+                actor=actor,
+                reason="submitted",
+            )
+            for t in tasks
+        ]
     )
-    changes = [Change(t.pk, None, Status.QUEUED, "submitted") for t in tasks]
+    changes = [
+        Change(
+            t.pk, None, Status.QUEUED, "submitted", e.pk, t.owner_id, t.type, t.created_at, actor
+        )
+        for t, e in zip(tasks, events, strict=True)
+    ]
     transaction.on_commit(lambda: _notify(changes))
+
+
+def _record(events: list[TaskEvent]) -> list[TaskEvent]:
+    """Insert the events and learn their ids (the event stream's ids), in one statement
+    where the database returns them (PostgreSQL, SQLite, MariaDB)."""
+    if not events:
+        return events
+    if connection.features.can_return_rows_from_bulk_insert:
+        return TaskEvent.objects.bulk_create(events)
+    for e in events:  # MySQL: no INSERT … RETURNING
+        e.save(force_insert=True)
+    return events

@@ -1,0 +1,45 @@
+"""In-process publication of committed changes.
+
+``publish`` runs in the thread that committed (from ``transaction.on_commit``), so a
+sink must only enqueue and return at once: the hub and the cross-process publisher
+each do their work in their own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[Sequence[Any]], None]
+_sinks: list[Sink] = []
+
+
+def add_sink(sink: Sink) -> None:
+    """Hand every published batch to ``sink`` (which must not block)."""
+    if sink not in _sinks:
+        _sinks.append(sink)
+
+
+def remove_sink(sink: Sink) -> None:
+    if sink in _sinks:
+        _sinks.remove(sink)
+
+
+def publish(items: Sequence[Any]) -> None:
+    """Hand committed changes (``transitions.Change``) and progress updates
+    (``records.ProgressUpdate``) to every sink."""
+    for sink in _sinks:
+        try:
+            sink(items)
+        except Exception:  # a sink must never break the thread that committed
+            log.exception("event sink failed")
+
+
+def publish_progress(task_id: int, progress: dict[str, Any]) -> None:
+    if _sinks:
+        from tether.events.records import ProgressUpdate
+
+        publish([ProgressUpdate(task_id, progress)])

@@ -1,0 +1,334 @@
+"""The fan-out in the serving process: committed changes in, frames out to every
+subscriber that may see them.
+
+Changes arrive from the bus (this process) and, with Celery workers, from the
+cross-process transport. One thread orders status events (see ``sequencer``),
+resolves owner names, encodes each frame once and queues it for the subscribers of
+its task, of its owner ("mine") and of everything (staff). Subscribers are woken in
+their event loop; nothing here waits on a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict, defaultdict, deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from django.db import close_old_connections
+from django.db.models import Q
+
+from tether.events import bus, stored
+from tether.events.records import ProgressUpdate, progress_event, status_event
+from tether.events.sequencer import Sequencer
+from tether.events.subscriber import REPLAY_PAGE, Replay, Subscriber
+from tether.transitions import Change, wake_waiters
+
+log = logging.getLogger(__name__)
+QUIET_CHECK_SECONDS = 1.0  # with nothing heard this long, read the history's tail
+MAX_TASKS_REMEMBERED = 100_000
+
+
+def encode(event: dict[str, Any]) -> str:
+    return json.dumps({"type": "event", **event}, separators=(",", ":"))
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._inbox: deque[Sequence[Any]] = deque()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # the indexes, and the watermark seen by subscribe
+        self._by_task: dict[int, set[Subscriber]] = defaultdict(set)
+        self._by_owner: dict[int, set[Subscriber]] = defaultdict(set)
+        self._everything: set[Subscriber] = set()
+        self._names: dict[int, str] = {}
+        self._meta: OrderedDict[int, tuple[int, str]] = OrderedDict()
+        self._db = ThreadPoolExecutor(4, thread_name_prefix="tether-events-db")
+        self.seq = Sequencer(0)
+        self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
+        """Called in the hub's thread with each batch of released events (as dicts)."""
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self.seq = Sequencer(stored.latest_id())
+        close_old_connections()
+        self._stopping.clear()
+        bus.add_sink(self.ingest)
+        self._thread = threading.Thread(target=self._loop, name="tether-events", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        bus.remove_sink(self.ingest)
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._thread = None
+
+    def ingest(self, items: Sequence[Any]) -> None:
+        """A bus sink: queue and return (runs in the thread that committed)."""
+        self._inbox.append(items)
+        self._wake.set()
+
+    # -- subscriptions (any thread) -----------------------------------------------------
+    def attach(self, sub: Subscriber) -> None:
+        """Nothing to do until ``subscribe``; kept for symmetry with ``detach``."""
+
+    def detach(self, sub: Subscriber) -> None:
+        with self._lock:
+            for task_id in sub.tasks:
+                self._drop(self._by_task, task_id, sub)
+            if sub.mine:
+                self._drop(self._by_owner, sub.user_id, sub)
+            self._everything.discard(sub)
+            sub.tasks.clear()
+            sub.mine = sub.everything = False
+
+    def subscribe(
+        self,
+        sub: Subscriber,
+        *,
+        tasks: Iterable[int] = (),
+        mine: bool = False,
+        everything: bool = False,
+        since: int | None = None,
+    ) -> int:
+        """Add to what ``sub`` hears. The caller has checked that it may see these tasks
+        (and that ``everything`` is for staff). With ``since``, stored status events
+        after that id are queued first, then live ones: none missed, none twice.
+        Returns the id up to which history is replayed (the live stream's start)."""
+        tasks = [t for t in tasks if t not in sub.tasks]
+        with self._lock:
+            upto = self.seq.watermark
+            if since is not None and since < upto:
+                where = Q()
+                if not everything:
+                    where = Q(task_id__in=tasks) if tasks else Q(pk__in=[])
+                    if mine:
+                        where |= Q(task__owner_id=sub.user_id)
+                wanted = everything or mine or tasks
+                if wanted and sub.push_replay(Replay(since, upto, where)):
+                    sub.loop.call_soon_threadsafe(sub.wake)
+            for task_id in tasks:
+                self._by_task[task_id].add(sub)
+                sub.tasks.add(task_id)
+            if mine and not sub.mine:
+                self._by_owner[sub.user_id].add(sub)
+                sub.mine = True
+            if everything and not sub.everything:
+                self._everything.add(sub)
+                sub.everything = True
+        return upto
+
+    def unsubscribe(
+        self,
+        sub: Subscriber,
+        *,
+        tasks: Iterable[int] = (),
+        mine: bool = False,
+        everything: bool = False,
+    ) -> None:
+        with self._lock:
+            for task_id in tasks:
+                if task_id in sub.tasks:
+                    sub.tasks.discard(task_id)
+                    self._drop(self._by_task, task_id, sub)
+            if mine and sub.mine:
+                self._drop(self._by_owner, sub.user_id, sub)
+                sub.mine = False
+            if everything:
+                self._everything.discard(sub)
+                sub.everything = False
+
+    @staticmethod
+    def _drop(index: dict[int, set[Subscriber]], key: int, sub: Subscriber) -> None:
+        subs = index.get(key)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del index[key]
+
+    async def load_replay(self, replay: Replay) -> tuple[list[str], Replay | None]:
+        """One page of a replay, as frames (runs the query in a database thread)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db, self._replay_page, replay)
+
+    def _replay_page(self, replay: Replay) -> tuple[list[str], Replay | None]:
+        try:
+            changes = stored.between(
+                replay.after, replay.upto + 1, where=replay.where, limit=REPLAY_PAGE
+            )
+            names = self._names_for({c.owner_id for c in changes if c.owner_id is not None})
+        finally:
+            close_old_connections()
+        frames = [encode(status_event(c, names.get(c.owner_id or 0, ""))) for c in changes]
+        rest = None
+        if len(changes) == REPLAY_PAGE:
+            rest = Replay(changes[-1].event_id or replay.upto, replay.upto, replay.where)
+        return frames, rest
+
+    def run_db(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Run ``fn`` in one of the hub's database threads (from an event loop)."""
+
+        def call() -> Any:
+            try:
+                return fn(*args)
+            finally:
+                close_old_connections()
+
+        return asyncio.get_running_loop().run_in_executor(self._db, call)
+
+    # -- the hub's thread ----------------------------------------------------------------
+    def _loop(self) -> None:
+        last_heard = time.monotonic()
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            wait = self.seq.deadline(now)
+            quiet_left = QUIET_CHECK_SECONDS - (now - last_heard)
+            self._wake.wait(max(0.0, min(wait if wait is not None else quiet_left, quiet_left)))
+            self._wake.clear()
+            try:
+                items = self._take_inbox()
+                now = time.monotonic()
+                if items:
+                    last_heard = now
+                elif now - last_heard >= QUIET_CHECK_SECONDS:
+                    items = list(stored.between(self.seq.watermark, limit=REPLAY_PAGE))
+                    last_heard = now
+                self._process(items, now)
+            except Exception:
+                log.exception("event hub round failed; continuing")
+                time.sleep(0.1)  # e.g. the database is down: do not spin
+            finally:
+                close_old_connections()
+
+    def _take_inbox(self) -> list[Any]:
+        items: list[Any] = []
+        inbox = self._inbox
+        while inbox:
+            items.extend(inbox.popleft())
+        return items
+
+    def _process(self, items: list[Any], now: float) -> None:
+        changes = [i for i in items if isinstance(i, Change) and i.event_id is not None]
+        progress = [i for i in items if isinstance(i, ProgressUpdate)]
+        if changes:
+            wake_waiters(changes)  # requests waiting on a change (changes of other processes too)
+        released = self.seq.add(changes, now)
+        gap = self.seq.gap(now)
+        if gap is not None:
+            released += self.seq.fill(stored.between(gap[0], gap[1]), now)
+        if not released and not progress:
+            return
+        for c in released:
+            if c.owner_id is not None:
+                self._remember(c.task_id, c.owner_id, c.task_type)
+        progress = self._with_owners(progress)
+        names = self._names_for(
+            {c.owner_id for c in released if c.owner_id is not None}
+            | {p.owner_id for p in progress if p.owner_id is not None}
+        )
+        events = [status_event(c, names.get(c.owner_id or 0, "")) for c in released]
+        events += [progress_event(p, names.get(p.owner_id or 0, "")) for p in progress]
+        self._fan_out(released, progress, events)
+        for listener in list(self.listeners):
+            try:
+                listener(events)
+            except Exception:
+                log.exception("event listener failed")
+
+    def _fan_out(
+        self, released: list[Change], progress: list[ProgressUpdate], events: list[dict[str, Any]]
+    ) -> None:
+        woken: set[Subscriber] = set()
+        with self._lock:
+            if not (self._by_task or self._by_owner or self._everything):
+                return
+            for c, event in zip(released, events, strict=False):
+                targets = self._targets(c.task_id, c.owner_id)
+                if targets:
+                    frame = encode(event)
+                    woken.update(s for s in targets if s.push_status(frame))
+            for p, event in zip(progress, events[len(released) :], strict=True):
+                targets = self._targets(p.task_id, p.owner_id)
+                if targets:
+                    frame = encode(event)
+                    woken.update(s for s in targets if s.push_progress(p.task_id, frame))
+        by_loop: dict[asyncio.AbstractEventLoop, list[Subscriber]] = defaultdict(list)
+        for sub in woken:
+            by_loop[sub.loop].append(sub)
+        for loop, subs in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: its clients are gone
+                loop.call_soon_threadsafe(_wake_all, subs)
+
+    def _targets(self, task_id: int, owner_id: int | None) -> set[Subscriber]:
+        targets = set(self._everything)
+        targets.update(self._by_task.get(task_id, ()))
+        if owner_id is not None:
+            targets.update(self._by_owner.get(owner_id, ()))
+        return targets
+
+    def _remember(self, task_id: int, owner_id: int, task_type: str) -> None:
+        meta = self._meta
+        if task_id not in meta:
+            meta[task_id] = (owner_id, task_type)
+            if len(meta) > MAX_TASKS_REMEMBERED:
+                meta.popitem(last=False)
+
+    def _with_owners(self, progress: list[ProgressUpdate]) -> list[ProgressUpdate]:
+        latest: dict[int, ProgressUpdate] = {}
+        for p in progress:  # only the newest figures of each task
+            latest[p.task_id] = p
+        missing = [t for t, p in latest.items() if p.owner_id is None and t not in self._meta]
+        if missing:
+            for task_id, (owner_id, ttype) in stored.task_meta(missing).items():
+                self._remember(task_id, owner_id, ttype)
+        out = []
+        for task_id, p in latest.items():
+            if p.owner_id is None:
+                meta = self._meta.get(task_id)
+                if meta is None:
+                    continue  # the task is gone
+                p = ProgressUpdate(task_id, p.progress, meta[0], meta[1])
+            out.append(p)
+        return out
+
+    def _names_for(self, owner_ids: set[int]) -> dict[int, str]:
+        missing = [i for i in owner_ids if i not in self._names]
+        if missing:
+            self._names.update(stored.usernames(missing))
+        return self._names
+
+
+def _wake_all(subs: list[Subscriber]) -> None:
+    for sub in subs:
+        sub.wake()
+
+
+_hub: Hub | None = None
+_hub_lock = threading.Lock()
+
+
+def get_hub() -> Hub:
+    """The process's hub, started on first use."""
+    global _hub
+    with _hub_lock:
+        if _hub is None:
+            _hub = Hub()
+        if not _hub.running:
+            _hub.start()
+        return _hub
