@@ -15,6 +15,25 @@ from tether.models import ApiToken, hash_token
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
+def token_owner(raw: str) -> tuple[Any, ApiToken]:
+    """The user of an API token and the token: raises AuthenticationFailed (with the
+    reason) for an unknown, revoked or expired token or an inactive user. Shared by the
+    REST API and the WebSocket and SSE endpoints."""
+    token = ApiToken.objects.select_related("user").filter(key_hash=hash_token(raw)).first()
+    if token is None:
+        raise exceptions.AuthenticationFailed("invalid token; log in again")
+    if token.revoked_at is not None:
+        raise exceptions.AuthenticationFailed("token was revoked; log in again")
+    now = timezone.now()
+    if token.expires_at <= now:
+        raise exceptions.AuthenticationFailed("token expired; log in again")
+    if not token.user.is_active:
+        raise exceptions.AuthenticationFailed("user is inactive")
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user, token
+
+
 class TokenAuthentication(authentication.BaseAuthentication):
     keyword = "Token"
 
@@ -30,19 +49,7 @@ class TokenAuthentication(authentication.BaseAuthentication):
             raw = header[1].decode()
         except UnicodeError:
             raise exceptions.AuthenticationFailed("token contains invalid characters") from None
-        token = ApiToken.objects.select_related("user").filter(key_hash=hash_token(raw)).first()
-        if token is None:
-            raise exceptions.AuthenticationFailed("invalid token; log in again")
-        if token.revoked_at is not None:
-            raise exceptions.AuthenticationFailed("token was revoked; log in again")
-        now = timezone.now()
-        if token.expires_at <= now:
-            raise exceptions.AuthenticationFailed("token expired; log in again")
-        if not token.user.is_active:
-            raise exceptions.AuthenticationFailed("user is inactive")
-        if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
-            ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-        return token.user, token
+        return token_owner(raw)
 
     def authenticate_header(self, request: Request) -> str:
         return self.keyword

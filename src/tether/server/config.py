@@ -180,3 +180,20 @@ def env_networks(name: str) -> tuple[IPv4Network | IPv6Network, ...]:
                 f"{name}: {part!r} is not an IP address or network (e.g. 10.0.0.0/8)"
             ) from None
     return tuple(networks)
+
+
+def env_origins(name: str) -> tuple[str, ...]:
+    """Comma-separated web origins (``https://dash.example.com, http://localhost:3000``),
+    each as a browser sends it in the ``Origin`` header: scheme, host and any port."""
+    origins = []
+    for part in (p.strip() for p in os.environ.get(name, "").split(",")):
+        if not part:
+            continue
+        scheme, sep, rest = part.rstrip("/").partition("://")
+        if not sep or scheme.lower() not in ("http", "https") or not rest or "/" in rest:
+            raise ValueError(
+                f"{name}: {part!r} is not an origin (scheme://host[:port], e.g. "
+                "https://dash.example.com)"
+            )
+        origins.append(f"{scheme.lower()}://{rest.lower()}")
+    return tuple(origins)

@@ -15,6 +15,7 @@ from tether.server.config import (
     env_bool,
     env_bytes,
     env_networks,
+    env_origins,
     home,
     private_umask,
     secret_key,
@@ -141,6 +142,9 @@ TETHER = {
     # proxies whose X-Forwarded-For names the client (addresses or CIDRs); without them
     # the peer address is the client, whatever headers say
     "TRUSTED_PROXIES": env_networks("TETHER_TRUSTED_PROXIES"),
+    # web pages (besides the server's own) whose scripts may open /ws/v1 with the
+    # user's session cookie: an Origin header naming another site is refused (4403)
+    "ALLOWED_ORIGINS": env_origins("TETHER_ALLOWED_ORIGINS"),
     # largest CSV field (cell) an import reads; a record may be 16 times as long
     "CSV_MAX_FIELD_BYTES": env_bytes("TETHER_CSV_MAX_FIELD_BYTES", 1024**2),
     # most columns (fields of a record) an import takes; fewer where the database
