@@ -8,11 +8,11 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 from tether import strictjson
-from tether.exceptions import SIGNALS, LeaseLostSignal
+from tether.exceptions import SIGNALS, LeaseLostSignal, StopKind
 from tether.progress import RateWindow, snapshot
 
 FLUSH_INTERVAL = 0.2
-KEEP_WORK_ON = frozenset({"pause", "shutdown"})  # stops after which the task continues
+KEEP_WORK_ON = frozenset(k for k in StopKind if k.keeps_work)  # the task continues after them
 
 
 class ContextStore(Protocol):
@@ -54,7 +54,7 @@ class TaskContext:
         self._token = token
         self._store = store
         self._flush_interval = flush_interval
-        self._stop: str | None = None
+        self._stop: StopKind | None = None
         self._rolling_back = False
         self.in_task_code = False  # set by the runner while the task function runs
         self.terminated = False  # set when a CancelSignal was forced into its thread
@@ -69,20 +69,20 @@ class TaskContext:
         self._rate = RateWindow()
 
     # -- control ---------------------------------------------------------------
-    def request_stop(self, kind: str) -> None:
-        """Ask the task to stop at its next control point (called by executors)."""
-        if kind not in SIGNALS:
-            raise ValueError(f"unknown stop kind {kind!r}")
-        if self._rolling_back and kind in ("pause", "cancel"):
+    def request_stop(self, kind: StopKind | str) -> None:
+        """Ask the task to stop at its next control point (called by executors). A
+        string must be a StopKind's value (ValueError otherwise)."""
+        kind = StopKind(kind)
+        if self._rolling_back and kind.requested:
             return  # a rollback is already the answer to the cancel
-        if self._stop != "lease_lost":
+        if self._stop != StopKind.LEASE_LOST:
             self._stop = kind
 
     def begin_rollback(self) -> None:
         """From now on only a shutdown or a lost lease stops this context: rollback code
         may report progress freely while the task stays ``cancelling``."""
         self._rolling_back = True
-        if self._stop in ("pause", "cancel"):
+        if self._stop is not None and self._stop.requested:
             self._stop = None
 
     @property
@@ -90,7 +90,7 @@ class TaskContext:
         return self._rolling_back
 
     @property
-    def stop_requested(self) -> str | None:
+    def stop_requested(self) -> StopKind | None:
         return self._stop
 
     def should_stop(self) -> bool:
@@ -100,9 +100,9 @@ class TaskContext:
     def _raise_stop(self) -> None:
         kind = self._stop
         assert kind is not None
-        if kind not in ("lease_lost", "pause", "cancel"):
+        if kind == StopKind.SHUTDOWN:
             self.flush()
-        elif kind != "lease_lost":  # raised here, in task code, the task fails
+        elif kind != StopKind.LEASE_LOST:  # raised here, in task code, the task fails
             self._check_pending()
         # a pause or cancel leaves pending writes to the runner, which writes them with
         # the next status change (one transaction: see pending_writes), or before the
@@ -209,7 +209,7 @@ class TaskContext:
         if not self._store.save(
             self.task_id, self._token, progress=progress, checkpoint=checkpoint
         ):
-            self._stop = "lease_lost"
+            self._stop = StopKind.LEASE_LOST
             raise LeaseLostSignal()
         self._progress_dirty = False
         if checkpoint is not None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from enum import StrEnum
+from typing import Any, ClassVar
 
 
 class TetherError(Exception):
@@ -81,29 +82,53 @@ class HomeLocked(TetherError):
     default_message = "Another tether server is already using this TETHER_HOME."
 
 
+class StopKind(StrEnum):
+    """Why a running task is asked to stop at its next control point. The value is what
+    travels between processes (the Celery control broadcast)."""
+
+    PAUSE = "pause"
+    """A user paused the task: it keeps its work and waits in ``paused``."""
+    CANCEL = "cancel"
+    """A user cancelled the task: its rollback undoes what it did."""
+    SHUTDOWN = "shutdown"
+    """The worker is stopping: the task goes back to the queue and continues elsewhere."""
+    LEASE_LOST = "lease_lost"
+    """Another worker took the task over: stop without writing anything."""
+
+    @property
+    def keeps_work(self) -> bool:
+        """Whether the task continues later from what it did (pause, shutdown)."""
+        return self in (StopKind.PAUSE, StopKind.SHUTDOWN)
+
+    @property
+    def requested(self) -> bool:
+        """Whether a user asked for it (pause, cancel), rather than the worker."""
+        return self in (StopKind.PAUSE, StopKind.CANCEL)
+
+
 class ControlSignal(BaseException):
     """Raised inside task code at a control point. Derives from BaseException so that
     ``except Exception`` in task code does not swallow a pause or cancel."""
 
-    kind = "stop"
+    kind: ClassVar[StopKind]
 
 
 class PauseSignal(ControlSignal):
-    kind = "pause"
+    kind = StopKind.PAUSE
 
 
 class CancelSignal(ControlSignal):
-    kind = "cancel"
+    kind = StopKind.CANCEL
 
 
 class ShutdownSignal(ControlSignal):
-    kind = "shutdown"
+    kind = StopKind.SHUTDOWN
 
 
 class LeaseLostSignal(ControlSignal):
-    kind = "lease_lost"
+    kind = StopKind.LEASE_LOST
 
 
-SIGNALS: dict[str, type[ControlSignal]] = {
+SIGNALS: dict[StopKind, type[ControlSignal]] = {
     cls.kind: cls for cls in (PauseSignal, CancelSignal, ShutdownSignal, LeaseLostSignal)
 }

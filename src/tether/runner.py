@@ -28,6 +28,7 @@ from tether.exceptions import (
     PauseSignal,
     ResultNotJSON,
     ShutdownSignal,
+    StopKind,
     TetherError,
 )
 from tether.models import Task
@@ -147,9 +148,9 @@ class Runner:
         # written with the move pausing -> paused, or cancelling -> cancelled for a
         # type without a rollback hook.
         quick: tuple[Status, Status, str] | None = None
-        if ctx.stop_requested == "pause":
+        if ctx.stop_requested == StopKind.PAUSE:
             quick = (Status.PAUSING, Status.PAUSED, "reached checkpoint")
-        elif ctx.stop_requested == "cancel" and not self._has_rollback(job):
+        elif ctx.stop_requested == StopKind.CANCEL and not self._has_rollback(job):
             quick = (Status.CANCELLING, Status.CANCELLED, "rollback done")
         if quick and transition(
             [job.task_id],

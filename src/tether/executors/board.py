@@ -12,13 +12,13 @@ from typing import Any
 
 from tether import housekeeping, store
 from tether.context import TaskContext
-from tether.exceptions import CancelSignal
+from tether.exceptions import CancelSignal, StopKind
 from tether.states import Status
 from tether.store import Job
 from tether.transitions import Change
 
 log = logging.getLogger(__name__)
-STOP_FOR = {Status.PAUSING: "pause", Status.CANCELLING: "cancel"}
+STOP_FOR = {Status.PAUSING: StopKind.PAUSE, Status.CANCELLING: StopKind.CANCEL}
 CLAIM_AHEAD_SECONDS = 0.05
 HAND_BACK_AFTER = 1.0  # a claimed task not started this long goes back to the queue
 
@@ -73,7 +73,7 @@ class ControlBoard:
         self._threads: dict[int, int] = {}  # task id -> id of the thread running it
         self._cancelled_at: dict[int, float] = {}  # task id -> first cancel delivery
         self._terminated: dict[int, float] = {}  # task id -> when it was hard-terminated
-        self._early_stops: dict[int, str] = {}
+        self._early_stops: dict[int, StopKind] = {}
         self._claimed: set[int] = set()
         self._waiting: dict[int, tuple[Job, float]] = {}  # claimed, not started yet
         self._lock = threading.Lock()
@@ -133,7 +133,7 @@ class ControlBoard:
         if kind:
             ctx.request_stop(kind)
         if self.stopping.is_set():  # a shutdown may have reached the others already
-            ctx.request_stop("shutdown")
+            ctx.request_stop(StopKind.SHUTDOWN)
 
     def forget(self, task_id: int) -> None:
         with self._lock:
@@ -145,7 +145,7 @@ class ControlBoard:
             self._waiting.pop(task_id, None)
             self._early_stops.pop(task_id, None)
 
-    def deliver(self, task_id: int, kind: str) -> None:
+    def deliver(self, task_id: int, kind: StopKind) -> None:
         """Stop a running task at its next control point, or a claimed one at its start."""
         early: Job | None = None
         with self._lock:
@@ -154,7 +154,7 @@ class ControlBoard:
                 self._early_stops[task_id] = kind
                 if self.settle is not None and task_id in self._waiting:
                     early = self._waiting.pop(task_id)[0]
-            if ctx is not None and kind == "cancel":
+            if ctx is not None and kind == StopKind.CANCEL:
                 self._cancelled_at.setdefault(task_id, time.monotonic())
         if early is not None and self.settle is not None:
             self.settle(early)  # pause/roll back now, not after the task ahead of it
@@ -171,7 +171,7 @@ class ControlBoard:
     def shutdown(self) -> None:
         self.stopping.set()
         for ctx in list(self._contexts.values()):
-            ctx.request_stop("shutdown")
+            ctx.request_stop(StopKind.SHUTDOWN)
 
     def poll_controls(self, worker: str) -> None:
         """Fallback for lost pushes: re-read stored requests for tasks this worker holds."""

@@ -24,7 +24,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from tether import service, store
-from tether.exceptions import ServiceUnavailable
+from tether.exceptions import ServiceUnavailable, StopKind
 from tether.executors.base import Capabilities, Executor, seconds_setting
 from tether.executors.board import (
     STOP_FOR,
@@ -135,9 +135,9 @@ class Publisher:
             self._checked = (-1e9, None)
             log.error("could not publish task %s to queue %s: %s", task_id, queue, exc)
 
-    def broadcast(self, task_id: int, kind: str) -> None:
-        try:
-            self.app.control.broadcast(CONTROL, arguments={"task_id": task_id, "kind": kind})
+    def broadcast(self, task_id: int, kind: StopKind) -> None:
+        try:  # the kind travels as its value: plain JSON
+            self.app.control.broadcast(CONTROL, arguments={"task_id": task_id, "kind": kind.value})
         except Exception as exc:  # stored anyway; workers poll stored requests
             log.warning("could not broadcast %s of task %s: %s", kind, task_id, exc)
 
@@ -300,9 +300,14 @@ def execute(task_id: int) -> None:
 
 @control_command(args=[("task_id", int), ("kind", str)], signature="<task_id> <kind>")
 def tether_control(state: Any, task_id: int, kind: str) -> dict[str, Any]:
-    """Broadcast by the API: stop ``task_id`` at its next control point if it runs here."""
-    if kind in ("pause", "cancel") and _runtime is not None:
-        _runtime.board.deliver(int(task_id), kind)
+    """Broadcast by the API: stop ``task_id`` at its next control point if it runs here
+    (``kind``: a requested StopKind's value; others are ignored)."""
+    try:
+        stop = StopKind(kind)
+    except ValueError:
+        return {"ok": False, "error": f"unknown stop kind {kind!r}"}
+    if stop.requested and _runtime is not None:
+        _runtime.board.deliver(int(task_id), stop)
     return {"ok": True}
 
 
