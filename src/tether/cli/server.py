@@ -105,6 +105,10 @@ def serve(
             else CeleryExecutor()
         )
         executor.start()
+        from tether.events import transport
+
+        if executor.capabilities.distributed:  # hear the events of the worker processes
+            transport.start_for_serve()
         connection.close()
         url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
         typer.echo(
@@ -148,6 +152,7 @@ def serve(
             uvicorn.Server(config).run()
         finally:
             executor.stop(timeout=10)
+            transport.stop()
 
 
 def check_services(broker: str | None) -> None:
