@@ -31,6 +31,7 @@ from tether import registry, service
 from tether.api import serializers as s
 from tether.api.schema import BROKER_DOWN, error
 from tether.api.throttling import AuthThrottle
+from tether.events.hub import current_hub
 from tether.exceptions import InternalTaskType, InvalidParams
 from tether.models import ApiToken, Task, TaskEvent
 from tether.states import Status
@@ -180,6 +181,9 @@ HEALTH = inline_serializer(
         "executor": serializers.CharField(),
         "database": serializers.CharField(),
         "database_status": serializers.CharField(help_text="ok, or error: <what went wrong>"),
+        "event_subscribers": serializers.IntegerField(
+            help_text="event streams (WebSocket subscriptions, SSE) this server process feeds"
+        ),
     },
 )
 
@@ -208,6 +212,7 @@ class HealthView(APIView):
             "executor": settings.TETHER["EXECUTOR"],
             "database": connection.vendor,
             "database_status": db_ok,
+            "event_subscribers": hub.subscriber_count() if (hub := current_hub()) else 0,
         }
         return Response(body, status=200 if db_ok == "ok" else 503)
 

@@ -154,6 +154,15 @@ class Hub:
                 self._everything.discard(sub)
                 sub.everything = False
 
+    def subscriber_count(self) -> int:
+        """Subscribers following something (reported by /api/v1/health)."""
+        with self._lock:
+            subs: set[Subscriber] = set(self._everything)
+            for index in (self._by_task, self._by_owner):
+                for group in index.values():
+                    subs.update(group)
+            return len(subs)
+
     @staticmethod
     def _drop(index: dict[int, set[Subscriber]], key: int, sub: Subscriber) -> None:
         subs = index.get(key)
@@ -321,6 +330,11 @@ def _wake_all(subs: list[Subscriber]) -> None:
 
 _hub: Hub | None = None
 _hub_lock = threading.Lock()
+
+
+def current_hub() -> Hub | None:
+    """The process's hub if something has started it (without starting it)."""
+    return _hub
 
 
 def get_hub() -> Hub:
