@@ -192,7 +192,8 @@ class Publisher:
             self.dropped += 1
             over -= 1
 
-    def _take(self) -> list[Item]:
+    def take(self) -> list[Item]:
+        """Everything waiting, oldest status first (the sending thread's; also tests')."""
         with self._lock:
             items: list[Item] = [*self._statuses, *self._progress.values()]
             self._statuses.clear()
@@ -213,7 +214,7 @@ class Publisher:
         while True:
             self._wake.wait()
             self._wake.clear()
-            items = self._take()
+            items = self.take()
             try:
                 if items:
                     self._send(encode(self.origin, items))
