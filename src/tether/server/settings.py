@@ -124,6 +124,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "tether.api.schema.service_limits",
+        "tether.api.stream_schema.document_event_stream",  # served outside DRF
     ],
 }
 
