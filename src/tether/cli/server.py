@@ -9,7 +9,7 @@ import socket
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Annotated, Any, cast
+from typing import IO, Annotated
 
 import typer
 
@@ -61,7 +61,7 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-WSGI_THREADS = 10  # requests served at once (a long upload or download holds one)
+WS_MAX_FRAME = 1024 * 1024  # a bigger WebSocket frame closes the connection (1009)
 
 
 def serve(
@@ -124,23 +124,20 @@ def serve(
             )
         )
         sys.stdout.flush()
-        # WSGI: Django's sync views skip the per-middleware thread hops of its ASGI
-        # handler, which more than halves request latency (see bench/control_latency.py).
-        # a2wsgi, unlike uvicorn's own WSGI adapter, streams request bodies to the app (a
-        # CSV upload goes to disk as it arrives, never whole into memory) and applies
-        # backpressure to streamed responses (an export download is read as it is sent).
-        from a2wsgi import WSGIMiddleware
-
-        from tether.server.wsgi import application
+        # HTTP (Django through WSGI, as before) and WebSocket from one ASGI app
+        from tether.server.asgi import application
 
         config = uvicorn.Config(
-            WSGIMiddleware(cast(Any, application), workers=WSGI_THREADS),
+            application,
             interface="asgi3",
             host=host,
             port=port,
             log_level="warning",
             access_log=False,
             lifespan="off",
+            ws="websockets-sansio",
+            ws_max_size=WS_MAX_FRAME,
+            ws_per_message_deflate=False,  # event frames are small; deflate costs CPU per client
             # uvicorn would take the client address from X-Forwarded-For of any local
             # peer; Tether decides which proxies to believe (TETHER_TRUSTED_PROXIES)
             proxy_headers=False,
