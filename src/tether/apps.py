@@ -4,6 +4,7 @@ import importlib
 import os
 
 from django.apps import AppConfig
+from django.core import checks
 
 
 class TetherConfig(AppConfig):
@@ -16,6 +17,9 @@ class TetherConfig(AppConfig):
         import tether.datasets.importer
         import tether.datasets.sweep
         import tether.tasks  # noqa: F401  (registers the built-in task types: csv_import, …)
+        from tether.executors import system_check
+
+        checks.register(system_check, "tether")
 
         for module in filter(None, os.environ.get("TETHER_TASK_MODULES", "").split(",")):
             importlib.import_module(module.strip())

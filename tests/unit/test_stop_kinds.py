@@ -27,7 +27,7 @@ def test_what_each_kind_means() -> None:
 
 
 def test_context_takes_a_kind_or_its_value_and_reports_the_kind() -> None:
-    ctx = TaskContext(task_id=1, token="t", store=MemoryStore())  # type: ignore[arg-type]
+    ctx = TaskContext(task_id=1, token="t", store=MemoryStore())
     ctx.request_stop("pause")
     assert ctx.stop_requested is StopKind.PAUSE
     ctx.request_stop(StopKind.CANCEL)
@@ -51,7 +51,7 @@ def test_the_broadcast_carries_the_plain_value() -> None:
     from tether.executors.celery_executor import CONTROL, Publisher
 
     app = FakeApp()
-    Publisher(app).broadcast(7, StopKind.PAUSE)  # type: ignore[arg-type]
+    Publisher(app).broadcast(7, StopKind.PAUSE)
     [(command, arguments)] = app.control.sent
     assert command == CONTROL
     assert json.dumps(arguments) == '{"task_id": 7, "kind": "pause"}'

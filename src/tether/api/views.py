@@ -27,7 +27,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 import tether
-from tether import registry, service
+from tether import executors, registry, service
 from tether.api import serializers as s
 from tether.api.schema import BROKER_DOWN, error
 from tether.api.throttling import AuthThrottle
@@ -209,7 +209,7 @@ class HealthView(APIView):
         body = {
             "status": "ok" if db_ok == "ok" else "degraded",
             "version": tether.__version__,
-            "executor": settings.TETHER["EXECUTOR"],
+            "executor": executors.current().name,
             "database": connection.vendor,
             "database_status": db_ok,
             "event_subscribers": hub.subscriber_count() if (hub := current_hub()) else 0,
@@ -322,11 +322,8 @@ class TaskEventsView(generics.ListAPIView[TaskEvent]):
 SETTLED = (Status.PAUSED, Status.CANCELLED, Status.FAILED, Status.SUCCEEDED)
 
 
-def in_process_executor() -> bool:
-    return settings.TETHER["EXECUTOR"] == "embedded"
-
-
 def _poll_settled(task_id: int, wait: float, every: float = 0.002) -> None:
+    """The fallback where the settle cannot be heard: re-read the status."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         time.sleep(every)
@@ -339,8 +336,9 @@ class ControlView(APIView):
 
     The answer waits up to TETHER_CONTROL_WAIT_MS (default 100) for ``pausing`` or
     ``cancelling`` to settle, so it usually says ``paused`` or ``cancelled`` already;
-    otherwise it says ``pausing``/``cancelling``. The embedded executor's change is
-    heard in-process; a Celery worker's is seen by re-reading its status every 2 ms."""
+    otherwise it says ``pausing``/``cancelling``. The settle is heard as it commits: in
+    this process (embedded executor), or on the event stream from the workers; only a
+    process that does not receive that stream re-reads the status every 2 ms."""
 
     action_name = ""
 
@@ -363,8 +361,8 @@ class ControlView(APIView):
         with watch(pk, SETTLED) as settled:
             reached = operation(pk, actor=actor(request), reason=body.validated_data["reason"])
             if wait and reached in (Status.PAUSING, Status.CANCELLING):
-                if in_process_executor():
-                    settled.wait(wait)  # the embedded executor usually settles in a few ms
+                if executors.current().changes_heard():
+                    settled.wait(wait)  # usually settled in a few ms
                 else:
                     _poll_settled(pk, wait)
         task = Task.objects.select_related("owner").get(pk=pk)

@@ -377,7 +377,15 @@ def _why(exc: Exception) -> str:
 
 # -- wiring ----------------------------------------------------------------------------------
 def broker_connection(url: str, heartbeat: float = 0) -> Connection:
-    return Connection(url, heartbeat=heartbeat, connect_timeout=CONNECT_TIMEOUT)
+    """A connection to the broker at ``url``. On RabbitMQ each publish waits for the
+    broker's confirmation, so a message sent into a dropped connection is sent again
+    (a duplicate is harmless: the hub drops status events it has seen)."""
+    return Connection(
+        url,
+        heartbeat=heartbeat,
+        connect_timeout=CONNECT_TIMEOUT,
+        transport_options={"confirm_publish": True},
+    )
 
 
 def broker_url() -> str:
@@ -418,6 +426,15 @@ def start_for_serve() -> None:
                 lambda: broker_connection(url, HEARTBEAT), hub.ingest, origin=publisher.origin
             )
             _consumer.start()
+
+
+def receiving() -> bool:
+    """Whether this process hears other processes' events now: its consumer is
+    connected to the broker and feeds a running hub."""
+    from tether.events.hub import current_hub
+
+    consumer, hub = _consumer, current_hub()
+    return consumer is not None and consumer.connected.is_set() and hub is not None and hub.running
 
 
 def stop(timeout: float = 2.0) -> None:

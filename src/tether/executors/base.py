@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.checks import CheckMessage
+
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -20,12 +22,26 @@ class Capabilities:
     hard_terminate: bool = False
     """A task that ignores a cancel can be killed after a grace period."""
     in_process: bool = False
-    """Tasks run inside the server process (no separate worker needed)."""
+    """Tasks run inside the server process (no separate worker needed): their status
+    changes are heard in this process as they commit."""
+    needs_broker: bool = False
+    """Needs the message broker at TETHER_BROKER_URL (checked before serving)."""
+    remote_events: bool = False
+    """Status changes committed in worker processes are sent to the serving process's
+    event stream (its hub), where waiting requests hear them (``transitions.watch``)."""
 
 
 class Executor(ABC):
     name: str = "abstract"
+    """What TETHER_EXECUTOR says, and the health endpoint reports; callers read
+    ``capabilities`` instead of comparing names."""
     capabilities: Capabilities = Capabilities()
+
+    @classmethod
+    def from_settings(cls, **options: Any) -> Executor:
+        """An instance configured from ``settings.TETHER`` (see ``executors.build``);
+        ``options`` it has no use for are ignored."""
+        return cls()
 
     @abstractmethod
     def start(self) -> None:
@@ -41,9 +57,28 @@ class Executor(ABC):
     def slots(self) -> int:
         """How many tasks may run at once."""
 
-    def check(self) -> list[str]:
-        """Configuration problems, as sentences; empty when all is well."""
+    def check(self) -> list[CheckMessage]:
+        """Configuration problems, as Django system check messages (ids ``tether.E…``
+        and ``tether.W…``); run by ``tether manage check`` and before serving."""
         return []
+
+    def changes_heard(self) -> bool:
+        """Whether status changes of this executor's tasks reach this process's
+        ``transitions.watch`` now: in-process, or on the event stream from workers. A
+        caller waiting for a task to settle may then wait on it instead of re-reading
+        the database."""
+        caps = self.capabilities
+        return caps.in_process or (caps.remote_events and self.receiving_events())
+
+    def receiving_events(self) -> bool:
+        """Whether this process is receiving the status changes of worker processes
+        (its hub runs and the cross-process transport is connected)."""
+        return False
+
+    def run_worker(self, queues: list[str], concurrency: int, loglevel: str) -> None:
+        """Run a worker process taking tasks from ``queues`` (for executors whose
+        tasks do not run ``in_process``); returns when the worker stops."""
+        raise NotImplementedError(f"the {self.name} executor has no separate workers")
 
 
 def seconds_setting(name: str, default: float) -> float:

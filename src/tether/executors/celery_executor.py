@@ -20,8 +20,10 @@ from typing import Any
 from celery import Celery, signals
 from celery.worker.control import control_command
 from django.conf import settings
-from django.db import close_old_connections
+from django.core import checks
+from django.db import close_old_connections, connection
 from django.utils import timezone
+from kombu import Connection
 
 from tether import service, store
 from tether.exceptions import ServiceUnavailable, StopKind
@@ -147,7 +149,13 @@ class CeleryExecutor(Executor):
 
     name = "celery"
     capabilities = Capabilities(
-        pause=True, push_control=True, distributed=True, hard_terminate=True, in_process=False
+        pause=True,
+        push_control=True,
+        distributed=True,
+        hard_terminate=True,
+        in_process=False,
+        needs_broker=True,
+        remote_events=True,
     )
 
     def __init__(self) -> None:
@@ -156,6 +164,63 @@ class CeleryExecutor(Executor):
     @property
     def slots(self) -> int:
         return 0  # tasks run in `tether worker` processes
+
+    def check(self) -> list[checks.CheckMessage]:
+        broker = str(settings.TETHER.get("BROKER_URL") or "")
+        if not broker:
+            return [
+                checks.Error(
+                    "TETHER_EXECUTOR=celery needs TETHER_BROKER_URL (redis://… or amqp://…)",
+                    hint="set TETHER_BROKER_URL, or unset TETHER_EXECUTOR to run tasks "
+                    "inside `tether serve`",
+                    id="tether.E002",
+                )
+            ]
+        found: list[checks.CheckMessage] = []
+        try:
+            Connection(broker).transport  # noqa: B018 - resolves the transport, no I/O
+        except Exception as exc:  # KeyError "No such transport", or its library missing
+            found.append(
+                checks.Error(
+                    f"TETHER_BROKER_URL {redact(broker)} cannot be used: {exc}",
+                    hint="use redis://host:6379/0 or amqp://user:password@host:5672//",
+                    id="tether.E003",
+                )
+            )
+        if connection.vendor == "sqlite":
+            found.append(
+                checks.Warning(
+                    "the Celery executor on SQLite: only workers on this machine reach "
+                    "the database, one writer at a time",
+                    hint="use PostgreSQL, or MariaDB 10.6+/MySQL 8.0+ (TETHER_DATABASE_URL)",
+                    id="tether.W001",
+                )
+            )
+        return found
+
+    def receiving_events(self) -> bool:
+        from tether.events import transport
+
+        return transport.receiving()
+
+    def run_worker(self, queues: list[str], concurrency: int, loglevel: str) -> None:
+        """A standard Celery worker with a thread pool (`celery inspect` works on it)."""
+        get_app().worker_main(
+            [
+                "worker",
+                "-P",
+                "threads",
+                "-c",
+                str(concurrency),
+                "-Q",
+                ",".join(queues),
+                f"--loglevel={loglevel}",
+                "-n",
+                f"tether-{os.getpid()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
 
     def start(self) -> None:
         subscribe(self.publisher)

@@ -13,6 +13,7 @@ import os
 import queue
 import threading
 import time
+from typing import Any
 
 from django.db import close_old_connections, connection
 
@@ -71,6 +72,10 @@ class EmbeddedExecutor(Executor):
             on_success=self._successes.set,
         )
         self.board.settle = self._runner.run_in_thread
+
+    @classmethod
+    def from_settings(cls, *, workers: int | None = None, **_: Any) -> EmbeddedExecutor:
+        return cls(workers)
 
     @property
     def slots(self) -> int:
