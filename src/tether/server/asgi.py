@@ -34,8 +34,14 @@ def _websocket_v1(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]
     return endpoint(scope, receive, send)
 
 
+def _events_v1(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+    from tether.server.sse import events_app
+
+    return events_app(scope, receive, send)
+
+
 # path (without a trailing slash) -> async handler; every other HTTP path is Django's
-HTTP_ROUTES: dict[str, ASGIApp] = {}
+HTTP_ROUTES: dict[str, ASGIApp] = {"/api/v1/events": _events_v1}
 WEBSOCKET_ROUTES: dict[str, ASGIApp] = {"/ws/v1": _websocket_v1}
 
 

@@ -23,7 +23,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
 from django.conf import settings
@@ -44,7 +44,7 @@ MAX_FIELDS = 100  # query parameters
 ID_RE = re.compile(r"[0-9]{1,18}")
 PING = b": ping\n\n"
 
-Scope = scope_auth.Scope
+Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
@@ -278,7 +278,7 @@ WWW_AUTHENTICATE = (b"www-authenticate", b"Token")
 ALLOW = (b"allow", b"GET, OPTIONS")
 
 
-def host_allowed(scope: Scope) -> bool:
+def host_allowed(scope: scope_auth.Scope) -> bool:
     """The Host check Django makes of every request (TETHER_ALLOWED_HOSTS)."""
     host = (scope_auth.header(scope, b"host") or b"").decode("latin-1")
     domain, _port = split_domain_port(host)
@@ -297,7 +297,7 @@ def invisible(user: Any, task_ids: frozenset[int]) -> list[int]:
     return [t for t in wanted if t not in seen]
 
 
-async def admit(scope: Scope) -> tuple[Any, Selection, int | None]:
+async def admit(scope: scope_auth.Scope) -> tuple[Any, Selection, int | None]:
     """Who asks, for what, from where: the REST API's checks and answers, in its order
     (Host, credentials, input, permission, tasks), or a Refusal."""
     if not host_allowed(scope):
@@ -345,7 +345,7 @@ async def events_app(scope: Scope, receive: Receive, send: Send) -> None:
     try:
         if method != "GET":
             raise Refusal(405, "method_not_allowed", f'Method "{method}" not allowed.', [ALLOW])
-        user, selection, since = await admit(scope)
+        user, selection, since = await admit(cast(scope_auth.Scope, scope))
         hub = await scope_auth.in_db_thread(get_hub)  # started on first use: reads the DB
     except Refusal as refusal:
         await refuse(send, refusal)
