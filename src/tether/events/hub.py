@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.db.models import Q
 
 from tether.events import bus, stored
@@ -53,6 +53,7 @@ class Hub:
         self._meta: OrderedDict[int, tuple[int, str]] = OrderedDict()
         self._db = ThreadPoolExecutor(4, thread_name_prefix="tether-events-db")
         self.seq = Sequencer(0)
+        self._delivered = 0  # the last in-order status event handed to subscribers
         self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
         """Called in the hub's thread with each batch of released events (as dicts)."""
 
@@ -65,6 +66,7 @@ class Hub:
         if self.running:
             return
         self.seq = Sequencer(stored.latest_id())
+        self._delivered = self.seq.watermark
         close_old_connections()
         self._stopping.clear()
         bus.add_sink(self.ingest)
@@ -78,6 +80,8 @@ class Hub:
         if self._thread is not None:
             self._thread.join(5)
         self._thread = None
+        self._db.shutdown(wait=True)  # their connections close with the threads
+        self._db = ThreadPoolExecutor(4, thread_name_prefix="tether-events-db")
 
     def ingest(self, items: Sequence[Any]) -> None:
         """A bus sink: queue and return (runs in the thread that committed)."""
@@ -113,7 +117,9 @@ class Hub:
         Returns the id up to which history is replayed (the live stream's start)."""
         tasks = [t for t in tasks if t not in sub.tasks]
         with self._lock:
-            upto = self.seq.watermark
+            upto = self._delivered
+            if since is not None and since > upto:
+                sub.floor = max(sub.floor, since)  # what arrives up to there, it has seen
             if since is not None and since < upto:
                 where = Q()
                 if not everything:
@@ -224,6 +230,7 @@ class Hub:
                 time.sleep(0.1)  # e.g. the database is down: do not spin
             finally:
                 close_old_connections()
+        connection.close()
 
     def _take_inbox(self) -> list[Any]:
         items: list[Any] = []
@@ -266,12 +273,16 @@ class Hub:
         woken: set[Subscriber] = set()
         with self._lock:
             if not (self._by_task or self._by_owner or self._everything):
+                if released:
+                    self._delivered = max(self._delivered, *(c.event_id or 0 for c in released))
                 return
             for c, event in zip(released, events, strict=False):
+                eid = c.event_id or 0
+                self._delivered = max(self._delivered, eid)
                 targets = self._targets(c.task_id, c.owner_id)
                 if targets:
                     frame = encode(event)
-                    woken.update(s for s in targets if s.push_status(frame))
+                    woken.update(s for s in targets if s.push_status(frame, eid))
             for p, event in zip(progress, events[len(released) :], strict=True):
                 targets = self._targets(p.task_id, p.owner_id)
                 if targets:

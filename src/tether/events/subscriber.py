@@ -58,6 +58,8 @@ class Subscriber:
         self.mine = False
         self.everything = False
         self.overflowed = False
+        self.floor = 0
+        """Status events up to this id are not sent (the client resumed after them)."""
         self._queue: deque[Entry] = deque()
         self._progress: dict[int, Entry] = {}
         self._statuses = 0
@@ -66,10 +68,10 @@ class Subscriber:
         self._signalled = False
 
     # -- the hub's side (any thread) -------------------------------------------------
-    def push_status(self, frame: str) -> bool:
+    def push_status(self, frame: str, event_id: int = 0) -> bool:
         """Queue a status frame; True when the client must be woken."""
         with self._lock:
-            if self.overflowed:
+            if self.overflowed or 0 < event_id <= self.floor:
                 return False
             if self._statuses >= self.limit:
                 self.overflowed = True

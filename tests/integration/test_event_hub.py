@@ -1,0 +1,151 @@
+"""The hub, fed by the engine's commits: order, replay with since, tenancy, recovery of
+a change whose message never arrived."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.integration import tasks  # noqa: F401 (registers it_ledger)
+from tests.integration.conftest import wait_until
+from tether import service
+from tether.events import bus
+from tether.events.hub import Hub
+from tether.events.subscriber import Subscriber
+from tether.executors.embedded import EmbeddedExecutor
+from tether.models import TaskEvent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Listener:
+    """A subscriber read by an event loop in its own thread, collecting events."""
+
+    def __init__(self, hub: Hub, user: Any, **interest: Any) -> None:
+        self.hub = hub
+        self.events: list[dict[str, Any]] = []
+        self.loop = asyncio.new_event_loop()
+        self.sub = Subscriber(user.id, user.is_staff, self.loop)
+        hub.subscribe(self.sub, **interest)
+        self._thread = threading.Thread(target=self.loop.run_until_complete, args=(self._read(),))
+        self._thread.start()
+
+    async def _read(self) -> None:
+        while True:
+            for frame in await self.sub.frames(self.hub.load_replay):
+                event = json.loads(frame)
+                if event.get("type") == "stop":
+                    return
+                self.events.append(event)
+
+    def statuses(self, task_id: int) -> list[str]:
+        return [e["to"] for e in self.events if e["kind"] == "status" and e["task"] == task_id]
+
+    def close(self) -> None:
+        self.hub.detach(self.sub)
+        if self.sub.push_status('{"type": "stop"}'):
+            self.loop.call_soon_threadsafe(self.sub.wake)
+        self._thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def hub(transactional_db: None) -> Iterator[Hub]:
+    h = Hub()
+    h.start()
+    yield h
+    h.stop()
+
+
+@pytest.fixture
+def listen(hub: Hub) -> Iterator[Callable[..., Listener]]:
+    made: list[Listener] = []
+
+    def make(user: Any, **interest: Any) -> Listener:
+        made.append(Listener(hub, user, **interest))
+        return made[-1]
+
+    yield make
+    for listener in made:
+        listener.close()
+
+
+def test_a_task_is_heard_from_queued_to_succeeded_in_order_with_progress(
+    executor: EmbeddedExecutor, make_user: Callable[..., Any], listen: Callable[..., Listener]
+) -> None:
+    alice = make_user("alice")
+    heard = listen(alice, mine=True)
+    task = service.submit(alice, "it_ledger", {"steps": 400, "step_ms": 2})
+    wait_until(lambda: any(e["kind"] == "progress" for e in heard.events), "a progress event")
+    service.pause(task.pk, actor="test")
+    wait_until(lambda: "paused" in heard.statuses(task.pk), "paused")
+    service.resume(task.pk, actor="test")
+    wait_until(lambda: "succeeded" in heard.statuses(task.pk), "succeeded", timeout=30)
+    assert heard.statuses(task.pk) == [
+        "queued", "running", "pausing", "paused", "queued", "running", "succeeded"
+    ]  # fmt: skip
+    stored = list(TaskEvent.objects.filter(task=task).order_by("id").values_list("id", flat=True))
+    assert [e["id"] for e in heard.events if e["kind"] == "status"] == stored
+    first = heard.events[0]
+    assert first["owner"] == "alice" and first["task_type"] == "it_ledger"
+    assert first["from"] is None and first["actor"] == "user:alice"
+    progress = next(e for e in heard.events if e["kind"] == "progress")
+    assert progress["id"] is None and progress["progress"]["total"] == 400
+
+
+def test_since_replays_the_history_then_live_events_without_gap_or_repeat(
+    executor: EmbeddedExecutor, make_user: Callable[..., Any], listen: Callable[..., Listener]
+) -> None:
+    alice = make_user("alice")
+    first = service.submit_many(alice, "add", [{"operand1": i, "operand2": 1} for i in range(50)])
+    since = TaskEvent.objects.filter(task=first[25]).order_by("id").first().pk  # type: ignore[union-attr]
+    heard = listen(alice, mine=True, since=since)  # while the first burst still runs
+    more = service.submit_many(alice, "add", [{"operand1": i, "operand2": 2} for i in range(50)])
+    ids = [t.pk for t in first + more]
+
+    def all_heard() -> bool:
+        done = TaskEvent.objects.filter(task_id__in=ids, to_status="succeeded").count()
+        if done < len(ids):
+            return False
+        wanted = list(
+            TaskEvent.objects.filter(task_id__in=ids, id__gt=since)
+            .order_by("id")
+            .values_list("id", flat=True)
+        )
+        return [e["id"] for e in heard.events if e["kind"] == "status"] == wanted
+
+    wait_until(all_heard, "every event after since, once, in order", timeout=30)
+
+
+def test_a_subscriber_never_hears_another_users_tasks(
+    executor: EmbeddedExecutor, make_user: Callable[..., Any], listen: Callable[..., Listener]
+) -> None:
+    alice, bob = make_user("alice"), make_user("bob")
+    heard = listen(alice, mine=True)
+    theirs = service.submit(bob, "add", {"operand1": 1, "operand2": 2})
+    mine = service.submit(alice, "add", {"operand1": 1, "operand2": 2})
+    wait_until(lambda: "succeeded" in heard.statuses(mine.pk), "alice's task to succeed")
+    wait_until(
+        lambda: TaskEvent.objects.filter(task=theirs, to_status="succeeded").exists(),
+        "bob's task to succeed",
+    )
+    assert {e["task"] for e in heard.events} == {mine.pk}
+    assert {e["owner"] for e in heard.events} == {"alice"}
+
+
+def test_a_change_whose_message_was_lost_is_read_from_the_history(
+    hub: Hub, make_user: Callable[..., Any], listen: Callable[..., Listener]
+) -> None:
+    alice = make_user("alice")
+    heard = listen(alice, mine=True)
+    bus.remove_sink(hub.ingest)  # as if the message from another process were lost
+    try:
+        task = service.submit(alice, "add", {"operand1": 1, "operand2": 2})
+    finally:
+        bus.add_sink(hub.ingest)
+    wait_until(lambda: heard.statuses(task.pk) == ["queued"], "the lost event, from the history")
