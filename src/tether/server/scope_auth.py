@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from importlib import import_module
 from typing import Any, TypeVar, cast
@@ -66,7 +67,8 @@ def header(scope: Scope, name: bytes) -> bytes | None:
 
 
 # -- tokens and sessions -----------------------------------------------------------------
-def _token_user(raw: str) -> Any:
+def token_user(raw: str) -> Any:
+    """The user of an API token (REST's rules); raises AuthFailed. DB thread."""
     from rest_framework.exceptions import AuthenticationFailed
 
     from tether.api.auth import token_owner
@@ -77,15 +79,43 @@ def _token_user(raw: str) -> Any:
         raise AuthFailed(str(exc.detail)) from None
 
 
+def session_user(key: str) -> Any:
+    """The logged-in user of a session (Django's own checks: the session's password
+    hash, an active user); raises AuthFailed. DB thread."""
+    from django.contrib.auth import get_user
+
+    request = HttpRequest()
+    request.session = import_module(settings.SESSION_ENGINE).SessionStore(key)
+    user = get_user(request)
+    if not user.is_authenticated:
+        raise AuthFailed("the session has ended; log in again")
+    return user
+
+
 async def user_for_token(raw: str) -> Any | None:
     """The active user an API token belongs to, or None (unknown, expired, revoked)."""
     try:
-        return await in_db_thread(_token_user, raw)
+        return await in_db_thread(token_user, raw)
     except AuthFailed:
         return None
 
 
-def _header_token(value: bytes) -> str | None:
+@dataclass(frozen=True)
+class Credential:
+    """An API token or a session key, kept to be checked again later (REST checks
+    every request's)."""
+
+    token: str | None = None
+    session: str | None = None
+
+    def user(self) -> Any:
+        """The user it stands for now; raises AuthFailed. DB thread."""
+        return (
+            token_user(self.token) if self.token is not None else session_user(self.session or "")
+        )
+
+
+def header_token(value: bytes) -> str | None:
     """The token of an ``Authorization`` value, None for another scheme (as REST)."""
     parts = value.split()
     if not parts or parts[0].lower() not in (b"token", b"bearer"):
@@ -98,7 +128,7 @@ def _header_token(value: bytes) -> str | None:
         raise AuthFailed("token contains invalid characters") from None
 
 
-def _session_key(scope: Scope) -> str | None:
+def session_key(scope: Scope) -> str | None:
     raw = header(scope, b"cookie")
     if not raw:
         return None
@@ -111,32 +141,23 @@ def _session_key(scope: Scope) -> str | None:
     return morsel.value if morsel is not None and morsel.value else None
 
 
-def _session_user(key: str) -> Any | None:
-    """The logged-in user of a session (Django's own checks: the session's password
-    hash, an active user), or None."""
-    from django.contrib.auth import get_user
-
-    request = HttpRequest()
-    request.session = import_module(settings.SESSION_ENGINE).SessionStore(key)
-    user = get_user(request)
-    return user if user.is_authenticated else None
+def scope_credential(scope: Scope) -> Credential | None:
+    """The token header's credential, else the session cookie's; None when the request
+    carries neither. Raises AuthFailed for a malformed header."""
+    value = header(scope, b"authorization")
+    token = header_token(value) if value else None
+    if token is not None:
+        return Credential(token=token)
+    key = session_key(scope)
+    return Credential(session=key) if key is not None else None
 
 
 async def scope_user(scope: Scope) -> Any | None:
     """The user of the token header, else of the session cookie. None when the request
     carries neither; raises AuthFailed for a bad one (a bad token is not overruled by a
     cookie, as in REST)."""
-    value = header(scope, b"authorization")
-    token = _header_token(value) if value else None
-    if token is not None:
-        return await in_db_thread(_token_user, token)
-    key = _session_key(scope)
-    if key is None:
-        return None
-    user = await in_db_thread(_session_user, key)
-    if user is None:
-        raise AuthFailed("the session has ended; log in again")
-    return user
+    credential = scope_credential(scope)
+    return None if credential is None else await in_db_thread(credential.user)
 
 
 async def authenticate_scope(scope: Scope) -> Any | None:

@@ -1,0 +1,271 @@
+"""Requests of the WebSocket API: what each frame asks, checked, and how it is answered.
+
+The commands (``submit``, ``pause``, ``resume``, ``cancel``, ``get``, ``list``,
+``types``) are answered by the REST API's own views: a request is built in-process
+with the connection's user, so fields, rules, error codes and messages are REST's by
+construction, not a copy kept in step. Only the task type is named ``task_type`` (a
+frame's ``type`` is the request's). Subscriptions are checked here against what the
+user may see, as REST's 404 does for a task of someone else.
+
+Everything that touches the database runs in a thread (``scope_auth.in_db_thread``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from django.core.handlers.wsgi import WSGIRequest
+from django.http.request import split_domain_port
+from django.urls import resolve
+from rest_framework.utils.encoders import JSONEncoder
+
+from tether import service
+
+log = logging.getLogger("tether.ws")
+
+API = "/api/v1"
+MAX_TASKS_PER_REQUEST = 1_000
+MAX_TASKS_PER_CONNECTION = 10_000
+MAX_ID = 2**63 - 1
+MAX_REQ_LENGTH = 100
+
+
+class CommandError(Exception):
+    """A request refused before or instead of running: ``{"code", "message", ...}``."""
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.error = {"code": code, "message": message, **extra}
+
+
+def invalid(name: str, message: str) -> CommandError:
+    return CommandError("invalid_params", f"{name}: {message}", field=name)
+
+
+def encode(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, cls=JSONEncoder, ensure_ascii=False, separators=(",", ":"))
+
+
+def reply(req: Any, data: Any) -> str:
+    return encode({"type": "reply", "req": req, "ok": True, "data": data})
+
+
+def error_reply(req: Any, error: dict[str, Any]) -> str:
+    return encode({"type": "reply", "req": req, "ok": False, "error": error})
+
+
+def task_id(value: Any, name: str = "task") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+        raise invalid(name, "give a task id (a whole number from 1)")
+    return value
+
+
+def request_id(frame: dict[str, Any]) -> str | int:
+    """The client's ``req``: a string or an integer the reply echoes."""
+    if "req" not in frame or frame["req"] is None:
+        raise CommandError(
+            "missing_req", "give each request a 'req' id (a string or a number) for its reply"
+        )
+    req = frame["req"]
+    if isinstance(req, bool) or not isinstance(req, int | str):
+        raise CommandError("bad_req", "'req' must be a string or a whole number")
+    if isinstance(req, str) and len(req) > MAX_REQ_LENGTH:
+        raise CommandError("bad_req", f"'req' must be at most {MAX_REQ_LENGTH} characters")
+    if isinstance(req, int) and abs(req) > MAX_ID:
+        raise CommandError("bad_req", "'req' must fit in 64 bits")
+    return req
+
+
+# -- subscriptions -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Selection:
+    """What a subscribe or unsubscribe names: task ids, ``mine`` or ``all``."""
+
+    tasks: tuple[int, ...] = ()
+    mine: bool = False
+    everything: bool = False
+
+    def describe(self) -> list[int] | str:
+        return "all" if self.everything else "mine" if self.mine else list(self.tasks)
+
+
+def selection(frame: dict[str, Any]) -> Selection:
+    value = frame.get("tasks")
+    if value == "mine":
+        return Selection(mine=True)
+    if value == "all":
+        return Selection(everything=True)
+    if not isinstance(value, list) or not value:
+        raise invalid("tasks", "give a list of task ids, 'mine' or 'all'")
+    if len(value) > MAX_TASKS_PER_REQUEST:
+        raise CommandError(
+            "too_many_tasks",
+            f"at most {MAX_TASKS_PER_REQUEST:,} task ids a request (got {len(value):,}); "
+            "'mine' follows all of yours",
+        )
+    return Selection(tasks=tuple(dict.fromkeys(task_id(v, "tasks") for v in value)))
+
+
+def since_of(frame: dict[str, Any]) -> int | None:
+    value = frame.get("since")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
+        raise invalid("since", "give an event id (a whole number from 0)")
+    return value
+
+
+def check_visible(user: Any, tasks: tuple[int, ...]) -> None:
+    """Raise not_found (as REST does) unless ``user`` may see every task (DB thread)."""
+    if not tasks:
+        return
+    seen = set(service.visible_tasks(user).filter(pk__in=tasks).values_list("pk", flat=True))
+    missing = [t for t in tasks if t not in seen]
+    if missing:
+        more = f" (and {len(missing) - 1:,} more)" if len(missing) > 1 else ""
+        raise CommandError("not_found", f"no task {missing[0]}{more}", tasks=missing[:100])
+
+
+# -- commands through the REST views ---------------------------------------------------
+@dataclass(frozen=True)
+class RestCall:
+    method: str
+    path: str
+    query: dict[str, str] = field(default_factory=dict)
+    body: dict[str, Any] | None = None
+    # a REST field named otherwise over the WebSocket: its errors use the frame's name
+    renames: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """What a built request needs of the connection (links in a list page, logs)."""
+
+    host: str
+    secure: bool
+    client: str
+    forwarded_proto: str | None = None
+
+
+COMMAND_FIELDS = ("type", "req")
+
+
+def _body(frame: dict[str, Any], *skip: str) -> dict[str, Any]:
+    return {k: v for k, v in frame.items() if k not in COMMAND_FIELDS and k not in skip}
+
+
+def _submit(frame: dict[str, Any]) -> RestCall:
+    body = _body(frame, "task_type")
+    if "task_type" in frame:
+        body["type"] = frame["task_type"]
+    return RestCall("POST", f"{API}/tasks", body=body, renames={"type": "task_type"})
+
+
+def _control(action: str) -> Callable[[dict[str, Any]], RestCall]:
+    def build(frame: dict[str, Any]) -> RestCall:
+        pk = task_id(frame.get("task"))
+        return RestCall("POST", f"{API}/tasks/{pk}/{action}", body=_body(frame, "task"))
+
+    return build
+
+
+def _get(frame: dict[str, Any]) -> RestCall:
+    return RestCall("GET", f"{API}/tasks/{task_id(frame.get('task'))}")
+
+
+def _query_value(name: str, value: Any) -> str:
+    if isinstance(value, list) and name == "status":
+        if not all(isinstance(v, str) for v in value):
+            raise invalid(name, "give status names")
+        value = ",".join(value)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise invalid(name, "give a string or a number")
+    text = str(value)
+    if "\x00" in text:
+        raise CommandError("bad_request", f"{name} holds a NUL character")
+    return text
+
+
+def _list(frame: dict[str, Any]) -> RestCall:
+    names = {"status": "status", "task_type": "type", "page": "page", "page_size": "page_size"}
+    query = {
+        rest: _query_value(ws, frame[ws]) for ws, rest in names.items() if frame.get(ws) is not None
+    }
+    return RestCall("GET", f"{API}/tasks", query=query)
+
+
+def _types(frame: dict[str, Any]) -> RestCall:
+    return RestCall("GET", f"{API}/task-types")
+
+
+COMMANDS: dict[str, Callable[[dict[str, Any]], RestCall]] = {
+    "submit": _submit,
+    "pause": _control("pause"),
+    "resume": _control("resume"),
+    "cancel": _control("cancel"),
+    "get": _get,
+    "list": _list,
+    "types": _types,
+}
+
+
+def _request(user: Any, peer: Peer, call: RestCall) -> WSGIRequest:
+    body = b"" if call.body is None else encode(call.body).encode()
+    domain, port = split_domain_port(peer.host)
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": call.method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": call.path,
+        "QUERY_STRING": urlencode(call.query),
+        "SERVER_NAME": domain or "localhost",
+        "SERVER_PORT": port or ("443" if peer.secure else "80"),
+        "HTTP_HOST": peer.host,
+        "REMOTE_ADDR": peer.client,
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.url_scheme": "https" if peer.secure else "http",
+    }
+    if peer.forwarded_proto:
+        environ["HTTP_X_FORWARDED_PROTO"] = peer.forwarded_proto
+    request = WSGIRequest(environ)
+    request._force_auth_user = user  # type: ignore[attr-defined]  # DRF's forced authentication
+    return request
+
+
+def _renamed(error: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
+    fields = error.get("fields")
+    if not renames or not isinstance(fields, dict):
+        return error
+    error = {**error, "fields": {renames.get(k, k): v for k, v in fields.items()}}
+    for old, new in renames.items():
+        if error.get("message", "").startswith(f"{old}: "):
+            error["message"] = f"{new}: " + error["message"][len(old) + 2 :]
+        if error.get("field") == old:
+            error["field"] = new
+    return error
+
+
+def run_command(user: Any, peer: Peer, call: RestCall, req: Any) -> str:
+    """Answer ``call`` with the REST view of its path, as the reply frame (DB thread)."""
+    try:
+        match = resolve(call.path)
+        response = match.func(_request(user, peer, call), *match.args, **match.kwargs)
+        data = response.data
+        if 200 <= response.status_code < 300:
+            return reply(req, data)
+        error = data.get("error") if isinstance(data, dict) else None
+        if not isinstance(error, dict):
+            raise RuntimeError(f"{call.method} {call.path}: {response.status_code} {data!r}")
+        return error_reply(req, _renamed(error, call.renames))
+    except Exception:
+        log.exception("WebSocket command %s %s failed", call.method, call.path)
+        return error_reply(
+            req, {"code": "server_error", "message": "internal error; see the server log"}
+        )
