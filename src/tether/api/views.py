@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from datetime import timedelta
 from typing import Any, cast
@@ -322,11 +323,25 @@ class TaskEventsView(generics.ListAPIView[TaskEvent]):
 SETTLED = (Status.PAUSED, Status.CANCELLED, Status.FAILED, Status.SUCCEEDED)
 
 
-def _poll_settled(task_id: int, wait: float, every: float = 0.002) -> None:
-    """The fallback where the settle cannot be heard: re-read the status."""
+POLL_EVERY = 0.002
+"""Where the settle cannot be heard (no event stream here): re-read the status this often."""
+RECHECK_EVERY = 0.025
+"""Where it is heard on the event stream from workers: re-read it this often anyway, so a
+message lost on the broker costs at most this, not the whole wait."""
+
+
+def wait_settled(task_id: int, settled: threading.Event, wait: float) -> None:
+    """Wait up to ``wait`` seconds for ``settled`` (a ``transitions.watch`` event of the
+    task's settle): heard as it commits in this process, or on the event stream."""
+    executor = executors.current()
+    if executor.capabilities.in_process:
+        settled.wait(wait)  # heard in this process: usually a few ms
+        return
+    every = RECHECK_EVERY if executor.changes_heard() else POLL_EVERY
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        time.sleep(every)
+    while (left := deadline - time.monotonic()) > 0:
+        if settled.wait(min(every, left)):
+            return
         if Task.objects.filter(pk=task_id, status__in=SETTLED).exists():
             return
 
@@ -337,8 +352,9 @@ class ControlView(APIView):
     The answer waits up to TETHER_CONTROL_WAIT_MS (default 100) for ``pausing`` or
     ``cancelling`` to settle, so it usually says ``paused`` or ``cancelled`` already;
     otherwise it says ``pausing``/``cancelling``. The settle is heard as it commits: in
-    this process (embedded executor), or on the event stream from the workers; only a
-    process that does not receive that stream re-reads the status every 2 ms."""
+    this process (embedded executor), or on the event stream from the workers (see
+    ``wait_settled``); only a process that does not receive that stream re-reads the
+    status every 2 ms."""
 
     action_name = ""
 
@@ -361,9 +377,6 @@ class ControlView(APIView):
         with watch(pk, SETTLED) as settled:
             reached = operation(pk, actor=actor(request), reason=body.validated_data["reason"])
             if wait and reached in (Status.PAUSING, Status.CANCELLING):
-                if executors.current().changes_heard():
-                    settled.wait(wait)  # usually settled in a few ms
-                else:
-                    _poll_settled(pk, wait)
+                wait_settled(pk, settled, wait)
         task = Task.objects.select_related("owner").get(pk=pk)
         return Response(s.TaskSerializer(task).data, status=status.HTTP_202_ACCEPTED)

@@ -9,11 +9,14 @@ import socket
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from tether.redaction import redact
+
+if TYPE_CHECKING:
+    from tether.executors import Executor
 
 
 def setup_django() -> None:
@@ -82,32 +85,22 @@ def serve(
     from django.core.management import call_command
     from django.db import connection
 
-    from tether.executors.base import Executor
-    from tether.executors.embedded import EmbeddedExecutor
+    from tether import executors
 
     home = Path(settings.TETHER_HOME)
     broker = str(settings.TETHER["BROKER_URL"])
-    check_services(broker if settings.TETHER["EXECUTOR"] == "celery" else None)
-    if settings.TETHER["EXECUTOR"] not in ("embedded", "celery"):
-        raise fail("TETHER_EXECUTOR must be 'embedded' or 'celery'")
-    if settings.TETHER["EXECUTOR"] == "celery" and not broker:
-        raise fail("TETHER_EXECUTOR=celery needs TETHER_BROKER_URL (redis://… or amqp://…)")
-    from tether.executors.celery_executor import CeleryExecutor
-
+    executor = configured_executor(workers=workers)
+    check_services(broker if executor.capabilities.needs_broker else None)
     if not port_free(host, port):
         raise fail(f"port {port} on {host} is in use; choose another with PORT=… or --port")
     with home_lock(home):
         if migrate:
             call_command("migrate", interactive=False, verbosity=0)
-        executor: Executor = (
-            EmbeddedExecutor(workers)
-            if settings.TETHER["EXECUTOR"] == "embedded"
-            else CeleryExecutor()
-        )
+        executors.install(executor)  # the API reaches it through executors.current()
         executor.start()
         from tether.events import transport
 
-        if executor.capabilities.distributed:  # hear the events of the worker processes
+        if executor.capabilities.remote_events:  # hear the events of the worker processes
             transport.start_for_serve()
         connection.close()
         url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
@@ -115,11 +108,10 @@ def serve(
             f"Tether serving {url}  (API {url}/api/v1/, docs {url}/docs/, admin {url}/admin/)"
         )
         typer.echo(
-            f"  state in {home}, database {connection.vendor}, executor "
-            f"{settings.TETHER['EXECUTOR']}"
+            f"  state in {home}, database {connection.vendor}, executor {executor.name}"
             + (
                 f" with {executor.slots} worker slot(s)"
-                if executor.slots
+                if executor.capabilities.in_process
                 else f" (tasks run in `tether worker`; broker {redact(broker)})"
             )
         )
@@ -150,6 +142,24 @@ def serve(
         finally:
             executor.stop(timeout=10)
             transport.stop()
+
+
+def configured_executor(**options: Any) -> Executor:
+    """The executor TETHER_EXECUTOR names, once its system check finds no error (else
+    exit 2 with the first one); warnings are printed."""
+    from django.core.checks import ERROR
+
+    from tether import executors
+
+    try:
+        executor = executors.build(**options)
+    except executors.UnknownExecutor as exc:
+        raise fail(str(exc), 2) from None
+    for problem in executor.check():
+        if problem.level >= ERROR:
+            raise fail(f"{problem.msg} ({problem.id})", 2)
+        typer.echo(f"tether: warning: {problem.msg} ({problem.id})", err=True)
+    return executor
 
 
 def check_services(broker: str | None) -> None:
@@ -204,31 +214,20 @@ def worker(
     setup_django()
     from django.conf import settings
 
-    from tether import registry
+    from tether import executors, registry
 
-    broker = str(settings.TETHER["BROKER_URL"])
-    if not broker:
-        raise fail("tether worker needs TETHER_BROKER_URL (redis://… or amqp://…)")
-    check_services(broker)
-    from tether.executors.celery_executor import get_app
-
-    names = queues or ",".join(sorted({t.queue for t in registry.all_types()}))
-    get_app().worker_main(
-        [
-            "worker",
-            "-P",
-            "threads",
-            "-c",
-            str(concurrency),
-            "-Q",
-            names,
-            f"--loglevel={loglevel}",
-            "-n",
-            f"tether-{os.getpid()}@%h",
-            "--without-gossip",
-            "--without-mingle",
-        ]
+    executor = configured_executor()
+    if executor.capabilities.in_process:
+        raise fail(
+            "tether worker needs TETHER_BROKER_URL (redis://… or amqp://…): the "
+            f"{executor.name} executor runs tasks inside `tether serve`"
+        )
+    check_services(
+        str(settings.TETHER["BROKER_URL"]) if executor.capabilities.needs_broker else None
     )
+    executors.install(executor)
+    wanted = queues.split(",") if queues else sorted({t.queue for t in registry.all_types()})
+    executor.run_worker([q.strip() for q in wanted if q.strip()], concurrency, loglevel)
 
 
 def migrate_cmd() -> None:
