@@ -41,7 +41,8 @@ class DjangoStore:
             return True
         saved = Task.objects.filter(id=task_id, run_token=token).update(**values) == 1
         if saved and progress is not None:
-            transaction.on_commit(lambda: bus.publish_progress(task_id, progress))
+            at = timezone.now()
+            transaction.on_commit(lambda: bus.publish_progress(task_id, progress, at))
         return saved
 
     def atomic(self) -> Any:

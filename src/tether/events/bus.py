@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,8 @@ def publish(items: Sequence[Any]) -> None:
             log.exception("event sink failed")
 
 
-def publish_progress(task_id: int, progress: dict[str, Any]) -> None:
+def publish_progress(task_id: int, progress: dict[str, Any], at: datetime) -> None:
     if _sinks:
         from tether.events.records import ProgressUpdate
 
-        publish([ProgressUpdate(task_id, progress)])
+        publish([ProgressUpdate(task_id, progress, at=at)])

@@ -323,7 +323,7 @@ class Hub:
                 meta = self._meta.get(task_id)
                 if meta is None:
                     continue  # the task is gone
-                p = ProgressUpdate(task_id, p.progress, meta[0], meta[1])
+                p = ProgressUpdate(task_id, p.progress, meta[0], meta[1], p.at)
             out.append(p)
         return out
 

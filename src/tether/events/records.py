@@ -20,6 +20,7 @@ class ProgressUpdate:
     progress: dict[str, Any]
     owner_id: int | None = None
     task_type: str = ""
+    at: datetime | None = None
 
 
 def iso(at: datetime | None) -> str | None:
@@ -49,6 +50,7 @@ def progress_event(p: ProgressUpdate, owner: str) -> dict[str, Any]:
         "task": p.task_id,
         "owner": owner,
         "task_type": p.task_type,
+        "at": iso(p.at),
         "progress": p.progress,
     }
 
@@ -56,7 +58,13 @@ def progress_event(p: ProgressUpdate, owner: str) -> dict[str, Any]:
 def to_wire(item: Change | ProgressUpdate) -> dict[str, Any]:
     """A compact JSON-able form for other processes."""
     if isinstance(item, ProgressUpdate):
-        return {"t": item.task_id, "p": item.progress, "o": item.owner_id, "y": item.task_type}
+        return {
+            "t": item.task_id,
+            "p": item.progress,
+            "o": item.owner_id,
+            "y": item.task_type,
+            "a": iso(item.at),
+        }
     return {
         "t": item.task_id,
         "e": item.event_id,
@@ -77,13 +85,13 @@ def from_wire(raw: Any) -> Change | ProgressUpdate | None:
         owner = raw.get("o")
         owner_id = int(owner) if owner is not None else None
         ttype = str(raw.get("y") or "")
+        at = datetime.fromisoformat(raw["a"].replace("Z", "+00:00")) if raw.get("a") else None
         if "p" in raw:
             progress = raw["p"]
             if not isinstance(progress, dict):
                 return None
-            return ProgressUpdate(task_id, progress, owner_id, ttype)
+            return ProgressUpdate(task_id, progress, owner_id, ttype, at)
         src = Status(raw["f"]) if raw.get("f") is not None else None
-        at = datetime.fromisoformat(raw["a"].replace("Z", "+00:00")) if raw.get("a") else None
         return Change(
             task_id,
             src,
