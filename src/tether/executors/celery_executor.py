@@ -26,6 +26,7 @@ from django.utils import timezone
 from kombu import Connection
 
 from tether import service, store
+from tether.events import transport
 from tether.exceptions import ServiceUnavailable, StopKind
 from tether.executors.base import Capabilities, Executor, seconds_setting
 from tether.executors.board import (
@@ -199,8 +200,6 @@ class CeleryExecutor(Executor):
         return found
 
     def receiving_events(self) -> bool:
-        from tether.events import transport
-
         return transport.receiving()
 
     def run_worker(self, queues: list[str], concurrency: int, loglevel: str) -> None:
@@ -269,6 +268,7 @@ class WorkerRuntime:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        transport.start_publisher()  # what this process commits, for `tether serve`
         subscribe(self.publisher)  # retries and reaped tasks are published again
         subscribe(self.board.on_change)
         for name, target in (
@@ -285,8 +285,9 @@ class WorkerRuntime:
         self.board.shutdown()
 
     def flush(self) -> None:
-        """Write the successes still waiting (at worker exit)."""
+        """Write the successes still waiting (at worker exit), and send their events."""
         self.runner.commit_successes()
+        transport.stop(timeout=2.0)
 
     def _loop(self) -> None:
         while not self.board.stopping.wait(self.interval):
