@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import threading
 import uuid
 from collections.abc import Iterator
@@ -263,6 +264,36 @@ def test_a_browser_session_and_a_staff_member_following_all(server: ServerFactor
                     break
         r = httpx.get(f"{srv.url}/api/v1/events", headers={"Cookie": "sessionid=ended"}, timeout=15)
         assert_error(r, 401, "authentication_failed")
+
+
+def test_a_stopping_server_ends_its_streams_and_the_next_one_resumes(
+    server: ServerFactory,
+) -> None:
+    srv = server(workers=1)
+    with login(srv) as alice:
+        first = submit(alice, "add", {"operand1": 1, "operand2": 2})
+        wait_for(alice, first["id"], "succeeded")
+        sse = stream(srv, alice, "tasks=mine&since=0")
+        before = [s for _, s in zip(range(3), sse.statuses(), strict=False)]
+        assert [s["to"] for s in before] == ["queued", "running", "succeeded"]
+        assert srv.proc is not None
+        srv.proc.send_signal(signal.SIGTERM)
+        assert list(sse.events()) == []  # the server ends the stream, and nothing more
+        assert sse.comments[-1] == ": server stopping: reconnect with Last-Event-ID"
+        assert srv.proc.wait(15) == 0  # not held open by the stream
+        sse.close()
+        srv.start(same_port=True)
+        with stream(
+            srv, alice, "tasks=mine", **{"Last-Event-ID": sse.last_event_id or ""}
+        ) as again:
+            second = submit(alice, "add", {"operand1": 3, "operand2": 4})
+            after = []
+            for s in again.statuses():
+                after.append(s)
+                if s["to"] == "succeeded":
+                    break
+    assert {s["task"] for s in after} == {second["id"]}, after
+    assert after[0]["id"] > before[-1]["id"]
 
 
 def test_options_names_get_with_or_without_a_trailing_slash(server: ServerFactory) -> None:

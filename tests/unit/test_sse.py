@@ -12,8 +12,8 @@ import pytest
 
 from tether.events.hub import encode
 from tether.events.subscriber import Replay, Subscriber
-from tether.server import sse
-from tether.server.sse import Refusal, Selection, parse_selection, parse_since, sse_event
+from tether.server import sse, sse_format
+from tether.server.sse_format import Refusal, Selection, parse_selection, parse_since, sse_event
 
 STATUS = {
     "kind": "status",
@@ -72,13 +72,13 @@ def test_more_than_1000_task_ids_is_400() -> None:
 
 
 def test_query_string_limits() -> None:
-    assert sse.query_params(b"tasks=7%2C8&since=3&x") == {
+    assert sse_format.query_params(b"tasks=7%2C8&since=3&x") == {
         "tasks": ["7,8"],
         "since": ["3"],
         "x": [""],
     }
-    assert refusal(sse.query_params, b"tasks=%ff").status == 400
-    r = refusal(sse.query_params, b"&".join([b"a=1"] * 101))
+    assert refusal(sse_format.query_params, b"tasks=%ff").status == 400
+    r = refusal(sse_format.query_params, b"&".join([b"a=1"] * 101))
     assert (r.status, r.code) == (400, "too_many_fields")
 
 
@@ -141,7 +141,7 @@ def test_a_frame_laid_out_otherwise_is_read_as_json() -> None:
 
 
 def test_the_opening_sets_retry_and_the_start_id_without_an_event() -> None:
-    assert sse.opening(57) == b"retry: 2000\nid: 57\n\n"
+    assert sse_format.opening(57) == b"retry: 2000\nid: 57\n\n"
 
 
 # -- the pump ----------------------------------------------------------------------------
@@ -242,15 +242,14 @@ def test_pump_ends_the_stream_on_overflow() -> None:
         return client
 
     client = asyncio.run(main())
-    assert client.ended and "overflow" in client.text and "event:" not in client.text
+    assert client.ended and "too far behind" in client.text and "event:" not in client.text
 
 
 def test_close_all_ends_every_open_stream() -> None:
     async def main() -> Client:
         client = Client()
         sub = Subscriber(1, False, asyncio.get_running_loop())
-        stop = asyncio.Event()
-        sse.streams.add(stop)
+        stop = sse.streams.open(1)
         try:
             task = asyncio.ensure_future(
                 sse.pump(sub, replay_of([]), client.receive, client.send, stop)
@@ -258,8 +257,50 @@ def test_close_all_ends_every_open_stream() -> None:
             sse.streams.close_all()
             await asyncio.wait_for(task, 5)
         finally:
-            sse.streams.discard(stop)
+            sse.streams.close(stop)
         return client
 
     client = asyncio.run(main())
     assert client.ended and "server stopping" in client.text
+
+
+def test_pump_ends_the_stream_when_the_credential_no_longer_stands(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sse, "RECHECK_SECONDS", 0.01)
+    checks: list[bool] = [True, True, False]
+
+    async def still_allowed() -> bool:
+        return checks.pop(0)
+
+    async def main() -> Client:
+        client = Client()
+        sub = Subscriber(1, False, asyncio.get_running_loop())
+        await asyncio.wait_for(
+            sse.pump(
+                sub, replay_of([]), client.receive, client.send, asyncio.Event(), still_allowed
+            ),
+            5,
+        )
+        return client
+
+    client = asyncio.run(main())
+    assert client.ended and "no longer valid" in client.text and checks == []
+
+
+def test_a_user_holds_at_most_64_streams() -> None:
+    async def main() -> None:
+        streams = sse.Streams()
+        held = [streams.open(1) for _ in range(sse.MAX_STREAMS_PER_USER)]
+        with pytest.raises(Refusal) as caught:
+            streams.open(1)
+        assert (caught.value.status, caught.value.code) == (429, "too_many_streams")
+        other = streams.open(2)  # another user is not counted with them
+        streams.close(held.pop())
+        held.append(streams.open(1))
+        assert len(streams) == sse.MAX_STREAMS_PER_USER + 1
+        for stop in [*held, other]:
+            streams.close(stop)
+        assert len(streams) == 0
+
+    asyncio.run(main())

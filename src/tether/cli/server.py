@@ -117,7 +117,7 @@ def serve(
         )
         sys.stdout.flush()
         # HTTP (Django through WSGI, as before) and WebSocket from one ASGI app
-        from tether.server.asgi import application
+        from tether.server.asgi import Server, application
 
         config = uvicorn.Config(
             application,
@@ -138,7 +138,7 @@ def serve(
         # exit so the executor hands running tasks back instead of dying with them.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
-            uvicorn.Server(config).run()
+            Server(config).run()
         finally:
             executor.stop(timeout=10)
             transport.stop()

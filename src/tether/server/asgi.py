@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
 
+import uvicorn
 from a2wsgi import WSGIMiddleware
 
 from tether.server.wsgi import application as wsgi_application  # sets up Django
@@ -103,3 +104,15 @@ application = ProtocolRouter(
     HTTP_ROUTES,
     WEBSOCKET_ROUTES,
 )
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, ending the open event streams when it stops: uvicorn waits for
+    every open HTTP response before it exits, and a stream does not end by itself (its
+    clients resume from the next server with Last-Event-ID)."""
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        from tether.server.sse import streams
+
+        streams.close_all()
+        await super().shutdown(sockets)

@@ -12,7 +12,9 @@ client's last event id alone. The stream opens with ``retry:`` and an ``id:`` of
 it starts, so even a client cut off before its first event resumes without a gap. A
 comment (``: ping``) goes out after 20 s of silence, so proxies keep the connection.
 A client that reads too slowly overflows its subscriber's bounded queue: the stream
-ends and the client comes back with ``Last-Event-ID``.
+ends and the client comes back with ``Last-Event-ID``. So does every stream when the
+server stops, and one whose token or session is no longer good (checked every minute,
+as REST checks each request's). A user may hold 64 streams at once.
 """
 
 from __future__ import annotations
@@ -20,11 +22,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
-from urllib.parse import parse_qsl
 
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
@@ -34,20 +34,28 @@ from tether.api.errors import suspicious
 from tether.events.hub import Hub, get_hub
 from tether.events.subscriber import LoadReplay, Overflow, Subscriber
 from tether.server import scope_auth
+from tether.server.sse_format import (
+    PING,
+    Refusal,
+    Selection,
+    opening,
+    parse_selection,
+    parse_since,
+    query_params,
+    sse_event,
+)
 
 log = logging.getLogger("tether.sse")
 
 PING_SECONDS = 20.0  # a comment after this long without a byte sent
-RETRY_MS = 2000  # how long EventSource waits before it reconnects
-MAX_TASKS = 1000  # task ids in one stream
-MAX_FIELDS = 100  # query parameters
-ID_RE = re.compile(r"[0-9]{1,18}")
-PING = b": ping\n\n"
+RECHECK_SECONDS = 60.0  # between checks of the stream's token or session
+MAX_STREAMS_PER_USER = 64
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+Check = Callable[[], Awaitable[bool]]
 
 STREAM_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -55,140 +63,55 @@ STREAM_HEADERS = [
     (b"x-accel-buffering", b"no"),  # nginx: pass each event on, do not buffer
     (b"x-content-type-options", b"nosniff"),
 ]
+WWW_AUTHENTICATE = (b"www-authenticate", b"Token")
+ALLOW = (b"allow", b"GET, OPTIONS")
+OVERFLOWED = b": too far behind: reconnect with Last-Event-ID\n\n"
+STOPPING = b": server stopping: reconnect with Last-Event-ID\n\n"
+REVOKED = b": the token or session is no longer valid\n\n"
 
 
-class Refusal(Exception):
-    """An answer instead of a stream: ``{"error": {"code", "message", ...}}``."""
+class Streams:
+    """This process's open streams: how many each user holds (a cap), and a stop event
+    each, so the server can end them when it stops (uvicorn waits for open responses
+    before it exits). Used from the server's event loop only."""
 
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        headers: Iterable[tuple[bytes, bytes]] = (),
-        **extra: Any,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = list(headers)
-        self.extra = extra
+    def __init__(self) -> None:
+        self._open: dict[asyncio.Event, int] = {}
+        self._per_user: Counter[int] = Counter()
 
+    def __len__(self) -> int:
+        return len(self._open)
 
-def invalid(name: str, message: str) -> Refusal:
-    """400 ``invalid`` as REST words it: the message, and ``fields`` naming the input."""
-    return Refusal(400, "invalid", f"{name}: {message}", fields={name: [message]})
+    def open(self, user_id: int) -> asyncio.Event:
+        if self._per_user[user_id] >= MAX_STREAMS_PER_USER:
+            raise Refusal(
+                429,
+                "too_many_streams",
+                f"at most {MAX_STREAMS_PER_USER} open event streams per user; close one",
+            )
+        stop = asyncio.Event()
+        self._open[stop] = user_id
+        self._per_user[user_id] += 1
+        return stop
 
+    def close(self, stop: asyncio.Event) -> None:
+        user_id = self._open.pop(stop, None)
+        if user_id is not None:
+            self._per_user[user_id] -= 1
+            if not self._per_user[user_id]:
+                del self._per_user[user_id]
 
-@dataclass(frozen=True)
-class Selection:
-    """What a stream follows: these tasks, the user's own ("mine"), or all (staff)."""
-
-    tasks: frozenset[int] = field(default_factory=frozenset)
-    mine: bool = False
-    everything: bool = False
-
-
-def query_params(query_string: bytes) -> dict[str, list[str]]:
-    try:
-        pairs = parse_qsl(
-            query_string.decode("latin-1"),
-            keep_blank_values=True,
-            max_num_fields=MAX_FIELDS,
-            errors="strict",
-        )
-    except UnicodeDecodeError:
-        raise Refusal(400, "bad_request", "the query string is not valid UTF-8") from None
-    except ValueError:
-        raise Refusal(400, "too_many_fields", "too many query or form fields") from None
-    params: dict[str, list[str]] = {}
-    for name, value in pairs:
-        params.setdefault(name, []).append(value)
-    return params
+    def close_all(self) -> None:
+        """End every open stream; their clients reconnect with Last-Event-ID."""
+        for stop in list(self._open):
+            stop.set()
 
 
-def parse_selection(values: list[str]) -> Selection:
-    """``tasks=7,8``, ``tasks=mine``, ``tasks=all`` (repeatable, mixable); none given
-    means ``mine``."""
-    if not values:
-        return Selection(mine=True)
-    ids: set[int] = set()
-    mine = everything = False
-    for value in values:
-        for raw in value.split(","):
-            item = raw.strip()
-            if item == "mine":
-                mine = True
-            elif item == "all":
-                everything = True
-            elif ID_RE.fullmatch(item):
-                ids.add(int(item))
-                if len(ids) > MAX_TASKS:
-                    raise invalid("tasks", f"at most {MAX_TASKS:,} task ids in one stream")
-            else:
-                shown = item if len(item) <= 20 else item[:20] + "…"
-                raise invalid(
-                    "tasks",
-                    f"{shown!r} is not a task id, 'mine' or 'all' (comma-separated: tasks=7,8)",
-                )
-    return Selection(frozenset(ids), mine, everything)
+streams = Streams()
 
 
-def parse_since(last_event_id: str | None, since: list[str]) -> int | None:
-    """Where to resume: the ``Last-Event-ID`` header (what EventSource sends when it
-    reconnects, so it wins over the URL's ``since``), else ``?since=``."""
-    if last_event_id is not None and last_event_id.strip():
-        raw, name = last_event_id.strip(), "Last-Event-ID"
-    elif since:
-        raw, name = since[-1].strip(), "since"
-    else:
-        return None
-    if not ID_RE.fullmatch(raw):
-        raise invalid(name, "must be an event id (a whole number from 0)")
-    return int(raw)
-
-
-# The hub encodes each frame once, for WebSocket clients: {"type":"event", ...event}
-# with kind and id first. Read those two from the front instead of parsing the JSON.
-FRAME_PREFIX = '{"type":"event",'
-FRAME_HEAD = re.compile(r'\{"type":"event","kind":"(status|progress)","id":([0-9]+|null),')
-
-
-def sse_event(frame: str) -> str:
-    """One hub frame as an SSE event: the event's JSON (without the WebSocket
-    ``"type"``) in ``data:``, its kind in ``event:``, a status event's id in ``id:``."""
-    head = FRAME_HEAD.match(frame)
-    if head is not None:
-        kind, event_id = head[1], head[2]
-        data = "{" + frame[len(FRAME_PREFIX) :]
-    else:  # not laid out as expected: read it properly
-        event = json.loads(frame)
-        event.pop("type", None)
-        kind, event_id = str(event.get("kind")), event.get("id")
-        data = json.dumps(event, separators=(",", ":"))
-    id_line = f"id: {event_id}\n" if kind == "status" and event_id not in (None, "null") else ""
-    return f"{id_line}event: {kind}\ndata: {data}\n\n"
-
-
-def opening(start: int) -> bytes:
-    """The first bytes: reconnect delay, and the id the stream starts after (an event
-    with no data sets EventSource's last event id without firing)."""
-    return f"retry: {RETRY_MS}\nid: {start}\n\n".encode()
-
-
-async def refuse(send: Send, refusal: Refusal) -> None:
-    body = json.dumps(
-        {"error": {"code": refusal.code, "message": refusal.message, **refusal.extra}}
-    ).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-content-type-options", b"nosniff"),
-        *refusal.headers,
-    ]
-    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+def chunk(data: bytes) -> Message:
+    return {"type": "http.response.body", "body": data, "more_body": True}
 
 
 async def body_then_disconnect(receive: Receive) -> None:
@@ -200,49 +123,31 @@ async def body_then_disconnect(receive: Receive) -> None:
             return
 
 
-class Streams:
-    """The open streams of this process, so the server can end them when it stops
-    (uvicorn waits for open responses before it exits)."""
-
-    def __init__(self) -> None:
-        self._open: set[asyncio.Event] = set()
-
-    def __len__(self) -> int:
-        return len(self._open)
-
-    def add(self, stop: asyncio.Event) -> None:
-        self._open.add(stop)
-
-    def discard(self, stop: asyncio.Event) -> None:
-        self._open.discard(stop)
-
-    def close_all(self) -> None:
-        """End every open stream (call in the server's event loop); clients reconnect
-        with Last-Event-ID."""
-        for stop in list(self._open):
-            stop.set()
-
-
-streams = Streams()
-
-
 async def pump(
     sub: Subscriber,
     load: LoadReplay,
     receive: Receive,
     send: Send,
     stop: asyncio.Event,
+    still_allowed: Check | None = None,
 ) -> None:
-    """Send the subscriber's frames until the client goes, the queue overflows or the
-    server stops; a ping after each ``PING_SECONDS`` of silence. Never cancels a
-    ``frames()`` call that is running (it may be reading a replay page)."""
+    """Send the subscriber's frames until the client goes, the queue overflows, the
+    server stops or ``still_allowed`` (called every ``RECHECK_SECONDS``) says no; a ping
+    after each ``PING_SECONDS`` of silence. Never cancels a ``frames()`` call that is
+    running (it may hold a replay page it has taken from the queue)."""
+    loop = asyncio.get_running_loop()
     gone: asyncio.Future[Any] = asyncio.ensure_future(body_then_disconnect(receive))
     stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     frames: asyncio.Future[Any] = asyncio.ensure_future(sub.frames(load))
+    last_sent = loop.time()
+    next_check = last_sent + RECHECK_SECONDS
     try:
         while True:
+            wake_at = min(last_sent + PING_SECONDS, next_check)
             done, _ = await asyncio.wait(
-                {gone, stopping, frames}, timeout=PING_SECONDS, return_when="FIRST_COMPLETED"
+                {gone, stopping, frames},
+                timeout=max(0.0, wake_at - loop.time()),
+                return_when=asyncio.FIRST_COMPLETED,
             )
             if gone in done:
                 return
@@ -250,18 +155,27 @@ async def pump(
                 try:
                     batch = frames.result()
                 except Overflow:
-                    await send(chunk(b": overflow: reconnect with Last-Event-ID\n\n"))
+                    end = OVERFLOWED
                     break
                 except Exception:  # e.g. the database failed a replay page
                     log.exception("event stream failed; ending it (the client resumes)")
+                    end = b""
                     break
                 await send(chunk("".join(sse_event(f) for f in batch).encode()))
+                last_sent = loop.time()
                 frames = asyncio.ensure_future(sub.frames(load))
-            elif stopping in done:
-                await send(chunk(b": server stopping: reconnect with Last-Event-ID\n\n"))
+            if stopping in done:
+                end = STOPPING
                 break
-            else:
+            if still_allowed is not None and loop.time() >= next_check:
+                if not await still_allowed():
+                    end = REVOKED
+                    break
+                next_check = loop.time() + RECHECK_SECONDS
+            if loop.time() - last_sent >= PING_SECONDS:
                 await send(chunk(PING))
+                last_sent = loop.time()
+        await send(chunk(end))
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
         for task in (gone, stopping, frames):
@@ -269,15 +183,7 @@ async def pump(
         await asyncio.gather(gone, stopping, frames, return_exceptions=True)
 
 
-def chunk(data: bytes) -> Message:
-    return {"type": "http.response.body", "body": data, "more_body": True}
-
-
 # -- the endpoint ------------------------------------------------------------------------
-WWW_AUTHENTICATE = (b"www-authenticate", b"Token")
-ALLOW = (b"allow", b"GET, OPTIONS")
-
-
 def host_allowed(scope: scope_auth.Scope) -> bool:
     """The Host check Django makes of every request (TETHER_ALLOWED_HOSTS)."""
     host = (scope_auth.header(scope, b"host") or b"").decode("latin-1")
@@ -297,9 +203,37 @@ def invisible(user: Any, task_ids: frozenset[int]) -> list[int]:
     return [t for t in wanted if t not in seen]
 
 
-async def admit(scope: scope_auth.Scope) -> tuple[Any, Selection, int | None]:
-    """Who asks, for what, from where: the REST API's checks and answers, in its order
-    (Host, credentials, input, permission, tasks), or a Refusal."""
+class Admitted:
+    """A request that may have its stream: who, with what credential, following what,
+    from where."""
+
+    def __init__(
+        self,
+        user: Any,
+        credential: scope_auth.Credential,
+        selection: Selection,
+        since: int | None,
+    ) -> None:
+        self.user = user
+        self.credential = credential
+        self.selection = selection
+        self.since = since
+
+    async def still_allowed(self) -> bool:
+        """The credential still stands for the user (and staff, following all)."""
+        try:
+            user = await scope_auth.in_db_thread(self.credential.user)
+        except scope_auth.AuthFailed:
+            return False
+        except Exception:  # e.g. the database is down: keep the stream, ask again later
+            log.warning("could not check an event stream's credential", exc_info=True)
+            return True
+        return bool(user.pk == self.user.pk and (user.is_staff or not self.selection.everything))
+
+
+async def admit(scope: scope_auth.Scope) -> Admitted:
+    """REST's checks and answers, in its order: Host, credentials, input, permission,
+    tasks; a Refusal otherwise."""
     if not host_allowed(scope):
         _status, body = suspicious(DisallowedHost())
         raise Refusal(400, body["error"]["code"], body["error"]["message"])
@@ -308,10 +242,11 @@ async def admit(scope: scope_auth.Scope) -> tuple[Any, Selection, int | None]:
             403, "origin_not_allowed", "pages of that origin may not open the event stream"
         )
     try:
-        user = await scope_auth.scope_user(scope)
+        credential = scope_auth.scope_credential(scope)
+        user = await scope_auth.in_db_thread(credential.user) if credential else None
     except scope_auth.AuthFailed as exc:
         raise Refusal(401, "authentication_failed", exc.message, [WWW_AUTHENTICATE]) from None
-    if user is None:
+    if credential is None or user is None:
         raise Refusal(
             401,
             "not_authenticated",
@@ -331,7 +266,21 @@ async def admit(scope: scope_auth.Scope) -> tuple[Any, Selection, int | None]:
         missing = await scope_auth.in_db_thread(invisible, user, selection.tasks)
         if missing:
             raise Refusal(404, "not_found", f"no task {missing[0]}")
-    return user, selection, since
+    return Admitted(user, credential, selection, since)
+
+
+async def refuse(send: Send, refusal: Refusal) -> None:
+    body = json.dumps(
+        {"error": {"code": refusal.code, "message": refusal.message, **refusal.extra}}
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-content-type-options", b"nosniff"),
+        *refusal.headers,
+    ]
+    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def events_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -345,31 +294,23 @@ async def events_app(scope: Scope, receive: Receive, send: Send) -> None:
     try:
         if method != "GET":
             raise Refusal(405, "method_not_allowed", f'Method "{method}" not allowed.', [ALLOW])
-        user, selection, since = await admit(cast(scope_auth.Scope, scope))
+        admitted = await admit(cast(scope_auth.Scope, scope))
         hub = await scope_auth.in_db_thread(get_hub)  # started on first use: reads the DB
+        stop = streams.open(admitted.user.pk)  # no await since: the count is exact
     except Refusal as refusal:
         await refuse(send, refusal)
         return
-    await stream(
-        hub,
-        Subscriber(user.id, user.is_staff, asyncio.get_running_loop()),
-        selection,
-        since,
-        receive,
-        send,
-    )
+    try:
+        await stream(hub, admitted, stop, receive, send)
+    finally:
+        streams.close(stop)
 
 
 async def stream(
-    hub: Hub,
-    sub: Subscriber,
-    selection: Selection,
-    since: int | None,
-    receive: Receive,
-    send: Send,
+    hub: Hub, admitted: Admitted, stop: asyncio.Event, receive: Receive, send: Send
 ) -> None:
-    stop = asyncio.Event()
-    streams.add(stop)
+    user, selection, since = admitted.user, admitted.selection, admitted.since
+    sub = Subscriber(user.pk, user.is_staff, asyncio.get_running_loop())
     try:
         upto = hub.subscribe(
             sub,
@@ -380,7 +321,6 @@ async def stream(
         )
         await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
         await send(chunk(opening(since if since is not None else upto)))
-        await pump(sub, hub.load_replay, receive, send, stop)
+        await pump(sub, hub.load_replay, receive, send, stop, admitted.still_allowed)
     finally:
         hub.detach(sub)
-        streams.discard(stop)
