@@ -33,8 +33,9 @@ Task events as [Server-Sent Events](https://html.spec.whatwg.org/multipage/serve
 Resume with the `Last-Event-ID` header (EventSource sends it when it reconnects) or
 `since`: every stored status event after that id comes first, then live ones, none
 missed and none twice. A client that reads too slowly has its stream ended; it resumes
-the same way. Authenticate with the token header or the browser's session cookie; every
-error is answered as JSON before the stream starts."""
+the same way, as after a server restart. Authenticate with the token header or the
+browser's session cookie (checked again every minute: the stream ends when it no longer
+stands); every error is answered as JSON before the stream starts."""
 
 STATUS_EVENT = {
     "type": "object",
@@ -131,6 +132,7 @@ OPERATION = {
         ),
         "404": error("a task that does not exist or is another user's (`not_found`)"),
         "405": error("a method other than GET"),
+        "429": error("the user already has 64 open event streams (`too_many_streams`)"),
     },
 }
 
