@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 
+from tests.acceptance.celery_fixtures import WorkerFactory
 from tests.acceptance.conftest import (
     PASSWORD,
     Server,
@@ -27,8 +29,10 @@ from tests.acceptance.conftest import (
     wait_for,
     wait_until,
 )
+from tests.conftest import require_port
 
 READ_TIMEOUT = 30.0  # a stream that says nothing this long fails the test
+BROKER = "redis://127.0.0.1:6379/9"  # no other test uses this database number
 
 
 class Stream:
@@ -301,3 +305,56 @@ def test_options_names_get_with_or_without_a_trailing_slash(server: ServerFactor
     for path in ("/api/v1/events", "/api/v1/events/"):
         r = httpx.options(f"{srv.url}{path}", timeout=15)
         assert r.status_code == 200 and r.headers["allow"] == "GET, OPTIONS", (path, r)
+
+
+@pytest.fixture
+def celery_env(pg_database: str) -> dict[str, str]:
+    """PostgreSQL (a fresh database) and a Redis database of this module's own."""
+    require_port("Redis", 6379)
+    import redis
+
+    redis.Redis.from_url(BROKER).flushdb()
+    return {"TETHER_DATABASE_URL": pg_database, "TETHER_BROKER_URL": BROKER}
+
+
+def test_a_task_a_celery_worker_runs_streams_and_resumes(
+    server: ServerFactory, worker: WorkerFactory, celery_env: dict[str, str]
+) -> None:
+    srv = server(**celery_env)
+    worker()
+    with login(srv) as alice:
+        task = submit(alice, "ledger", {"steps": 300, "step_ms": 5})
+        tid = task["id"]
+        got: list[dict[str, Any]] = []
+        with stream(srv, alice, f"tasks={tid}&since=0") as sse:
+            for e in sse.events():
+                got.append(e)
+                if e["event"] == "progress" and e["data"]["progress"]["done"] >= 20:
+                    break
+            assert alice.post(f"/tasks/{tid}/pause").status_code == 202
+            for e in sse.events():
+                got.append(e)
+                if e["data"].get("to") == "paused":
+                    break
+            resume_at = sse.last_event_id
+        assert alice.post(f"/tasks/{tid}/resume").status_code == 202
+        wait_for(alice, tid, "succeeded", timeout=60)  # while nobody listens
+        with stream(srv, alice, f"tasks={tid}", **{"Last-Event-ID": resume_at or ""}) as again:
+            for s in again.statuses():
+                got.append({"event": "status", "data": s})
+                if s["to"] == "succeeded":
+                    break
+        history = events(alice, tid)
+    statuses = [e["data"] for e in got if e["event"] == "status"]
+    assert [(s["id"], s["to"]) for s in statuses] == [(h["id"], h["to_status"]) for h in history]
+    assert [s["to"] for s in statuses] == [
+        "queued",
+        "running",
+        "pausing",
+        "paused",
+        "queued",
+        "running",
+        "succeeded",
+    ]
+    first_progress = next(i for i, e in enumerate(got) if e["event"] == "progress")
+    assert [e["data"]["to"] for e in got[:first_progress]] == ["queued", "running"]
