@@ -304,3 +304,25 @@ def test_a_user_holds_at_most_64_streams() -> None:
         assert len(streams) == 0
 
     asyncio.run(main())
+
+
+def test_an_unexpected_failure_before_the_stream_is_a_json_500(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def broken(scope: Any) -> Any:
+        raise RuntimeError("database down")
+
+    monkeypatch.setattr(sse, "admit", broken)
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    asyncio.run(sse.events_app({"type": "http", "method": "GET"}, receive, send))
+    assert sent[0]["status"] == 500
+    assert json.loads(sent[1]["body"]) == {
+        "error": {"code": "server_error", "message": "internal error; see the server log"}
+    }

@@ -300,6 +300,10 @@ async def events_app(scope: Scope, receive: Receive, send: Send) -> None:
     except Refusal as refusal:
         await refuse(send, refusal)
         return
+    except Exception:  # e.g. the database is down: a JSON 500, as REST answers
+        log.exception("Internal Server Error: %s", scope.get("path"))
+        await refuse(send, Refusal(500, "server_error", "internal error; see the server log"))
+        return
     try:
         await stream(hub, admitted, stop, receive, send)
     finally:
