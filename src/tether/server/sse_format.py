@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl
 
 RETRY_MS = 2000  # how long EventSource waits before it reconnects
 MAX_TASKS = 1000  # task ids in one stream
-MAX_FIELDS = 100  # query parameters
+MAX_FIELDS = 1000  # query fields, as Django allows REST requests
 ID_RE = re.compile(r"[0-9]{1,18}")
 PING = b": ping\n\n"
 
