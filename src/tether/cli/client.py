@@ -14,9 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from tether.cli import config, watch
-from tether.cli.http import EXIT_USAGE, ApiError, CliError, connect
+from tether.cli.connection import EXIT_USAGE, CliError, cli_error, connect
 from tether.cli.params import convert, describe_params, load_params_file
 from tether.cli.term import console, one_line_table
+from tether.client import ApiError, Unauthorized
 
 PANEL = "Client"
 JSON_OPT = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -62,7 +63,7 @@ def register_cmd(
     username = username or str(typer.prompt("Username"))
     password = read_password(password_stdin, confirm=True)
     with connect(ctx) as api:
-        api.post("/auth/register", json={"username": username, "password": password}, auth=False)
+        api.register(username, password)
         # name the server unless a plain `tether login` would find it again
         again = "" if config.resolve(None).server == api.server else f" --server {api.server}"
         out.print(
@@ -75,15 +76,7 @@ def login(ctx: typer.Context, username: USER_ARG = None, password_stdin: STDIN_O
     username = username or str(typer.prompt("Username"))
     password = read_password(password_stdin, confirm=False)
     with connect(ctx) as api:
-        data = api.post(
-            "/auth/token",
-            auth=False,
-            json={
-                "username": username,
-                "password": password,
-                "name": f"cli@{socket.gethostname()}"[:100],
-            },
-        )
+        data = api.login(username, password, name=f"cli@{socket.gethostname()}"[:100])
         stored = config.load()
         stored.update(server=api.server, token=data["token"], username=username)
         path = config.save(stored)
@@ -100,11 +93,9 @@ def logout(ctx: typer.Context) -> None:
         if not api.token:
             raise CliError("not logged in")
         try:
-            api.post("/auth/logout")
+            api.logout()
             note = ""
-        except ApiError as exc:
-            if exc.status != 401:
-                raise
+        except Unauthorized:
             note = " (the token was already invalid)"
         stored = config.load()
         if stored.get("token") == api.token:
@@ -116,7 +107,7 @@ def logout(ctx: typer.Context) -> None:
 def whoami(ctx: typer.Context, as_json: JSON_OPT = False) -> None:
     """Show the server, the user and the token's expiry (asks the server whose token it is)."""
     with connect(ctx) as api:
-        me = api.get("/auth/me")
+        me = api.me()
         server = api.server
     current = me.get("token")
     if as_json:
@@ -135,7 +126,7 @@ def whoami(ctx: typer.Context, as_json: JSON_OPT = False) -> None:
 def types(ctx: typer.Context, as_json: JSON_OPT = False) -> None:
     """List the task types the server can run (* = required param)."""
     with connect(ctx) as api:
-        data = api.get("/task-types")
+        data = api.types()
     if as_json:
         emit_json(data)
         return
@@ -179,19 +170,14 @@ def submit(
         pairs.append((key.strip(), raw))
     with connect(ctx) as api:
         if pairs:
-            known = {t["name"]: t for t in api.get("/task-types")}
+            known = {t["name"]: t for t in api.types()}
             # a type missing here is unknown or internal: the server below says which
             schema = known.get(type_name, {}).get("params_schema") or {}
             props = schema.get("properties") or {}
             for key, raw in pairs:
                 params[key] = convert(key, raw, props.get(key) or {"type": "string"})
-        body: dict[str, Any] = {"type": type_name, "params": params}
-        if queue is not None:
-            body["queue"] = queue
-        if pause_timeout is not None:
-            body["pause_timeout"] = pause_timeout
         try:
-            task = api.post("/tasks", json=body)
+            task = api.submit(type_name, params, queue=queue, pause_timeout=pause_timeout)
         except ApiError as exc:
             raise refused_type(type_name, exc) from None
         if as_json and not watch_it:
@@ -213,15 +199,15 @@ INTERNAL_HINTS = {
 
 def refused_type(type_name: str, exc: ApiError) -> CliError:
     """``exc`` as a usage error (exit 2) when it refuses the type itself (unknown or
-    internal); any other refusal unchanged."""
-    if exc.error_code == "internal_task_type":
+    internal); any other refusal as itself."""
+    if exc.code == "internal_task_type":
         hint = INTERNAL_HINTS.get(type_name)
         return CliError(
             f"{type_name} is internal: use `{hint}`" if hint else exc.message, EXIT_USAGE
         )
-    if exc.error_code == "unknown_task_type":
+    if exc.code == "unknown_task_type":
         return CliError(exc.message, EXIT_USAGE)
-    return exc
+    return cli_error(exc)
 
 
 def percent_of(task: dict[str, Any]) -> str:
@@ -241,7 +227,7 @@ def ls(
 ) -> None:
     """List your tasks, newest first."""
     with connect(ctx) as api:
-        tasks, count = api.task_list_counted(
+        tasks, count = api.tasks_counted(
             status=status, type_name=type_name, limit=None if all_pages else limit
         )
     if as_json:
@@ -317,7 +303,7 @@ def show(ctx: typer.Context, task_id: ID_ARG, as_json: JSON_OPT = False) -> None
 def history(ctx: typer.Context, task_id: ID_ARG, as_json: JSON_OPT = False) -> None:
     """Show a task's status history, oldest first."""
     with connect(ctx) as api:
-        events = api.get(f"/tasks/{task_id}/events", task_id=task_id)
+        events = api.history(task_id)
     if as_json:
         emit_json(events)
         return
@@ -351,9 +337,9 @@ def control(action: str) -> Any:
         with connect(ctx) as api:
             for task_id in task_ids:
                 try:
-                    task = api.post(f"/tasks/{task_id}/{action}", task_id=task_id)
+                    task = getattr(api, action)(task_id)
                 except ApiError as exc:
-                    if exc.status == 401:
+                    if isinstance(exc, Unauthorized):
                         raise
                     failed = True
                     message = "not found" if exc.status == 404 else exc.message

@@ -18,8 +18,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from tether.cli.http import EXIT_USAGE, Api, ApiError, CliError
+from tether.cli.connection import EXIT_USAGE, CliError
 from tether.cli.term import console
+from tether.client import BadRequest, Client, NotFound
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # importer.NAME_PATTERN
 TYPES = ("integer", "float", "boolean", "date", "timestamp", "timestamptz", "text")
@@ -99,12 +100,10 @@ class ProgressReader:
         return self.raw.tell()
 
 
-def find_dataset(api: Api, name: str) -> dict[str, Any] | None:
+def find_dataset(api: Client, name: str) -> dict[str, Any] | None:
     try:
-        return dict(api.get(f"/datasets/{name}"))
-    except ApiError as exc:
-        if exc.status == 404:
-            return None
-        if exc.status == 400:  # a name the server refuses, such as a reserved one
-            raise CliError(exc.message, EXIT_USAGE) from None
-        raise
+        return api.dataset(name)
+    except NotFound:
+        return None
+    except BadRequest as exc:  # a name the server refuses, such as a reserved one
+        raise CliError(exc.message, EXIT_USAGE) from None

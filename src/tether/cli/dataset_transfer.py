@@ -17,6 +17,7 @@ import typer
 
 from tether.cli import watch
 from tether.cli.client import JSON_OPT, emit_json
+from tether.cli.connection import EXIT_USAGE, CliError, connect
 from tether.cli.dataset_common import (
     TYPES,
     ProgressReader,
@@ -27,7 +28,7 @@ from tether.cli.dataset_common import (
     out,
     transfer_bar,
 )
-from tether.cli.http import EXIT_USAGE, Api, ApiError, CliError, connect
+from tether.client import BadRequest, Client
 
 DATE_TYPES = ("date", "timestamp", "timestamptz")
 UPLOAD_READ_TIMEOUT = 600.0  # the server syncs the file to disk before it answers
@@ -184,7 +185,6 @@ def import_cmd(
     """Upload a CSV file and import it into a dataset; prints the import task's id."""
     check_name(dataset)
     form: dict[str, Any] = {
-        "dataset": dataset,
         "mode": mode.value,
         "delimiter": delimiter,
         "header": "false" if no_header else "true",
@@ -217,16 +217,11 @@ def import_cmd(
         try:
             with transfer_bar(f"upload {file.name}", err.is_terminal and not as_json) as bar:
                 reader = ProgressReader(handle, lambda sent: bar(sent, size))
-                task = api.post(
-                    "/datasets/import",
-                    data=form,
-                    files={"file": (file.name, reader, "text/csv")},
-                    timeout=UPLOAD_READ_TIMEOUT,
+                task = api.import_csv(
+                    reader, dataset, filename=file.name, timeout=UPLOAD_READ_TIMEOUT, **form
                 )
-        except ApiError as exc:
-            if exc.status == 400:  # the form or the file is not acceptable: bad input
-                raise CliError(exc.message, EXIT_USAGE) from None
-            raise
+        except BadRequest as exc:  # the form or the file is not acceptable: bad input
+            raise CliError(exc.message, EXIT_USAGE) from None
         except KeyboardInterrupt:
             err.print("upload interrupted: nothing was imported")
             raise typer.Exit(130) from None
@@ -299,7 +294,7 @@ def export_cmd(
             date_column = guess_date_column(api, name)
         if date_column:
             body["date_column"] = date_column
-        task = api.post(f"/datasets/{name}/export", json=body)
+        task = api.export(name, **body)
         task_id = int(task["id"])
         if not as_json:
             out.print(task_id)
@@ -332,7 +327,7 @@ def export_cmd(
     )
 
 
-def guess_date_column(api: Api, name: str) -> str:
+def guess_date_column(api: Client, name: str) -> str:
     ds = find_dataset(api, name)
     if ds is None:
         raise CliError(f"no dataset {name!r}")
@@ -346,16 +341,18 @@ def guess_date_column(api: Api, name: str) -> str:
     return str(candidates[0])
 
 
-def wait_final(api: Api, task_id: int) -> dict[str, Any]:
-    """Poll quietly until the task is final."""
-    while True:
-        task = watch.patiently(lambda: api.task(task_id))
-        if task["status"] in watch.FINAL:
-            return task
-        time.sleep(watch.POLL)
+def wait_final(api: Client, task_id: int) -> dict[str, Any]:
+    """Wait quietly until the task is final (saying only when the server is lost or
+    has no event stream)."""
+    return api.wait(
+        task_id,
+        poll_interval=watch.POLL,
+        notify=watch.Voice().notify,
+        retry_for=watch.RECONNECT_SECONDS,
+    )
 
 
-def download_to(api: Api, task_id: int, output: Path) -> int:
+def download_to(api: Client, task_id: int, output: Path) -> int:
     """Download the export of ``task_id`` to ``output`` atomically (a temporary file in
     the same folder, renamed when complete); returns the size."""
     tmp = output.with_name(f".{output.name}.part-{os.getpid()}")

@@ -13,10 +13,11 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from tether.cli.client import JSON_OPT, emit_json, when
+from tether.cli.connection import EXIT_USAGE, CliError, connect
 from tether.cli.dataset_common import check_name, err, find_dataset, out
 from tether.cli.dataset_transfer import download_cmd, export_cmd, gen_csv, import_cmd
-from tether.cli.http import EXIT_USAGE, ApiError, CliError, connect
 from tether.cli.term import clip, limit_on
+from tether.client import ApiError, Unauthorized
 
 PANEL = "Datasets"
 
@@ -55,7 +56,7 @@ def datasets_list(ctx: typer.Context, as_json: JSON_OPT = False) -> None:
     if ctx.invoked_subcommand is not None:
         return
     with connect(ctx) as api:
-        data = api.get("/datasets")
+        data = api.datasets()
     if as_json:
         emit_json(data)
         return
@@ -92,11 +93,7 @@ def datasets_show(
         ds = find_dataset(api, name)
         if ds is None:
             raise CliError(f"no dataset {name!r}")
-        page = (
-            api.get(f"/datasets/{name}/rows", params={"limit": rows, "offset": offset})
-            if rows
-            else None
-        )
+        page = api.dataset_rows(name, limit=rows, offset=offset) if rows else None
     if as_json:
         emit_json({**ds, "preview": page["rows"] if page else []})
         return
@@ -141,9 +138,9 @@ def datasets_rm(
     with connect(ctx) as api:
         for name in names:
             try:
-                api.delete(f"/datasets/{name}")
+                api.delete_dataset(name)
             except ApiError as exc:
-                if exc.status == 401:
+                if isinstance(exc, Unauthorized):
                     raise
                 failed = True
                 err.print(f"dataset {name}: {exc.message}")

@@ -9,7 +9,8 @@ import httpx
 import typer
 
 from tether.cli import client, datasets, server, tidy
-from tether.cli.http import CliError
+from tether.cli.connection import CliError, cli_error
+from tether.client import TetherError
 
 app = typer.Typer(
     name="tether",
@@ -44,12 +45,14 @@ datasets.register(app)
 
 
 def main() -> None:
-    """Run the app; our errors and any HTTP failure become one line on stderr."""
+    """Run the app; our errors, the client's and any HTTP failure become one line on
+    stderr."""
     try:
         tidy.prepare(typer.main.get_command(app))(prog_name="tether")
-    except CliError as exc:
-        print(f"tether: {exc.message}", file=sys.stderr)
-        sys.exit(exc.code)
+    except (CliError, TetherError) as exc:
+        error = exc if isinstance(exc, CliError) else cli_error(exc)
+        print(f"tether: {error.message}", file=sys.stderr)
+        sys.exit(error.code)
     except httpx.HTTPError as exc:
         print(f"tether: HTTP error: {exc}", file=sys.stderr)
         sys.exit(3 if isinstance(exc, httpx.TransportError) else 1)

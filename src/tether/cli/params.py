@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tether.cli.http import EXIT_USAGE, CliError
+from tether.cli.connection import EXIT_USAGE, CliError
 
 
 def _word(value: Any) -> str:

@@ -1,27 +1,26 @@
-"""``tether watch`` (live progress bars, or plain lines when not on a terminal) and
-``tether wait``. Both only poll: stopping them never touches the tasks."""
+"""``tether watch`` (live progress bars, or plain lines when not on a terminal),
+``tether wait`` and ``tether events``. They follow the server's event stream; a server
+without one is polled, and they say so. Stopping them never touches the tasks."""
 
 from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable
-from functools import partial
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
-from tether.cli.http import EXIT_UNREACHABLE, EXIT_USAGE, Api, ApiError, CliError, connect
+from tether.cli.connection import EXIT_USAGE, CliError, connect
 from tether.cli.term import clip
+from tether.client import Client, Follower, Notice, WaitTimeout
 
 FINAL = ("succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running", "pausing", "paused", "cancelling")
 STATUSES = (*ACTIVE, *FINAL)
-POLL = 0.3
-T = TypeVar("T")
+POLL = 0.3  # seconds between polls of a server without an event stream
 RECONNECT_SECONDS = 120.0  # how long watch and wait outlast an unreachable server
 STATUS_STYLE = {
     "succeeded": "green",
@@ -64,66 +63,35 @@ def final_line(task_id: int, task: dict[str, Any] | None) -> str:
     return line
 
 
-def _fetch(api: Api, task_id: int) -> dict[str, Any] | None:
-    try:
-        return api.task(task_id)
-    except ApiError as exc:
-        if exc.status == 404:
-            return None
-        raise
+class Voice:
+    """Says the client's notices (server lost, back, polling) as one line each, on
+    stderr or, while bars are drawn, above them."""
+
+    def __init__(self) -> None:
+        self.say: Callable[[str], None] = _to_stderr
+
+    def notify(self, notice: Notice, detail: str) -> None:
+        if notice is Notice.LOST:
+            self.say(
+                f"the server is unreachable; retrying for up to {RECONNECT_SECONDS:g}s "
+                "(Ctrl-C stops watching, not the tasks)"
+            )
+        elif notice is Notice.BACK:
+            self.say("the server is back")
+        elif notice is Notice.POLLING:
+            self.say(f"{detail}; polling every {POLL:g}s instead")
 
 
 def _to_stderr(line: str) -> None:
     print(f"tether: {line}", file=sys.stderr, flush=True)
 
 
-def patiently(call: Callable[[], T], say: Callable[[str], None] = _to_stderr) -> T:
-    """``call()``, retried while the server cannot be reached (a restart), for up to
-    RECONNECT_SECONDS; ``say`` gets one line when it is lost and one when it is back."""
-    lost: float | None = None
-    while True:
-        try:
-            result = call()
-        except CliError as exc:
-            if exc.code != EXIT_UNREACHABLE:
-                raise
-            now = time.monotonic()
-            if lost is None:
-                lost = now
-                say(
-                    f"the server is unreachable; retrying for up to {RECONNECT_SECONDS:g}s "
-                    "(Ctrl-C stops watching, not the tasks)"
-                )
-            elif now - lost > RECONNECT_SECONDS:
-                raise
-            time.sleep(1.0)
-            continue
-        if lost is not None:
-            say("the server is back")
-        return result
+def follow(api: Client, ids: list[int], voice: Voice) -> Follower:
+    """The tasks ``ids`` followed on the event stream, or polled when it is missing."""
+    return api.follow(ids, poll_interval=POLL, notify=voice.notify, retry_for=RECONNECT_SECONDS)
 
 
-def _poll(
-    api: Api,
-    ids: list[int],
-    latest: dict[int, dict[str, Any] | None],
-    say: Callable[[str], None] = _to_stderr,
-) -> bool:
-    """Refresh every unfinished task; True when all are final (or gone)."""
-    for task_id in ids:
-        task = latest.get(task_id, {})
-        if task is None or task.get("status") in FINAL:
-            continue
-        if not task:  # a server that was never reached is an error at once
-            latest[task_id] = _fetch(api, task_id)
-        else:
-            latest[task_id] = patiently(partial(_fetch, api, task_id), say)
-    return all(t is None or t["status"] in FINAL for t in latest.values())
-
-
-def _watch_bars(
-    api: Api, ids: list[int], latest: dict[int, dict[str, Any] | None], console: Console
-) -> None:
+def _watch_bars(follower: Follower, console: Console, voice: Voice) -> None:
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -135,10 +103,10 @@ def _watch_bars(
     )
     with Progress(*columns, console=console, refresh_per_second=8) as bars:
         rows: dict[int, TaskID] = {}
+        voice.say = lambda line: bars.console.print(f"tether: {line}")
         while True:
-            done = _poll(api, ids, latest, lambda line: bars.console.print(f"tether: {line}"))
-            for task_id in ids:
-                task = latest[task_id]
+            for task_id in follower.ids:
+                task = follower.latest[task_id]
                 if task is None:
                     continue
                 pct = (task.get("progress") or {}).get("percent")
@@ -150,43 +118,44 @@ def _watch_bars(
                         f"#{task_id} {task['type']}", total=total, **_fields(task)
                     )
                 bars.update(rows[task_id], total=total, completed=pct or 0, **_fields(task))
-            if done:
+            if follower.done:
                 bars.refresh()
                 return
-            time.sleep(POLL)
+            follower.next(0.5)
 
 
-def _watch_lines(api: Api, ids: list[int], latest: dict[int, dict[str, Any] | None]) -> None:
+def _watch_lines(follower: Follower) -> None:
     shown: dict[int, str] = {}
     while True:
-        done = _poll(api, ids, latest)
-        for task_id in ids:
-            task = latest[task_id]
+        for task_id in follower.ids:
+            task = follower.latest[task_id]
             status = task["status"] if task else "not found"
             if task and shown.get(task_id) != status and status not in FINAL:
                 pct = (task.get("progress") or {}).get("percent")
                 extra = f" {pct:.0f}%" if isinstance(pct, int | float) else ""
                 print(f"task {task_id} ({task['type']}): {status}{extra}", flush=True)
             shown[task_id] = status
-        if done:
+        if follower.done:
             return
-        time.sleep(POLL)
+        follower.next(0.5)
 
 
-def run_watch(api: Api, ids: list[int], *, as_json: bool = False) -> int:
+def run_watch(api: Client, ids: list[int], *, as_json: bool = False) -> int:
     """Watch ``ids`` until every one is final. Returns the exit code: 0 if all
     succeeded, 1 otherwise, 130 on Ctrl-C. With ``as_json`` only the final tasks are
     printed (as a JSON object for one task, a list for several)."""
-    latest: dict[int, dict[str, Any] | None] = {i: {} for i in ids}
     console = Console(highlight=False)
+    voice = Voice()
     try:
-        if as_json:
-            while not _poll(api, ids, latest):
-                time.sleep(POLL)
-        elif console.is_terminal:
-            _watch_bars(api, ids, latest, console)
-        else:
-            _watch_lines(api, ids, latest)
+        with follow(api, ids, voice) as follower:
+            if as_json:
+                while not follower.done:
+                    follower.next(1.0)
+            elif console.is_terminal:
+                _watch_bars(follower, console, voice)
+            else:
+                _watch_lines(follower)
+            latest = follower.latest
     except KeyboardInterrupt:
         print("stopped watching; tasks keep running", file=sys.stderr, flush=True)
         return 130
@@ -213,7 +182,7 @@ def watch(
     with connect(ctx) as api:
         ids = list(task_ids or [])
         if not ids:
-            active = api.task_list(status=",".join(ACTIVE), limit=None)
+            active = api.tasks(status=",".join(ACTIVE), limit=None)
             ids = sorted(int(t["id"]) for t in active)
             if not ids:
                 print("no active tasks")
@@ -237,26 +206,26 @@ def wait(
             f"--until: unknown status {bad[0] if bad else until!r}; use {', '.join(STATUSES)}",
             EXIT_USAGE,
         )
-    deadline = None if timeout is None else time.monotonic() + timeout
+    voice = Voice()
     with connect(ctx) as api:
         try:
-            task = api.task(task_id)
-            while True:
-                status = task["status"]
-                if status in wanted:
-                    print(f"task {task_id}: {status}")
-                    return
-                if status in FINAL:
-                    raise CliError(
-                        f"{final_line(task_id, task)} (waited for {', '.join(sorted(wanted))})"
-                    )
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise CliError(f"timed out after {timeout:g}s: task {task_id} is {status}")
-                time.sleep(POLL)
-                task = patiently(lambda: api.task(task_id))
+            task = api.wait(
+                task_id,
+                timeout,
+                until=wanted,
+                poll_interval=POLL,
+                notify=voice.notify,
+                retry_for=RECONNECT_SECONDS,
+            )
+        except WaitTimeout as exc:
+            status = exc.task["status"]
+            raise CliError(f"timed out after {timeout:g}s: task {task_id} is {status}") from None
         except KeyboardInterrupt:
             print("stopped waiting; the task keeps running", file=sys.stderr)
             raise typer.Exit(130) from None
+    if task["status"] not in wanted:  # it ended otherwise
+        raise CliError(f"{final_line(task_id, task)} (waited for {', '.join(sorted(wanted))})")
+    print(f"task {task_id}: {task['status']}")
 
 
 def register(app: typer.Typer, panel: str) -> None:

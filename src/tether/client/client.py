@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Collection, Iterable
-from typing import IO, Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, Protocol
 
 import httpx
 
@@ -17,6 +17,13 @@ from tether.client.stream import EventStream
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 Tasks = Iterable[int] | Literal["mine", "all"]
+
+
+class SupportsRead(Protocol):
+    """A binary file to upload: ``read``, and ``seek``/``tell`` or ``fileno`` for its
+    length (httpx streams it)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 def error_of(response: httpx.Response) -> tuple[str, str, Any]:
@@ -270,14 +277,15 @@ class Client:
 
     def import_csv(
         self,
-        file: IO[bytes] | str | os.PathLike[str],
+        file: SupportsRead | str | os.PathLike[str],
         dataset: str,
         *,
         filename: str | None = None,
         timeout: float = 600.0,
         **form: Any,
     ) -> dict[str, Any]:
-        """Upload a CSV file (streamed) into ``dataset``; returns the import task.
+        """Upload a CSV file (a path, or a binary file object: streamed) into ``dataset``;
+        returns the import task.
         ``form``: mode, delimiter, header, null_values, columns, on_error (as the API)."""
         if isinstance(file, str | os.PathLike):
             with open(file, "rb") as handle:

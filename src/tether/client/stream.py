@@ -32,7 +32,7 @@ from tether.client.errors import (
     reply_error,
 )
 
-BACKOFF = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # then 5 s between reconnection attempts
+BACKOFF = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # seconds between attempts to reconnect, then 5
 BACKOFF_MAX = 5.0
 # Close codes of a server going away or overloaded for a moment: connect again.
 GOING_AWAY = frozenset({1001, 1006, 1011, 1012, 1013, 4008})
@@ -104,7 +104,8 @@ class EventStream:
         self._req = 0
         self._closed = False
         self._lost_at: float | None = None  # when reconnecting started failing
-        self._attempt = 0
+        self._attempt = 0  # failed attempts since the connection was lost
+        self._retry_at: float | None = None  # when to try connecting again
 
     # -- connecting ----------------------------------------------------------------
 
@@ -202,17 +203,17 @@ class EventStream:
         return frame
 
     def _reconnect(self, deadline: float | None) -> ClientConnection | None:
-        """Connect again with backoff; None when ``deadline`` passes first. Raises the
-        last failure once reconnecting has failed for ``retry_for`` seconds."""
-        while True:
-            delay = BACKOFF[self._attempt] if self._attempt < len(BACKOFF) else BACKOFF_MAX
-            if deadline is not None and time.monotonic() + delay > deadline:
-                time.sleep(max(deadline - time.monotonic(), 0))
+        """Connect again, attempts spaced by BACKOFF; None when ``deadline`` passes
+        first (the next call goes on where this one stopped). Raises the last failure
+        once reconnecting has failed for ``retry_for`` seconds."""
+        while not self._closed:
+            now = time.monotonic()
+            if self._retry_at is None:
+                self._retry_at = now  # the first attempt is at once (a 4008, a cut)
+            if deadline is not None and self._retry_at > deadline:
+                time.sleep(max(deadline - now, 0))
                 return None
-            time.sleep(delay)
-            if self._closed:
-                return None
-            self._attempt += 1
+            time.sleep(max(self._retry_at - now, 0))
             try:
                 ws = self._connect(first=False)
             except Unreachable:
@@ -222,12 +223,16 @@ class EventStream:
                     self._say(Notice.LOST, "the server cannot be reached")
                 elif self.retry_for is not None and now - self._lost_at > self.retry_for:
                     raise
+                self._attempt += 1
+                delay = BACKOFF[self._attempt] if self._attempt < len(BACKOFF) else BACKOFF_MAX
+                self._retry_at = now + delay
                 continue
             if self._lost_at is not None:
                 self._say(Notice.BACK, "")
-            self._lost_at = None
+            self._lost_at = self._retry_at = None
             self._attempt = 0
             return ws
+        return None
 
     def _say(self, notice: Notice, detail: str) -> None:
         if self.notify is not None:
