@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tether.cli import config, watch
+from tether.cli import config, events, watch
 from tether.cli.connection import EXIT_USAGE, CliError, cli_error, connect
 from tether.cli.params import convert, describe_params, load_params_file
 from tether.cli.term import console, one_line_table
@@ -365,3 +365,4 @@ def register(app: typer.Typer) -> None:
     for action in ("pause", "resume", "cancel"):
         app.command(action, rich_help_panel=PANEL)(control(action))
     watch.register(app, PANEL)
+    events.register(app, PANEL)
