@@ -22,6 +22,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -306,7 +307,7 @@ class Connection:
                 error = cmd.CommandError(
                     "throttled",
                     f"more than {RATE:g} requests a second on this connection; slow down",
-                    retry_after=round(wait, 3),
+                    retry_after=math.ceil(wait * 1000) / 1000,  # seconds
                 )
                 reply = cmd.error_reply(req, error.error)
             elif text is None:
@@ -323,7 +324,9 @@ class Connection:
         try:
             frame = parse(text)
             kind = frame.get("type")
-            if kind == "auth":
+            if kind == "auth":  # (its req, if any, is echoed)
+                with contextlib.suppress(cmd.CommandError):
+                    req = cmd.request_id(frame)
                 raise cmd.CommandError("already_authenticated", "this connection is authenticated")
             req = cmd.request_id(frame)
             if kind == "subscribe" or kind == "unsubscribe":

@@ -240,10 +240,12 @@ def _request(user: Any, peer: Peer, call: RestCall) -> WSGIRequest:
 
 
 def _renamed(error: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
-    fields = error.get("fields")
-    if not renames or not isinstance(fields, dict):
+    if not renames:
         return error
-    error = {**error, "fields": {renames.get(k, k): v for k, v in fields.items()}}
+    error = dict(error)
+    fields = error.get("fields")
+    if isinstance(fields, dict):
+        error["fields"] = {renames.get(k, k): v for k, v in fields.items()}
     for old, new in renames.items():
         if error.get("message", "").startswith(f"{old}: "):
             error["message"] = f"{new}: " + error["message"][len(old) + 2 :]
