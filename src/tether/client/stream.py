@@ -137,6 +137,9 @@ class EventStream:
             raise TetherError(f"bad server URL {self.server!r}: {exc}") from None
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise Unreachable(self.server, str(exc) or type(exc).__name__) from None
+        # entered as its context manager says it is kept (websockets >= 17.1 warns about a
+        # connection that is not); close() ends it
+        ws.__enter__()
         try:
             self._handshake(ws)
         except BaseException:
