@@ -160,3 +160,23 @@ def stubborn(ctx: TaskContext, *, seconds: float = 600) -> None:
 def not_json(ctx: TaskContext, *, value: str = "inf") -> dict[str, Any]:
     """Return a float JSON cannot hold: the task fails with result_not_json."""
     return {"sum": float(value)}
+
+
+@task(
+    name="chatty",
+    params={
+        "type": "object",
+        "properties": {
+            "steps": {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 50},
+            "size": {"type": "integer", "minimum": 0, "maximum": 1_000_000, "default": 0},
+        },
+        "additionalProperties": False,
+    },
+)
+def chatty(ctx: TaskContext, *, steps: int = 50, size: int = 0) -> None:
+    """Report progress with a ``size``-character message at each of ``steps`` steps,
+    one published progress update per step (they go out at most every 0.2 s): event
+    streams carry megabytes."""
+    for i in range(steps):
+        ctx.progress(i + 1, total=steps, unit="steps", message=f"{i:08d}" + "x" * size)
+        time.sleep(0.21)

@@ -12,6 +12,7 @@ import re
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,6 +29,7 @@ from tests.acceptance.conftest import (
     ServerFactory,
     login,
     run_tether,
+    submit,
     wait_for,
     wait_until,
 )
@@ -446,39 +448,40 @@ class StalledClient:
             if not data or self.close_code is not None:
                 return
 
+    def status_ids(self) -> list[int]:
+        return [f["id"] for f in self.frames if f.get("kind") == "status"]
+
     def drain(self, done: Any, timeout: float) -> None:
         self._until(lambda: done() or self.close_code is not None, timeout)
 
 
 def test_a_client_that_stops_reading_does_not_delay_another(srv: Server) -> None:
+    """One client reads nothing while tasks send it megabytes of progress (more than
+    every buffer between it and the server holds) and status events; another client
+    of the same user gets all of it, and the first, when it reads again, has lost no
+    status event (or was closed 4008, too far behind, and lost none before that)."""
+    buffers = kernel_send_buffer_max() + 1024 * 1024  # the server's socket, and more
     with login(srv) as api:
         token = token_of(api)
         stalled = StalledClient(srv, token)
-        with Socket.open(srv, token) as ws:
+        with Socket(raw_connect(srv, {"Authorization": f"Token {token}"}, max_size=None)) as ws:
             ws.ok("subscribe", tasks="mine")
-            tasks = []
-            for i in range(300):
-                r = api.post(
-                    "/tasks", json={"type": "add", "params": {"operand1": i, "operand2": 0}}
-                )
-                tasks.append(r.json()["id"])
-            # the reader gets everything while the other reads nothing
-            ws.events_until(
-                all_reached(tasks, "succeeded"),
-                "every task succeeded",
-                timeout=90,
-            )
+            big = [submit(api, "chatty", {"steps": 40, "size": 500_000})["id"] for _ in range(2)]
+            quick = [submit(api, "add", {"operand1": i, "operand2": 0})["id"] for i in range(100)]
+            ws.events_until(all_reached(big + quick, "succeeded"), "every task succeeded", 120)
             wanted = [e["id"] for e in ws.statuses()]
-        assert len(wanted) >= 900
-        # the stalled client lost nothing: every status event in order, or closed 4008
-        stalled.drain(
-            lambda: [f["id"] for f in stalled.frames if f.get("kind") == "status"] == wanted,
-            timeout=60,
-        )
-        got = [f["id"] for f in stalled.frames if f.get("kind") == "status"]
-        assert stalled.close_code in (None, 4008)
-        if stalled.close_code is None:
-            assert got == wanted
-        else:
-            assert got == wanted[: len(got)]
+            sent = sum(len(json.dumps(e)) for e in ws.events)
+        assert sent > 2 * buffers, sent  # the stalled client's share cannot all be in buffers
+        stalled.drain(lambda: stalled.status_ids() == wanted, timeout=60)
+        got = stalled.status_ids()
+        assert stalled.close_code in (None, 4008), stalled.close_code
+        assert got == (wanted if stalled.close_code is None else wanted[: len(got)])
         stalled.sock.close()
+
+
+def kernel_send_buffer_max() -> int:
+    """The most a TCP socket's send buffer may grow to here (tcp_wmem's maximum)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    except OSError:
+        return 8 * 1024 * 1024
