@@ -359,7 +359,7 @@ def download_to(api: Client, task_id: int, output: Path) -> int:
     try:
         with open(tmp, "wb") as fh:
             with transfer_bar(f"download #{task_id}", err.is_terminal) as progress:
-                size = api.download(f"/tasks/{task_id}/download", fh, progress)
+                size = api.download(task_id, fh, progress)
             fh.flush()
             os.fsync(fh.fileno())
         tmp.replace(output)

@@ -139,11 +139,16 @@ class Client:
         return self.request("DELETE", path, **kw)
 
     def download(
-        self, path: str, out: BinaryIO, progress: Callable[[int, int | None], None] | None = None
+        self,
+        task_id: int,
+        out: BinaryIO,
+        progress: Callable[[int, int | None], None] | None = None,
     ) -> int:
-        """Stream the body of GET ``path`` into ``out``; returns the bytes written.
-        ``progress(done, total)`` is called after each chunk (total from Content-Length)."""
+        """Stream the file of a succeeded export task into ``out``; returns the bytes
+        written. ``progress(done, total)`` is called after each chunk (total from
+        Content-Length)."""
         written = 0
+        path = f"/tasks/{task_id}/download"
         try:
             with self._http.stream("GET", path, headers=self._headers(True)) as response:
                 if response.status_code >= 400:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from tether.client.client import Client
 
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
+MAX_IDS = 1000  # task ids a subscribe request may name (the server's limit)
 T = TypeVar("T")
 
 
@@ -54,10 +55,11 @@ class Follower:
         unfinished = self.unfinished()
         if not unfinished:
             return
+        tasks: list[int] | Literal["mine", "all"] = unfinished
+        if len(unfinished) > MAX_IDS:  # more than a subscription names: take them all
+            tasks = "all" if self.client.me().get("is_staff") else "mine"
         try:
-            self.stream = self.client.events(
-                unfinished, retry_for=self.retry_for, notify=self.notify
-            )
+            self.stream = self.client.events(tasks, retry_for=self.retry_for, notify=self.notify)
         except StreamUnavailable as exc:
             self._to_polling(exc)
             return
