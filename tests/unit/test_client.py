@@ -123,6 +123,55 @@ def test_follower_polls_a_server_without_a_stream_and_says_so_once() -> None:
     assert notices == [Notice.POLLING]
 
 
+class Scripted:
+    """A client whose event stream plays ``events``; counts the fetches of each task."""
+
+    def __init__(self, tasks: dict[int, dict[str, Any]], events: list[dict[str, Any]]) -> None:
+        self.tasks = tasks
+        self.events_left = list(events)
+        self.fetches: dict[int, int] = {}
+
+    def task(self, task_id: int) -> dict[str, Any]:
+        self.fetches[task_id] = self.fetches.get(task_id, 0) + 1
+        return dict(self.tasks[task_id])
+
+    def events(self, tasks: Any, **kw: Any) -> Any:
+        assert tasks == [1]
+        return self
+
+    def get(self, timeout: float | None = None) -> dict[str, Any] | None:
+        return self.events_left.pop(0) if self.events_left else None
+
+    def close(self) -> None:
+        pass
+
+
+def test_follower_applies_events_and_fetches_only_the_end() -> None:
+    progress = {"done": 5, "total": 10, "eta_seconds": 3.0}
+    fake = Scripted(
+        {1: {"id": 1, "status": "running", "progress": None}},
+        [
+            {"kind": "progress", "id": None, "task": 1, "progress": progress},
+            {"kind": "progress", "id": None, "task": 2, "progress": progress},  # not followed
+            {"kind": "status", "id": 8, "task": 1, "from": "running", "to": "pausing"},
+            {"kind": "status", "id": 9, "task": 1, "from": "pausing", "to": "succeeded"},
+        ],
+    )
+    with Follower(fake, [1]) as follower:  # type: ignore[arg-type]
+        follower.start()
+        assert fake.fetches == {1: 2}  # before and after subscribing
+        assert follower.next() == {1} and follower.latest[1]["progress"] == progress  # type: ignore[index]
+        assert follower.next() == set()
+        assert follower.next() == {1}
+        paused = follower.latest[1]
+        assert paused is not None and paused["status"] == "pausing"
+        assert paused["progress"]["eta_seconds"] is None  # not counting down
+        fake.tasks[1] = {"id": 1, "status": "succeeded", "result": 7}
+        assert follower.next() == {1} and follower.done
+        assert follower.latest[1] == {"id": 1, "status": "succeeded", "result": 7}
+        assert fake.fetches == {1: 3}
+
+
 # -- against a scripted WebSocket server ---------------------------------------------
 
 Script = Callable[[ServerConnection, int], None]

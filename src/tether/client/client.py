@@ -11,7 +11,7 @@ from typing import Any, BinaryIO, Literal, Protocol
 import httpx
 
 from tether import __version__
-from tether.client.errors import NotTetherServer, Unreachable, api_error
+from tether.client.errors import NotTetherServer, Unauthorized, Unreachable, api_error
 from tether.client.follow import FINAL, Follower, Notify, wait_for
 from tether.client.stream import EventStream
 
@@ -326,6 +326,8 @@ class Client:
         4008) is reconnected with ``since`` = the last status event seen, for up to
         ``retry_for`` seconds, so no status event is lost or repeated. Raises
         ``StreamUnavailable`` when the server has no WebSocket stream."""
+        if not self.token:  # the server would wait 5 s for an auth frame, then close 4401
+            raise Unauthorized("no token: log in first", code="not_authenticated")
         stream = EventStream(
             self.server,
             self.token,

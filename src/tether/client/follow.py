@@ -101,7 +101,11 @@ class Follower:
         elif event.get("to") in FINAL:
             self.latest[task_id] = self._patiently(partial(self._fetch, task_id))
         else:
-            self.latest[task_id] = {**task, "status": event.get("to")}
+            moved = {**task, "status": event.get("to")}
+            if moved["status"] != "running" and isinstance(task.get("progress"), dict):
+                # as the API shows it: no time left is counting down unless it runs
+                moved["progress"] = {**task["progress"], "eta_seconds": None}
+            self.latest[task_id] = moved
         return {task_id}
 
     def _poll(self) -> set[int]:
