@@ -415,6 +415,7 @@ class StalledClient:
         self._flush()
         self.frames: list[dict[str, Any]] = []
         self.close_code: int | None = None
+        self.reset = False
         self._until(lambda: any(f.get("type") == "hello" for f in self.frames), 30)
         self.proto.send_text(json.dumps({"type": "subscribe", "req": 1, "tasks": "mine"}).encode())
         self._flush()
@@ -432,9 +433,14 @@ class StalledClient:
             if left <= 0:
                 pytest.fail("timed out reading the stalled client's socket")
             self.sock.settimeout(left)
-            data = self.sock.recv(65536)
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:  # the server cut it off
+                self.reset = True
+                return
             if not data:
                 self.proto.receive_eof()
+                self.reset = self.close_code is None  # cut off without a close frame
             else:
                 self.proto.receive_data(data)
             for event in self.proto.events_received():
@@ -443,7 +449,8 @@ class StalledClient:
                 elif isinstance(event, WireFrame) and event.opcode == Opcode.TEXT:
                     self.frames.append(json.loads(bytes(event.data)))
                 elif isinstance(event, WireFrame) and event.opcode == Opcode.CLOSE:
-                    self.close_code = self.proto.close_code
+                    rcvd = self.proto.close_rcvd
+                    self.close_code = rcvd.code if rcvd is not None else 1005
             self._flush()  # pongs, the close answer
             if not data or self.close_code is not None:
                 return
@@ -452,7 +459,7 @@ class StalledClient:
         return [f["id"] for f in self.frames if f.get("kind") == "status"]
 
     def drain(self, done: Any, timeout: float) -> None:
-        self._until(lambda: done() or self.close_code is not None, timeout)
+        self._until(lambda: done() or self.close_code is not None or self.reset, timeout)
 
 
 def test_a_client_that_stops_reading_does_not_delay_another(srv: Server) -> None:
@@ -485,3 +492,30 @@ def kernel_send_buffer_max() -> int:
         return int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
     except OSError:
         return 8 * 1024 * 1024
+
+
+def test_a_client_too_far_behind_is_closed_4008_and_let_go(server: ServerFactory) -> None:
+    """With room for 50 waiting status events, a client that reads nothing while its
+    send waits is closed (4008), or cut off when not even the close gets through; the
+    server lets it go (its subscription ends) and the other client is unaffected."""
+    srv = server(workers=2, TETHER_EVENT_QUEUE_LIMIT="50")
+    with login(srv) as api:
+        token = token_of(api)
+        stalled = StalledClient(srv, token)
+        with Socket(raw_connect(srv, {"Authorization": f"Token {token}"}, max_size=None)) as ws:
+            ws.ok("subscribe", tasks="mine")
+            assert api.get("/health").json()["event_subscribers"] == 2
+            big = [submit(api, "chatty", {"steps": 30, "size": 500_000})["id"] for _ in range(2)]
+            quick = [submit(api, "add", {"operand1": i, "operand2": 0})["id"] for i in range(60)]
+            ws.events_until(all_reached(big + quick, "succeeded"), "every task succeeded", 120)
+            wanted = [e["id"] for e in ws.statuses()]
+            wait_until(
+                lambda: api.get("/health").json()["event_subscribers"] == 1,
+                "the stalled client's subscription to end",
+            )
+            assert ws.ok("get", task=quick[0])["status"] == "succeeded"
+        stalled.drain(lambda: False, timeout=60)
+        assert stalled.reset or stalled.close_code == 4008, stalled.close_code
+        got = stalled.status_ids()
+        assert got == wanted[: len(got)] and len(got) < len(wanted)
+        stalled.sock.close()

@@ -146,6 +146,9 @@ TETHER = {
     # web pages (besides the server's own) whose scripts may open /ws/v1 with the
     # user's session cookie: an Origin header naming another site is refused (4403)
     "ALLOWED_ORIGINS": env_origins("TETHER_ALLOWED_ORIGINS"),
+    # status events a slow event-stream client may have waiting before it is closed
+    # (WebSocket 4008) and resumes with since; progress only ever keeps the latest
+    "EVENT_QUEUE_LIMIT": int(os.environ.get("TETHER_EVENT_QUEUE_LIMIT", "10000")),
     # largest CSV field (cell) an import reads; a record may be 16 times as long
     "CSV_MAX_FIELD_BYTES": env_bytes("TETHER_CSV_MAX_FIELD_BYTES", 1024**2),
     # most columns (fields of a record) an import takes; fewer where the database

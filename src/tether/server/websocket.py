@@ -23,6 +23,8 @@ import io
 import json
 import logging
 import math
+import socket
+import struct
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -35,7 +37,7 @@ from rest_framework.exceptions import APIException, ErrorDetail
 import tether
 from tether.api.parsers import JSONParser
 from tether.events.hub import Hub, get_hub
-from tether.events.subscriber import Overflow, Subscriber
+from tether.events.subscriber import STATUS_LIMIT, Overflow, Subscriber
 from tether.server import scope_auth
 from tether.server import ws_commands as cmd
 from tether.server.scope_auth import AuthFailed, Credential
@@ -194,11 +196,18 @@ class Connection:
             self._abort()  # it does not read: its buffers are full
 
     def _abort(self) -> None:
-        """Drop the connection without a closing handshake (uvicorn's transport)."""
+        """Drop the connection at once, with what waits to be sent (a reset: closing
+        the socket would leave the kernel holding its unsent megabytes). ASGI has no
+        way to say so: this reaches for uvicorn's transport, if it is there."""
         protocol = getattr(self._send, "__self__", None)
         transport = getattr(protocol, "transport", None)
-        if transport is not None and hasattr(transport, "abort"):
-            transport.abort()
+        if transport is None or not hasattr(transport, "abort"):
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
 
     # -- the connection's life -----------------------------------------------------------
     async def run(self) -> None:
@@ -220,6 +229,7 @@ class Connection:
                 self.user.pk,
                 self.user.is_staff,
                 asyncio.get_running_loop(),
+                limit=int(cast(int, settings.TETHER.get("EVENT_QUEUE_LIMIT", STATUS_LIMIT))),
                 on_overflow=self._overflowed,
             )
             hello = {
