@@ -2,8 +2,9 @@
 so that one suite (``test_contract.py``) checks the same contract (DESIGN.md, "The
 contract") with the same assertions everywhere.
 
-``deployment`` is parametrized and module-scoped: each deployment is started once,
-used by every test of the module and torn down afterwards. While one deployment is
+``deployment`` is parametrized and package-scoped: pytest groups the tests of this
+folder's modules (test_contract.py, test_events.py) by deployment, so each one is
+started once, used by every test and torn down afterwards. While one deployment is
 being tested, the next one the session needs starts in the background (``Prestarter``).
 
 - ``embedded-sqlite``: ``tether serve`` running tasks in 2 embedded slots, on SQLite.
@@ -388,7 +389,7 @@ def prestarter() -> Iterator[Prestarter]:
         starter.close()
 
 
-@pytest.fixture(scope="module", params=SPECS, ids=lambda spec: spec.name)
+@pytest.fixture(scope="package", params=SPECS, ids=lambda spec: spec.name)
 def deployment(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, prestarter: Prestarter
 ) -> Iterator[Deployment]:
