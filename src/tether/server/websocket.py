@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import logging
 import math
@@ -32,10 +31,8 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
-from rest_framework.exceptions import APIException, ErrorDetail
 
 import tether
-from tether.api.parsers import JSONParser
 from tether.events.hub import Hub, get_hub
 from tether.events.subscriber import STATUS_LIMIT, Overflow, Subscriber
 from tether.server import scope_auth
@@ -54,7 +51,6 @@ RECHECK_INTERVAL = 60.0  # seconds between checks of the credential of an idle c
 MAX_CONNECTIONS_PER_USER = 64
 RATE, BURST = 50.0, 100  # requests a second on one connection, and the burst allowed
 CLOSE_TIMEOUT = 5.0  # a close frame the client does not take by then: drop the connection
-PARSE_WHEN_THROTTLED = 4096  # a throttled frame is read for its req only when this small
 PING = json.dumps({"type": "ping"})
 
 BAD_HOST, UNAUTHORIZED, FORBIDDEN_ORIGIN = 4400, 4401, 4403
@@ -68,26 +64,6 @@ class Close(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason.encode()[:123].decode(errors="ignore")  # a close frame's limit
-
-
-class Bucket:
-    """Token bucket: ``rate`` requests a second, bursts of ``burst``."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.stamp = time.monotonic()
-
-    def take(self) -> float:
-        """0 when a request may run now, else the seconds until it could."""
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
 
 
 class ConnectionSubscriber(Subscriber):
@@ -108,36 +84,6 @@ class ConnectionSubscriber(Subscriber):
         return wake
 
 
-def frame_error(exc: APIException) -> dict[str, Any]:
-    """The {code, message} REST gives a body it cannot parse."""
-    detail = exc.detail
-    code = detail.code if isinstance(detail, ErrorDetail) else exc.default_code
-    return {"code": str(code), "message": str(detail)}
-
-
-def parse(text: str) -> dict[str, Any]:
-    """A request frame under REST's JSON rules (depth, numbers, NUL); raises CommandError."""
-    try:
-        value = JSONParser().parse(io.BytesIO(text.encode("utf-8", "surrogatepass")))
-    except APIException as exc:
-        raise cmd.CommandError(**frame_error(exc)) from None
-    if not isinstance(value, dict):
-        raise cmd.CommandError("bad_frame", 'a frame is a JSON object: {"type": …, "req": …}')
-    return value
-
-
-def quick_req(text: str) -> Any:
-    """The req of a frame not otherwise read (None when it is not cheap to find)."""
-    if len(text) > PARSE_WHEN_THROTTLED:
-        return None
-    with contextlib.suppress(ValueError, RecursionError):
-        frame = json.loads(text)
-        if isinstance(frame, dict):
-            with contextlib.suppress(cmd.CommandError):
-                return cmd.request_id(frame)
-    return None
-
-
 async def endpoint(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
     if (await receive())["type"] != "websocket.connect":
         return
@@ -154,7 +100,7 @@ class Connection:
         self.credential = Credential()
         self.hub: Hub | None = None
         self.sub: ConnectionSubscriber | None = None
-        self.bucket = Bucket(RATE, BURST)
+        self.bucket = cmd.Bucket(RATE, BURST)
         self.checked_at = time.monotonic()
         self.tasks: list[asyncio.Task[None]] = []
         self.closing: asyncio.Task[None] | None = None  # a close begun outside run()
@@ -300,9 +246,10 @@ class Connection:
         return token
 
     def _overflowed(self) -> None:
-        if not self.closed:
-            task = asyncio.create_task(self.close(TOO_SLOW, "too far behind; reconnect with since"))
-            self.tasks.append(task)
+        if not self.closed and self.closing is None:
+            self.closing = asyncio.create_task(
+                self.close(TOO_SLOW, "too far behind; reconnect with since")
+            )
 
     # -- the three loops: requests, events, pings ------------------------------------
     async def _requests(self) -> None:
@@ -313,7 +260,7 @@ class Connection:
             text = message.get("text")
             wait = self.bucket.take()
             if wait:
-                req = quick_req(text) if text is not None else None
+                req = cmd.quick_req(text) if text is not None else None
                 error = cmd.CommandError(
                     "throttled",
                     f"more than {RATE:g} requests a second on this connection; slow down",
@@ -332,7 +279,7 @@ class Connection:
     async def _answer(self, text: str) -> str:
         req: Any = None
         try:
-            frame = parse(text)
+            frame = cmd.parse(text)
             kind = frame.get("type")
             if kind == "auth":  # (its req, if any, is echoed)
                 with contextlib.suppress(cmd.CommandError):

@@ -12,9 +12,11 @@ Everything that touches the database runs in a thread (``scope_auth.in_db_thread
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +25,11 @@ from urllib.parse import urlencode
 from django.core.handlers.wsgi import WSGIRequest
 from django.http.request import split_domain_port
 from django.urls import resolve
+from rest_framework.exceptions import APIException, ErrorDetail
 from rest_framework.utils.encoders import JSONEncoder
 
 from tether import service
+from tether.api.parsers import JSONParser
 
 log = logging.getLogger("tether.ws")
 
@@ -34,6 +38,7 @@ MAX_TASKS_PER_REQUEST = 1_000
 MAX_TASKS_PER_CONNECTION = 10_000
 MAX_ID = 2**63 - 1
 MAX_REQ_LENGTH = 100
+PARSE_WHEN_THROTTLED = 4096  # a throttled frame is read for its req only when this small
 
 
 class CommandError(Exception):
@@ -80,6 +85,57 @@ def request_id(frame: dict[str, Any]) -> str | int:
     if isinstance(req, int) and abs(req) > MAX_ID:
         raise CommandError("bad_req", "'req' must fit in 64 bits")
     return req
+
+
+# -- frames ------------------------------------------------------------------------------
+def frame_error(exc: APIException) -> dict[str, Any]:
+    """The {code, message} REST gives a body it cannot parse."""
+    detail = exc.detail
+    code = detail.code if isinstance(detail, ErrorDetail) else exc.default_code
+    return {"code": str(code), "message": str(detail)}
+
+
+def parse(text: str) -> dict[str, Any]:
+    """A request frame under REST's JSON rules (depth, numbers, NUL); raises CommandError."""
+    try:
+        value = JSONParser().parse(io.BytesIO(text.encode("utf-8", "surrogatepass")))
+    except APIException as exc:
+        raise CommandError(**frame_error(exc)) from None
+    if not isinstance(value, dict):
+        raise CommandError("bad_frame", 'a frame is a JSON object: {"type": …, "req": …}')
+    return value
+
+
+def quick_req(text: str) -> Any:
+    """The req of a frame not otherwise read (None when it is not cheap to find)."""
+    if len(text) > PARSE_WHEN_THROTTLED:
+        return None
+    with contextlib.suppress(ValueError, RecursionError):
+        frame = json.loads(text)
+        if isinstance(frame, dict):
+            with contextlib.suppress(CommandError):
+                return request_id(frame)
+    return None
+
+
+class Bucket:
+    """Token bucket: ``rate`` requests a second, bursts of ``burst``."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> float:
+        """0 when a request may run now, else the seconds until it could."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
 
 
 # -- subscriptions -----------------------------------------------------------------------
