@@ -1,6 +1,6 @@
 """A TCP forwarder in front of a real service, to take the service away from its clients
-and give it back: ``cut()`` drops every connection and refuses new ones until
-``restore()``."""
+and give it back: ``cut()`` drops every connection and refuses new ones, ``freeze()``
+keeps them open but forwards nothing (a silent network), until ``restore()``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ class TcpProxy:
         self.port: int = self._server.getsockname()[1]
         self._open = threading.Event()
         self._open.set()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._closed = False
@@ -26,8 +28,13 @@ class TcpProxy:
         self._open.clear()
         self._drop_all()
 
+    def freeze(self) -> None:
+        """Forward nothing more, in either direction, and close nothing."""
+        self._flowing.clear()
+
     def restore(self) -> None:
         self._open.set()
+        self._flowing.set()
 
     def close(self) -> None:
         self._closed = True
@@ -65,6 +72,7 @@ class TcpProxy:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

@@ -25,7 +25,8 @@ from tests.integration.tcp_proxy import TcpProxy
 from tether import service
 from tether.events.hub import Hub
 from tether.events.records import ProgressUpdate
-from tether.events.transport import Consumer, Item, broker_connection, new_origin
+from tether.events.transport import Consumer, broker_connection, new_origin
+from tether.events.wire import Item
 from tether.models import TaskEvent
 from tether.states import Status
 from tether.transitions import Change, watch
@@ -270,6 +271,35 @@ def test_a_publisher_keeps_what_it_could_not_send_until_the_broker_is_back(
         worker.proc.stdin.write(f"burst {tid} 100\n")  # type: ignore[union-attr]
         worker.proc.stdin.flush()  # type: ignore[union-attr]
         wait_until(lambda: len(stored(tid)) == 111, "110 transitions committed")
+        proxy.restore()
+        assert worker.proc.stdout.readline().strip() == "ok"  # type: ignore[union-attr]
+        wait_until(lambda: len(set(server.heard_ids())) == 110, "all 110 over the broker")
+        assert [(e["id"], e["to"]) for e in server.statuses(tid)] == stored(tid)
+    finally:
+        worker.close()
+        proxy.close()
+
+
+def test_a_broker_that_stops_answering_holds_up_neither_commits_nor_events(
+    broker: Broker, server: Server, tmp_path: Path, make_user: Any
+) -> None:
+    """The network to the broker goes silent (nothing answers, nothing is closed): the
+    process commits on, its publisher gives up on the send after a timeout, and what it
+    kept arrives once the broker answers again."""
+    proxy = TcpProxy(broker.port)
+    worker = WorkerProcess(broker.url(proxy.port), tmp_path / "worker")
+    try:
+        tid = burst_task(make_user("erin"))
+        worker.command(f"burst {tid} 10")
+        proxy.freeze()
+        worker.proc.stdin.write(f"burst {tid} 100\n")  # type: ignore[union-attr]
+        worker.proc.stdin.flush()  # type: ignore[union-attr]
+        wait_until(lambda: len(stored(tid)) == 111, "110 transitions committed")
+        wait_until(
+            lambda: "cannot publish events" in worker.log.read_text(),
+            "the publisher giving up on the silent broker",
+            timeout=30,
+        )
         proxy.restore()
         assert worker.proc.stdout.readline().strip() == "ok"  # type: ignore[union-attr]
         wait_until(lambda: len(set(server.heard_ids())) == 110, "all 110 over the broker")

@@ -10,7 +10,8 @@ from typing import Any
 from kombu import Connection
 
 from tether.events.records import ProgressUpdate
-from tether.events.transport import MAX_MESSAGE_BYTES, Publisher, decode, encode
+from tether.events.transport import Publisher
+from tether.events.wire import MAX_MESSAGE_BYTES, decode, encode
 from tether.states import Status
 from tether.transitions import Change
 

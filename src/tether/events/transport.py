@@ -10,15 +10,12 @@ exchange with an exclusive, auto-deleted queue per server.
 Delivery is best effort and that is enough: a status event lost while a server
 reconnects is read from the database by the hub (gap filling, and a read of the
 history's tail after a quiet second), so it arrives late, never not at all; progress
-carries the latest figures anyway. Messages are JSON (never pickle), a batch is split
-into messages of at most MESSAGE_BYTES, and a consumer ignores anything larger than
-MAX_MESSAGE_BYTES or malformed.
+carries the latest figures anyway. Messages are JSON, never pickle (see ``wire``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -26,7 +23,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kombu import Connection, Exchange, Producer, Queue
@@ -34,24 +31,22 @@ from kombu import Consumer as KombuConsumer
 from kombu.message import Message
 
 from tether.events import bus
-from tether.events.records import ProgressUpdate, from_wire, to_wire
+from tether.events.records import ProgressUpdate
+from tether.events.wire import Item, decode, encode
 from tether.redaction import redact
 from tether.transitions import Change
 
 log = logging.getLogger(__name__)
 
 EXCHANGE = "tether.events"
-MESSAGE_BYTES = 256 * 1024  # a batch is sent as messages of at most this size
-MAX_MESSAGE_BYTES = 1024 * 1024  # a consumer ignores anything larger
 BUFFER_LIMIT = 10_000  # items waiting to be sent; past it progress goes first
 QUEUE_LIMIT = 10_000  # messages a RabbitMQ queue keeps for a slow server (oldest dropped)
 HEARTBEAT = 10  # seconds (AMQP): a consumer notices a silently dead connection
 CONNECT_TIMEOUT = 3.0
+SEND_TIMEOUT = 5.0
 RETRY_MAX_SECONDS = 5.0
-WIRE_VERSION = 1
 
 Connect = Callable[[], Connection]
-Item = Change | ProgressUpdate
 
 
 def exchange() -> Exchange:
@@ -61,56 +56,6 @@ def exchange() -> Exchange:
 def new_origin() -> str:
     """Names this process in its messages, so that it skips its own."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-# -- the wire ------------------------------------------------------------------------------
-def encode(origin: str, items: Iterable[Item], limit: int = MESSAGE_BYTES) -> list[bytes]:
-    """JSON message bodies ``{"v", "origin", "items": [to_wire(item), ...]}``, each at
-    most ``limit`` bytes; an item that cannot fit one on its own is dropped (logged)."""
-    head = json.dumps({"v": WIRE_VERSION, "origin": origin})[:-1] + ',"items":['
-    room = limit - len(head.encode()) - 2
-    bodies: list[bytes] = []
-    part: list[bytes] = []
-    size = 0
-    for item in items:
-        try:
-            wire = json.dumps(to_wire(item), separators=(",", ":"), allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:
-            log.warning("event of task %s not sent: %s", item.task_id, exc)
-            continue
-        if len(wire) > room:
-            log.warning("event of task %s not sent: %d bytes", item.task_id, len(wire))
-            continue
-        if part and size + len(wire) + 1 > room:
-            bodies.append(_body(head, part))
-            part, size = [], 0
-        part.append(wire)
-        size += len(wire) + 1
-    if part:
-        bodies.append(_body(head, part))
-    return bodies
-
-
-def _body(head: str, part: list[bytes]) -> bytes:
-    return head.encode() + b",".join(part) + b"]}"
-
-
-def decode(body: bytes | str) -> tuple[str, list[Item]] | None:
-    """The origin and items of a message body; None when it is too large or not ours.
-    Malformed items are left out."""
-    if len(body) > MAX_MESSAGE_BYTES:
-        return None
-    try:
-        raw = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(raw, dict) or raw.get("v") != WIRE_VERSION:
-        return None
-    origin, wires = raw.get("origin"), raw.get("items")
-    if not isinstance(origin, str) or not isinstance(wires, list):
-        return None
-    items = [item for w in wires if isinstance(w, dict) and (item := from_wire(w)) is not None]
-    return origin, items
 
 
 # -- publishing ------------------------------------------------------------------------------
@@ -259,15 +204,13 @@ class Publisher:
             content_type="application/json",
             content_encoding="utf-8",
             retry=False,
+            timeout=SEND_TIMEOUT,
         )
 
     def _disconnect(self) -> None:
         conn, self._conn, self._producer = self._conn, None, None
         if conn is not None:
-            try:
-                conn.release()
-            except Exception:  # already broken: nothing to close cleanly
-                log.debug("closing the event publisher's connection failed", exc_info=True)
+            drop(conn)
 
     def _failed(self, exc: Exception) -> None:
         if not self._failing:
@@ -332,7 +275,8 @@ class Consumer:
             self._stopping.wait(backoff)
 
     def _consume(self) -> None:
-        with self.connect() as conn:
+        conn = self.connect()
+        try:
             conn.ensure_connection(max_retries=1, timeout=CONNECT_TIMEOUT)
             queue = Queue(
                 self.queue_name,
@@ -343,18 +287,19 @@ class Consumer:
                 auto_delete=True,
                 queue_arguments={"x-max-length": QUEUE_LIMIT},
             )
-            channel = conn.channel()
-            with KombuConsumer(
-                channel, queues=[queue], on_message=self._on_message, no_ack=True, accept=["json"]
-            ):
-                self.connected.set()
-                if self._failing:
-                    self._failing = False
-                    log.warning("receiving events from the broker again")
-                while not self._stopping.is_set():
-                    with contextlib.suppress(TimeoutError):  # quiet: check heartbeats
-                        conn.drain_events(timeout=1.0)
-                    conn.heartbeat_check()
+            KombuConsumer(
+                conn.channel(), [queue], on_message=self._on_message, no_ack=True, accept=["json"]
+            ).consume()
+            self.connected.set()
+            if self._failing:
+                self._failing = False
+                log.warning("receiving events from the broker again")
+            while not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):  # quiet: check heartbeats
+                    conn.drain_events(timeout=1.0)
+                conn.heartbeat_check()
+        finally:
+            drop(conn)  # the exclusive queue goes with the connection
 
     def _on_message(self, message: Message) -> None:
         body = message.body
@@ -371,20 +316,31 @@ class Consumer:
             self.ingest(items)
 
 
+def drop(conn: Connection) -> None:
+    """Close without a closing handshake, which a broker that stopped answering would
+    never complete (RabbitMQ logs the connection as closed abruptly)."""
+    try:
+        conn.collect()
+    except Exception:  # already broken: nothing more to free
+        log.debug("dropping a broker connection failed", exc_info=True)
+
+
 def _why(exc: Exception) -> str:
     return redact(f"{type(exc).__name__}: {exc}")
 
 
 # -- wiring ----------------------------------------------------------------------------------
 def broker_connection(url: str, heartbeat: float = 0) -> Connection:
-    """A connection to the broker at ``url``. On RabbitMQ each publish waits for the
-    broker's confirmation, so a message sent into a dropped connection is sent again
-    (a duplicate is harmless: the hub drops status events it has seen)."""
+    """A connection to the broker at ``url``, for publishing (or, with ``heartbeat``,
+    for consuming). On RabbitMQ each publish waits for the broker's confirmation, so a
+    message sent into a dropped connection is sent again (a duplicate is harmless: the
+    hub drops status events it has seen); a broker that stops answering fails a send
+    after SEND_TIMEOUT instead of holding the publisher for ever."""
+    options: dict[str, Any] = {"confirm_publish": True}
+    if not heartbeat:
+        options["socket_timeout"] = SEND_TIMEOUT  # Redis; RabbitMQ: publish(timeout=)
     return Connection(
-        url,
-        heartbeat=heartbeat,
-        connect_timeout=CONNECT_TIMEOUT,
-        transport_options={"confirm_publish": True},
+        url, heartbeat=heartbeat, connect_timeout=CONNECT_TIMEOUT, transport_options=options
     )
 
 
