@@ -52,6 +52,7 @@ bench: install  ## print benchmark figures (see README, Performance)
 	$(BIN)/python bench/celery_throughput.py
 	$(BIN)/python bench/celery_control_latency.py
 	$(BIN)/python bench/csv_datasets.py
+	$(BIN)/python bench/events.py
 
 lock:  ## re-pin dependencies after editing pyproject.toml
 	$(BIN)/pip install -q uv
