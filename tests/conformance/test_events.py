@@ -1,16 +1,27 @@
-"""The event stream on every deployment, over real WebSockets to ``tether serve``: on
-Celery deployments the transitions and progress of a task are committed by ``tether
-worker`` processes and reach the server over the broker (tests/acceptance/ws_helpers.py
-reads the socket)."""
+"""The event stream on every deployment, over real sockets to ``tether serve``: a task's
+life in order, since and Last-Event-ID in the middle of a burst, tenancy, cancel over
+the socket, refused sockets. On Celery deployments the transitions and progress are
+committed by ``tether worker`` processes and reach the server over the broker
+(tests/acceptance/ws_helpers.py reads the WebSocket)."""
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Generator
+from typing import Any
 
 import httpx
 
 from tests.acceptance.conftest import submit, wait_for
-from tests.acceptance.ws_helpers import Socket, all_reached, reached, token_of
+from tests.acceptance.ws_helpers import (
+    Socket,
+    all_reached,
+    closed,
+    raw_connect,
+    reached,
+    token_of,
+)
 from tests.conformance.conftest import FINAL, Deployment
 
 LIFE = ["queued", "running", "pausing", "paused", "queued", "running", "succeeded"]
@@ -125,3 +136,58 @@ def test_another_users_events_never_arrive(deployment: Deployment, api: httpx.Cl
             ws.events_until(reached(mine["id"], "succeeded"), "this user's task succeeded")
     assert {e["task"] for e in ws.events} == {mine["id"]}
     assert {e["owner"] for e in ws.events} == {mine["owner"]}
+
+
+def test_cancel_over_the_socket_and_sockets_refused(
+    deployment: Deployment, api: httpx.Client
+) -> None:
+    with Socket.open(deployment.server, token_of(api)) as ws:
+        tid = ws.ok("submit", task_type="countdown", params={"seconds": 600, "tick_ms": 20})["id"]
+        ws.ok("subscribe", tasks=[tid], since=0)
+        ws.events_until(reached(tid, "running"), "running")
+        assert ws.ok("cancel", task=tid)["status"] in ("cancelling", "cancelled")
+        ws.events_until(reached(tid, "cancelled"), "cancelled")
+    assert [e["to"] for e in ws.statuses(tid)] == ["queued", "running", "cancelling", "cancelled"]
+    srv = deployment.server
+    assert closed(raw_connect(srv, {"Authorization": "Token not-a-token"}))[0] == 4401
+    headers = {"Authorization": f"Token {token_of(api)}", "Origin": "http://evil.example"}
+    assert closed(raw_connect(srv, headers))[0] == 4403
+
+
+def sse_statuses(api: httpx.Client, **headers: str) -> Generator[dict[str, Any], None, None]:
+    """The status events of GET /events?tasks=mine&since=0, as EventSource reads them
+    (a Last-Event-ID header wins over the URL's since)."""
+    with api.stream("GET", "/events?tasks=mine&since=0", headers=headers, timeout=30) as r:
+        assert r.status_code == 200, r.read()
+        fields: dict[str, str] = {}
+        for line in r.iter_lines():
+            if line == "":
+                if fields.get("event") == "status":
+                    event = json.loads(fields["data"])
+                    assert fields["id"] == str(event["id"])
+                    yield event
+                fields = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(":")
+                fields[name] = value.removeprefix(" ")
+
+
+def test_sse_resumes_with_last_event_id(deployment: Deployment, api: httpx.Client) -> None:
+    tasks = [submit(api, "add", {"operand1": i, "operand2": 1})["id"] for i in range(30)]
+    got: list[dict[str, Any]] = []
+    first = sse_statuses(api)
+    for event in first:
+        got.append(event)
+        if len(got) == 40:
+            break
+    first.close()
+    finished = {e["task"] for e in got if e["to"] == "succeeded"}
+    for event in sse_statuses(api, **{"Last-Event-ID": str(got[-1]["id"])}):
+        got.append(event)
+        if event["to"] == "succeeded":
+            finished.add(event["task"])
+            if len(finished) == len(tasks):
+                break
+    ids = [e["id"] for e in got]
+    assert ids == sorted(set(ids))  # in order, none twice
+    assert ids == sorted(i for t in tasks for i in history_ids(api, t))  # none missed
