@@ -1,5 +1,8 @@
 """Requests of the WebSocket API: what each frame asks, checked, and how it is answered.
 
+A frame is read under REST's JSON rules (size, depth, numbers, NUL) and must carry a
+``req`` id; a connection's requests pass a token bucket.
+
 The commands (``submit``, ``pause``, ``resume``, ``cancel``, ``get``, ``list``,
 ``types``) are answered by the REST API's own views: a request is built in-process
 with the connection's user, so fields, rules, error codes and messages are REST's by
