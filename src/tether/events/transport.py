@@ -178,7 +178,7 @@ class Publisher:
                     self._settled.notify_all()
             self._report_drops()
             if self._stopping.is_set():
-                self._disconnect()
+                self._disconnect(graceful=True)
                 return
 
     def _send(self, bodies: list[bytes]) -> None:
@@ -207,10 +207,15 @@ class Publisher:
             timeout=SEND_TIMEOUT,
         )
 
-    def _disconnect(self) -> None:
+    def _disconnect(self, graceful: bool = False) -> None:
         conn, self._conn, self._producer = self._conn, None, None
-        if conn is not None:
-            drop(conn)
+        if conn is None:
+            return
+        if graceful:  # stopping, the broker answering: say goodbye
+            with contextlib.suppress(Exception):
+                conn.release()
+                return
+        drop(conn)
 
     def _failed(self, exc: Exception) -> None:
         if not self._failing:
