@@ -497,25 +497,28 @@ def kernel_send_buffer_max() -> int:
 def test_a_client_too_far_behind_is_closed_4008_and_let_go(server: ServerFactory) -> None:
     """With room for 50 waiting status events, a client that reads nothing while its
     send waits is closed (4008), or cut off when not even the close gets through; the
-    server lets it go (its subscription ends) and the other client is unaffected."""
+    server lets it go (its subscription ends), it lost no status event before that, and
+    another user's client is unaffected (it never has 50 events waiting)."""
     srv = server(workers=2, TETHER_EVENT_QUEUE_LIMIT="50")
-    with login(srv) as api:
-        token = token_of(api)
-        stalled = StalledClient(srv, token)
-        with Socket(raw_connect(srv, {"Authorization": f"Token {token}"}, max_size=None)) as ws:
+    with login(srv) as api, login(srv) as other:
+        stalled = StalledClient(srv, token_of(api))
+        with Socket.open(srv, token_of(other)) as ws:
             ws.ok("subscribe", tasks="mine")
             assert api.get("/health").json()["event_subscribers"] == 2
-            big = [submit(api, "chatty", {"steps": 30, "size": 500_000})["id"] for _ in range(2)]
-            quick = [submit(api, "add", {"operand1": i, "operand2": 0})["id"] for i in range(60)]
-            ws.events_until(all_reached(big + quick, "succeeded"), "every task succeeded", 120)
-            wanted = [e["id"] for e in ws.statuses()]
+            tasks = [submit(api, "chatty", {"steps": 30, "size": 500_000})["id"] for _ in range(2)]
+            tasks += [submit(api, "add", {"operand1": i, "operand2": 0})["id"] for i in range(60)]
+            theirs = [submit(other, "add", {"operand1": i, "operand2": 0})["id"] for i in range(5)]
+            ws.events_until(all_reached(theirs, "succeeded"), "the other user's tasks")
+            for t in tasks:
+                wait_for(api, t, "succeeded", timeout=120)
             wait_until(
                 lambda: api.get("/health").json()["event_subscribers"] == 1,
                 "the stalled client's subscription to end",
             )
-            assert ws.ok("get", task=quick[0])["status"] == "succeeded"
+            assert ws.ok("get", task=theirs[0])["status"] == "succeeded"
         stalled.drain(lambda: False, timeout=60)
         assert stalled.reset or stalled.close_code == 4008, stalled.close_code
+        wanted = sorted(h["id"] for t in tasks for h in api.get(f"/tasks/{t}/events").json())
         got = stalled.status_ids()
         assert got == wanted[: len(got)] and len(got) < len(wanted)
         stalled.sock.close()
