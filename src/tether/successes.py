@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
+from django.utils import timezone
 
 from tether import strictjson
 from tether.context import TaskContext
+from tether.events import bus
 from tether.models import Task
 from tether.states import Status
 from tether.store import Job
@@ -126,18 +128,25 @@ class SuccessWriter:
         for item in batch:
             by_token[item.job.token].append(item)
         moved: set[int] = set()
+        now = timezone.now()
+        final: list[bus.ProgressUpdate] = []  # the last figures, published with the moves
         with transaction.atomic():
+            transaction.on_commit(lambda: bus.publish(final) if final else None)
             for token, items in by_token.items():
                 for item in items:
                     values = {"result": item.result}
                     if item.progress is not None:
                         values["progress"] = item.progress
                     if item.result is not None or item.progress is not None:
-                        Task.objects.filter(
+                        written = Task.objects.filter(
                             id=item.job.task_id,
                             run_token=token,
                             status__in=[Status.RUNNING, Status.PAUSING],
                         ).update(**values)
+                        if written and item.progress is not None:
+                            final.append(
+                                bus.ProgressUpdate(item.job.task_id, item.progress, at=now)
+                            )
                 changes = transition(
                     [i.job.task_id for i in items],
                     Status.SUCCEEDED,

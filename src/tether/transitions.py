@@ -187,8 +187,17 @@ def transition(
             for (t, src, to), e in zip(moves, events, strict=True)
         ]
         if changes:
+            final = (updates or {}).get("progress")
+            if final is not None:  # the last figures, written with the move
+                transaction.on_commit(lambda: _publish_progress(changes, final))
             transaction.on_commit(lambda: _notify(changes))
     return changes
+
+
+def _publish_progress(changes: list[Change], progress: dict[str, Any]) -> None:
+    bus.publish(
+        [bus.ProgressUpdate(c.task_id, progress, c.owner_id, c.task_type, c.at) for c in changes]
+    )
 
 
 def release(task_id: int, *, token: str | None = None, status: Status | None = None) -> bool:

@@ -94,8 +94,17 @@ def test_a_task_is_heard_from_queued_to_succeeded_in_order_with_progress(
     first = heard.events[0]
     assert first["owner"] == "alice" and first["task_type"] == "it_ledger"
     assert first["from"] is None and first["actor"] == "user:alice"
-    progress = next(e for e in heard.events if e["kind"] == "progress")
-    assert progress["id"] is None and progress["progress"]["total"] == 400
+    progress = [e for e in heard.events if e["kind"] == "progress"]
+    assert progress[0]["id"] is None and progress[0]["progress"]["total"] == 400
+    last = wait_until(
+        lambda: next((e for e in progress_of(heard) if e["progress"]["done"] == 400), None),
+        "the last figures, written with the success",
+    )
+    assert last["at"] is not None
+
+
+def progress_of(heard: Listener) -> list[dict[str, Any]]:
+    return [e for e in heard.events if e["kind"] == "progress"]
 
 
 def test_since_replays_the_history_then_live_events_without_gap_or_repeat(

@@ -9,10 +9,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProgressUpdate:
+    """A task's latest progress figures (no history, no id)."""
+
+    task_id: int
+    progress: dict[str, Any]
+    owner_id: int | None = None
+    task_type: str = ""
+    at: datetime | None = None
+
 
 Sink = Callable[[Sequence[Any]], None]
 _sinks: list[Sink] = []
@@ -31,7 +44,7 @@ def remove_sink(sink: Sink) -> None:
 
 def publish(items: Sequence[Any]) -> None:
     """Hand committed changes (``transitions.Change``) and progress updates
-    (``records.ProgressUpdate``) to every sink."""
+    (``ProgressUpdate``) to every sink."""
     for sink in _sinks:
         try:
             sink(items)
@@ -41,6 +54,4 @@ def publish(items: Sequence[Any]) -> None:
 
 def publish_progress(task_id: int, progress: dict[str, Any], at: datetime) -> None:
     if _sinks:
-        from tether.events.records import ProgressUpdate
-
         publish([ProgressUpdate(task_id, progress, at=at)])

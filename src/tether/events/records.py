@@ -4,23 +4,12 @@ between processes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tether.events.bus import ProgressUpdate
 from tether.states import Status
 from tether.transitions import Change
-
-
-@dataclass(frozen=True)
-class ProgressUpdate:
-    """A task's latest progress figures (no history, no id)."""
-
-    task_id: int
-    progress: dict[str, Any]
-    owner_id: int | None = None
-    task_type: str = ""
-    at: datetime | None = None
 
 
 def iso(at: datetime | None) -> str | None:
