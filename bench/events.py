@@ -265,7 +265,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     figures: dict[str, Any] = {"load_before": round(os.getloadavg()[0], 2)}
     per_user = str(args.clients + 10)
     slots = args.running + 4  # every countdown of the fan-out runs at once
-    with server(tmp, "embedded", slots, TETHER_WS_CONNECTIONS_PER_USER=per_user) as base:
+    with server(tmp, "embedded", slots, TETHER_STREAMS_PER_USER=per_user) as base:
         token = login(base)
         status_latency(base, token, 20, set())  # warm-up
         lat = status_latency(base, token, args.tasks, {"queued", "running", "succeeded"})

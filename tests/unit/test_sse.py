@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tether.events.hub import encode
-from tether.events.subscriber import Replay, Subscriber
+from tether.events.subscriber import Replay, Subscriber, streams_per_user
 from tether.server import sse, sse_format
 from tether.server.sse_format import Refusal, Selection, parse_selection, parse_since, sse_event
 
@@ -291,14 +291,14 @@ def test_pump_ends_the_stream_when_the_credential_no_longer_stands(
 def test_a_user_holds_at_most_64_streams() -> None:
     async def main() -> None:
         streams = sse.Streams()
-        held = [streams.open(1) for _ in range(sse.MAX_STREAMS_PER_USER)]
+        held = [streams.open(1) for _ in range(streams_per_user())]
         with pytest.raises(Refusal) as caught:
             streams.open(1)
         assert (caught.value.status, caught.value.code) == (429, "too_many_streams")
         other = streams.open(2)  # another user is not counted with them
         streams.close(held.pop())
         held.append(streams.open(1))
-        assert len(streams) == sse.MAX_STREAMS_PER_USER + 1
+        assert len(streams) == streams_per_user() + 1
         for stop in [*held, other]:
             streams.close(stop)
         assert len(streams) == 0

@@ -22,6 +22,23 @@ STATUS_LIMIT = 10_000
 REPLAY_PAGE = 1_000
 
 
+def event_queue_limit() -> int:
+    """Status events a subscriber may have waiting (TETHER_EVENT_QUEUE_LIMIT)."""
+    from django.conf import settings
+
+    conf: dict[str, Any] = settings.TETHER
+    return int(conf.get("EVENT_QUEUE_LIMIT", STATUS_LIMIT))
+
+
+def streams_per_user() -> int:
+    """WebSocket connections (and, counted apart, SSE streams) a user may hold open
+    at once (TETHER_STREAMS_PER_USER)."""
+    from django.conf import settings
+
+    conf: dict[str, Any] = settings.TETHER
+    return int(conf.get("STREAMS_PER_USER", 64))
+
+
 class Overflow(Exception):
     """The client fell too far behind: close it (4008) and let it resume with since."""
 

@@ -149,6 +149,8 @@ TETHER = {
     # status events a slow event-stream client may have waiting before it is closed
     # (WebSocket 4008) and resumes with since; progress only ever keeps the latest
     "EVENT_QUEUE_LIMIT": int(os.environ.get("TETHER_EVENT_QUEUE_LIMIT", "10000")),
+    # WebSocket connections (and, apart, SSE streams) one user may hold open at once
+    "STREAMS_PER_USER": int(os.environ.get("TETHER_STREAMS_PER_USER", "64")),
     # largest CSV field (cell) an import reads; a record may be 16 times as long
     "CSV_MAX_FIELD_BYTES": env_bytes("TETHER_CSV_MAX_FIELD_BYTES", 1024**2),
     # most columns (fields of a record) an import takes; fewer where the database

@@ -14,7 +14,7 @@ comment (``: ping``) goes out after 20 s of silence, so proxies keep the connect
 A client that reads too slowly overflows its subscriber's bounded queue: the stream
 ends and the client comes back with ``Last-Event-ID``. So does every stream when the
 server stops, and one whose token or session is no longer good (checked every minute,
-as REST checks each request's). A user may hold 64 streams at once.
+as REST checks each request's). A user may hold TETHER_STREAMS_PER_USER (64) streams at once.
 """
 
 from __future__ import annotations
@@ -32,7 +32,13 @@ from django.http.request import split_domain_port, validate_host
 
 from tether.api.errors import suspicious
 from tether.events.hub import Hub, get_hub
-from tether.events.subscriber import LoadReplay, Overflow, Subscriber
+from tether.events.subscriber import (
+    LoadReplay,
+    Overflow,
+    Subscriber,
+    event_queue_limit,
+    streams_per_user,
+)
 from tether.server import scope_auth
 from tether.server.sse_format import (
     PING,
@@ -49,7 +55,6 @@ log = logging.getLogger("tether.sse")
 
 PING_SECONDS = 20.0  # a comment after this long without a byte sent
 RECHECK_SECONDS = 60.0  # between checks of the stream's token or session
-MAX_STREAMS_PER_USER = 64
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -83,11 +88,12 @@ class Streams:
         return len(self._open)
 
     def open(self, user_id: int) -> asyncio.Event:
-        if self._per_user[user_id] >= MAX_STREAMS_PER_USER:
+        most = streams_per_user()
+        if self._per_user[user_id] >= most:
             raise Refusal(
                 429,
                 "too_many_streams",
-                f"at most {MAX_STREAMS_PER_USER} open event streams per user; close one",
+                f"at most {most} open event streams per user (TETHER_STREAMS_PER_USER); close one",
             )
         stop = asyncio.Event()
         self._open[stop] = user_id
@@ -314,7 +320,7 @@ async def stream(
     hub: Hub, admitted: Admitted, stop: asyncio.Event, receive: Receive, send: Send
 ) -> None:
     user, selection, since = admitted.user, admitted.selection, admitted.since
-    sub = Subscriber(user.pk, user.is_staff, asyncio.get_running_loop())
+    sub = Subscriber(user.pk, user.is_staff, asyncio.get_running_loop(), limit=event_queue_limit())
     try:
         upto = hub.subscribe(
             sub,

@@ -34,7 +34,7 @@ from django.http.request import split_domain_port, validate_host
 
 import tether
 from tether.events.hub import Hub, get_hub
-from tether.events.subscriber import STATUS_LIMIT, Overflow, Subscriber
+from tether.events.subscriber import Overflow, Subscriber, event_queue_limit, streams_per_user
 from tether.server import scope_auth
 from tether.server import ws_commands as cmd
 from tether.server.scope_auth import AuthFailed, Credential
@@ -48,7 +48,6 @@ Send = Callable[[Message], Awaitable[None]]
 PING_INTERVAL = 20  # seconds between the server's {"type": "ping"} frames
 AUTH_TIMEOUT = 5.0
 RECHECK_INTERVAL = 60.0  # seconds between checks of the credential of an idle connection
-MAX_CONNECTIONS_PER_USER = 64
 RATE, BURST = 50.0, 100  # requests a second on one connection, and the burst allowed
 CLOSE_TIMEOUT = 5.0  # a close frame the client does not take by then: drop the connection
 PING = json.dumps({"type": "ping"})
@@ -163,10 +162,11 @@ class Connection:
             self.user = await self.authenticate()
             if self.user is None:
                 return  # left before authenticating
-            if _connections[self.user.pk] >= MAX_CONNECTIONS_PER_USER:
+            most = streams_per_user()
+            if _connections[self.user.pk] >= most:
                 raise Close(
                     TOO_MANY_CONNECTIONS,
-                    f"at most {MAX_CONNECTIONS_PER_USER} connections a user; close one",
+                    f"at most {most} connections a user (TETHER_STREAMS_PER_USER); close one",
                 )
             _connections[self.user.pk] += 1
             counted = True
@@ -175,7 +175,7 @@ class Connection:
                 self.user.pk,
                 self.user.is_staff,
                 asyncio.get_running_loop(),
-                limit=int(cast(int, settings.TETHER.get("EVENT_QUEUE_LIMIT", STATUS_LIMIT))),
+                limit=event_queue_limit(),
                 on_overflow=self._overflowed,
             )
             hello = {
