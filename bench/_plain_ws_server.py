@@ -3,7 +3,7 @@ every connected client the same frames Tether's hub would (progress events of
 ``--tasks`` tasks, ``--rate`` each per second, stamped with ``at``), with
 ``websockets.broadcast``: no subscriptions, no queues, nothing but the sending.
 
-    python bench/_plain_ws_server.py --port 8765 [--tasks 100 --rate 5]
+    python bench/_plain_ws_server.py --port 8765 [--tasks 100 --rate 5 --start-at 1000]
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ async def main(args: argparse.Namespace) -> None:
 
     async with serve(handler, "127.0.0.1", args.port, max_size=2**20, compression=None):
         print("ready", flush=True)
+        while len(clients) < args.start_at:  # connecting 1,000 clients while sending to
+            await asyncio.sleep(0.05)  # them starves the handshakes: start once all are in
         period = 1.0 / (args.tasks * args.rate)
         loop = asyncio.get_running_loop()
         next_at = loop.time()
@@ -71,4 +73,5 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tasks", type=int, default=100)
     parser.add_argument("--rate", type=float, default=5.0)
+    parser.add_argument("--start-at", type=int, default=0, help="clients to wait for")
     asyncio.run(main(parser.parse_args()))

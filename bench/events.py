@@ -191,7 +191,9 @@ def child(args: list[str], name: str) -> Iterator[subprocess.Popen[str]]:
 def run_clients(url: str, token: str | None, clients: int, seconds: float) -> dict[str, Any]:
     args = [str(BENCH / "_ws_clients.py"), "--url", url, "--clients", str(clients)]
     args += ["--seconds", str(seconds)] + (["--token", token] if token else [])
-    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, *args], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"the WebSocket clients failed: {out.stderr.strip()[-2000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     ms = [float(k) for k, n in result.pop("histogram").items() for _ in range(n)]
     result["latency_ms"] = summary(ms)
@@ -203,7 +205,10 @@ def fanout(base: str, token: str, args: argparse.Namespace) -> dict[str, Any]:
     with httpx.Client(
         base_url=base, headers={"Authorization": f"Token {token}"}, trust_env=False
     ) as c:
-        body = {"type": "countdown", "params": {"seconds": 600, "tick_ms": 50}}
+        tick_ms = max(
+            50, round(args.progress_every * 1000)
+        )  # figures saved 5 times a second at most
+        body = {"type": "countdown", "params": {"seconds": 600, "tick_ms": tick_ms}}
         ids = [expect(c.post("/api/v1/tasks", json=body), 201)["id"] for _ in range(args.running)]
         deadline = time.monotonic() + 60
         while True:
@@ -220,7 +225,8 @@ def fanout(base: str, token: str, args: argparse.Namespace) -> dict[str, Any]:
             c.post(f"/api/v1/tasks/{task_id}/cancel", json={})
     port = free_port()
     plain_args = [str(BENCH / "_plain_ws_server.py"), "--port", str(port)]
-    plain_args += ["--tasks", str(args.running), "--rate", "5"]
+    rate = str(min(5.0, 1 / args.progress_every))
+    plain_args += ["--tasks", str(args.running), "--rate", rate, "--start-at", str(args.clients)]
     with child(plain_args, "plain websockets server") as proc:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != "ready":
@@ -267,14 +273,18 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     slots = args.running + 4  # every countdown of the fan-out runs at once
     with server(tmp, "embedded", slots, TETHER_STREAMS_PER_USER=per_user) as base:
         token = login(base)
-        status_latency(base, token, 20, set())  # warm-up
-        lat = status_latency(base, token, args.tasks, {"queued", "running", "succeeded"})
-        figures["latency_embedded_ms"] = summary(lat)
-        log(f"latency, embedded: {figures['latency_embedded_ms']}")
-        figures["pause_ws_ms"] = summary(pause_over_websocket(base, token, args.trials))
-        log(f"pause over the WebSocket → paused event: {figures['pause_ws_ms']}")
-        figures["fanout"] = fanout(base, token, args)
-        log(f"fan-out: {json.dumps(figures['fanout'])}")
+        parts = args.parts.split(",")
+        if "latency" in parts:
+            status_latency(base, token, 20, set())  # warm-up
+            lat = status_latency(base, token, args.tasks, {"queued", "running", "succeeded"})
+            figures["latency_embedded_ms"] = summary(lat)
+            log(f"latency, embedded: {figures['latency_embedded_ms']}")
+        if "pause" in parts:
+            figures["pause_ws_ms"] = summary(pause_over_websocket(base, token, args.trials))
+            log(f"pause over the WebSocket → paused event: {figures['pause_ws_ms']}")
+        if "fanout" in parts:
+            figures["fanout"] = fanout(base, token, args)
+            log(f"fan-out: {json.dumps(figures['fanout'])}")
     if args.celery:
         try:
             figures["latency_celery_ms"] = summary(celery_latency(tmp, args))
@@ -304,7 +314,16 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--running", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--progress-every",
+        type=float,
+        default=0.2,
+        help="seconds between a running countdown's progress updates (0.2: 5 a second)",
+    )
     parser.add_argument("--no-celery", dest="celery", action="store_false")
+    parser.add_argument(
+        "--parts", default="latency,pause,fanout", help="which embedded parts to run"
+    )
     parser.add_argument(
         "--pg", default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
     )

@@ -83,9 +83,8 @@ def test_auth_by_header_frame_and_session_cookie(srv: Server) -> None:
     assert closed(conn)[0] == 4401
 
 
-def session_cookie(srv: Server) -> tuple[str, str]:
+def session_cookie(srv: Server, name: str = "admin-ws") -> tuple[str, str]:
     """Log a new superuser in through /admin/login/; (username, Cookie header)."""
-    name = "admin-ws"
     done = run_tether(
         srv.home,
         "createsuperuser",
@@ -105,6 +104,18 @@ def session_cookie(srv: Server) -> tuple[str, str]:
         )
         assert r.status_code == 302, r.text
         return name, f"sessionid={web.cookies['sessionid']}"
+
+
+def test_a_user_no_longer_staff_stops_following_all(srv: Server) -> None:
+    name, cookie = session_cookie(srv, "demoted-ws")
+    with Socket(raw_connect(srv, {"Cookie": cookie})) as ws:
+        assert ws.ok("subscribe", tasks="all")["tasks"] == "all"
+        demote = f"from django.contrib.auth.models import User; User.objects.filter(username='{name}').update(is_staff=False, is_superuser=False)"  # noqa: E501
+        done = run_tether(srv.home, "manage", "shell", "-c", demote)
+        assert done.returncode == 0, done.stderr
+        ws.send({"type": "types", "req": 1})  # any request checks the credential again
+        code, reason = closed(ws.conn)
+    assert code == 4401 and "no longer" in reason
 
 
 def test_bad_credentials_close_4401_and_foreign_origin_4403(srv: Server) -> None:

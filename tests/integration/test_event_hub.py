@@ -15,7 +15,7 @@ from tests.integration import tasks  # noqa: F401 (registers it_ledger)
 from tests.integration.conftest import wait_until
 from tether import service
 from tether.events import bus
-from tether.events.hub import Hub
+from tether.events.hub import Hub, SinceAhead
 from tether.events.subscriber import Subscriber
 from tether.executors.embedded import EmbeddedExecutor
 from tether.models import TaskEvent
@@ -101,6 +101,8 @@ def test_a_task_is_heard_from_queued_to_succeeded_in_order_with_progress(
         "the last figures, written with the success",
     )
     assert last["at"] is not None
+    succeeded = next(e for e in heard.events if e.get("to") == "succeeded")
+    assert heard.events.index(last) < heard.events.index(succeeded)  # the bar ends, then it
 
 
 def progress_of(heard: Listener) -> list[dict[str, Any]]:
@@ -158,3 +160,16 @@ def test_a_change_whose_message_was_lost_is_read_from_the_history(
     finally:
         bus.add_sink(hub.ingest)
     wait_until(lambda: heard.statuses(task.pk) == ["queued"], "the lost event, from the history")
+
+
+def test_a_since_past_every_event_is_refused(hub: Hub, make_user: Callable[..., Any]) -> None:
+    alice = make_user("alice")
+    task = service.submit(alice, "add", {"operand1": 1, "operand2": 2})
+    newest = TaskEvent.objects.get(task=task).pk
+    wait_until(lambda: hub.seq.watermark >= newest, "the hub to hear the submission")
+    sub = Subscriber(alice.id, False, asyncio.new_event_loop())
+    with pytest.raises(SinceAhead, match=f"since {newest + 1_000_000} is past the newest event"):
+        hub.subscribe(sub, mine=True, since=newest + 1_000_000)
+    assert hub.subscribe(sub, mine=True, since=newest) == newest  # up to date: nothing to replay
+    hub.detach(sub)
+    sub.loop.close()

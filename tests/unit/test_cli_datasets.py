@@ -11,8 +11,8 @@ import pytest
 
 from tether.cli import dataset_transfer as t
 from tether.cli import datasets as d
-from tether.cli.dataset_common import check_name
 from tether.cli.connection import EXIT_USAGE, CliError
+from tether.cli.dataset_common import check_name
 
 
 def test_columns_shorthand_becomes_the_api_json() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tether.server.config import database, env_bytes
+from tether.server.config import database, env_bytes, env_count
 
 
 def db_for(url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
@@ -73,3 +73,16 @@ def test_env_bytes_refuses_nonsense(monkeypatch: pytest.MonkeyPatch, raw: str) -
     monkeypatch.setenv("TETHER_MAX_UPLOAD_BYTES", raw)
     with pytest.raises(ValueError, match="TETHER_MAX_UPLOAD_BYTES"):
         env_bytes("TETHER_MAX_UPLOAD_BYTES", 123)
+
+
+@pytest.mark.parametrize("raw", ["abc", "1.5", "10k", "0", "-5"])
+def test_env_count_refuses_what_is_not_a_count(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("TETHER_EVENT_QUEUE_LIMIT", raw)
+    with pytest.raises(ValueError, match=r"TETHER_EVENT_QUEUE_LIMIT=.* whole number from 1"):
+        env_count("TETHER_EVENT_QUEUE_LIMIT", 10_000)
+
+
+def test_env_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert env_count("TETHER_EVENT_QUEUE_LIMIT", 7) == 7
+    monkeypatch.setenv("TETHER_EVENT_QUEUE_LIMIT", " 50 ")
+    assert env_count("TETHER_EVENT_QUEUE_LIMIT", 7) == 50

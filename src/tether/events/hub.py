@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, defaultdict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -32,7 +32,21 @@ from tether.transitions import Change, wake_waiters
 
 log = logging.getLogger(__name__)
 QUIET_CHECK_SECONDS = 1.0  # with nothing heard this long, read the history's tail
+PROGRESS_EVERY = 0.05
+"""Progress is fanned out at most this often, the latest figures of each task at a
+time: with many subscribers, one pass for many updates costs far less than one each."""
 MAX_TASKS_REMEMBERED = 100_000
+
+
+class SinceAhead(ValueError):
+    """A ``since`` past every event there is (another installation's, or from before
+    the database was reset): following it would hide every status event."""
+
+    def __init__(self, since: int, newest: int) -> None:
+        super().__init__(
+            f"since {since} is past the newest event ({newest}); resume from an event id "
+            "this server sent, or leave since out"
+        )
 
 
 def encode(event: dict[str, Any]) -> str:
@@ -54,6 +68,8 @@ class Hub:
         self._db = ThreadPoolExecutor(4, thread_name_prefix="tether-events-db")
         self.seq = Sequencer(0)
         self._delivered = 0  # the last in-order status event handed to subscribers
+        self._staged: dict[int, ProgressUpdate] = {}  # progress waiting for its pass
+        self._progress_due = 0.0
         self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
         """Called in the hub's thread with each batch of released events (as dicts)."""
 
@@ -114,10 +130,14 @@ class Hub:
         """Add to what ``sub`` hears. The caller has checked that it may see these tasks
         (and that ``everything`` is for staff). With ``since``, stored status events
         after that id are queued first, then live ones: none missed, none twice.
-        Returns the id up to which history is replayed (the live stream's start)."""
+        Returns the id up to which history is replayed (the live stream's start).
+        Raises SinceAhead for a ``since`` past every event."""
         tasks = [t for t in tasks if t not in sub.tasks]
         with self._lock:
             upto = self._delivered
+            newest = max(upto, self.seq.newest)
+            if since is not None and since > newest:
+                raise SinceAhead(since, newest)
             if since is not None and since > upto:
                 sub.floor = max(sub.floor, since)  # what arrives up to there, it has seen
             if since is not None and since < upto:
@@ -212,9 +232,10 @@ class Hub:
         last_heard = time.monotonic()
         while not self._stopping.is_set():
             now = time.monotonic()
-            wait = self.seq.deadline(now)
-            quiet_left = QUIET_CHECK_SECONDS - (now - last_heard)
-            self._wake.wait(max(0.0, min(wait if wait is not None else quiet_left, quiet_left)))
+            waits = [QUIET_CHECK_SECONDS - (now - last_heard), self.seq.deadline(now)]
+            if self._staged:
+                waits.append(self._progress_due - now)
+            self._wake.wait(max(0.0, min(w for w in waits if w is not None)))
             self._wake.clear()
             try:
                 items = self._take_inbox()
@@ -241,13 +262,22 @@ class Hub:
 
     def _process(self, items: list[Any], now: float) -> None:
         changes = [i for i in items if isinstance(i, Change) and i.event_id is not None]
-        progress = [i for i in items if isinstance(i, ProgressUpdate)]
+        for item in items:
+            if isinstance(item, ProgressUpdate):
+                self._staged[item.task_id] = item
         if changes:
             wake_waiters(changes)  # requests waiting on a change (changes of other processes too)
         released = self.seq.add(changes, now)
         gap = self.seq.gap(now)
         if gap is not None:
             released += self.seq.fill(stored.between(gap[0], gap[1]), now)
+        progress: list[ProgressUpdate] = []
+        if self._staged and now >= self._progress_due:
+            progress = list(self._staged.values())
+            self._staged.clear()
+            self._progress_due = now + PROGRESS_EVERY
+        else:  # a task's last figures go out before the status that ends its run
+            progress = [self._staged.pop(c.task_id) for c in released if c.task_id in self._staged]
         if not released and not progress:
             return
         for c in released:
@@ -258,8 +288,8 @@ class Hub:
             {c.owner_id for c in released if c.owner_id is not None}
             | {p.owner_id for p in progress if p.owner_id is not None}
         )
-        events = [status_event(c, names.get(c.owner_id or 0, "")) for c in released]
-        events += [progress_event(p, names.get(p.owner_id or 0, "")) for p in progress]
+        events = [progress_event(p, names.get(p.owner_id or 0, "")) for p in progress]
+        events += [status_event(c, names.get(c.owner_id or 0, "")) for c in released]
         self._fan_out(released, progress, events)
         for listener in list(self.listeners):
             try:
@@ -276,24 +306,32 @@ class Hub:
                 if released:
                     self._delivered = max(self._delivered, *(c.event_id or 0 for c in released))
                 return
-            for c, event in zip(released, events, strict=False):
+            batches: dict[Subscriber, list[tuple[int, str]]] = defaultdict(list)
+            for p, event in zip(progress, events, strict=False):
+                encoded: str | None = None
+                for sub in self._each_target(p.task_id, p.owner_id):  # a repeat is harmless:
+                    encoded = encoded or encode(event)  # the newer figures replace the older
+                    batches[sub].append((p.task_id, encoded))
+            woken.update(sub for sub, batch in batches.items() if sub.push_progress_many(batch))
+            for c, event in zip(released, events[len(progress) :], strict=True):
                 eid = c.event_id or 0
                 self._delivered = max(self._delivered, eid)
                 targets = self._targets(c.task_id, c.owner_id)
                 if targets:
                     frame = encode(event)
                     woken.update(s for s in targets if s.push_status(frame, eid))
-            for p, event in zip(progress, events[len(released) :], strict=True):
-                targets = self._targets(p.task_id, p.owner_id)
-                if targets:
-                    frame = encode(event)
-                    woken.update(s for s in targets if s.push_progress(p.task_id, frame))
         by_loop: dict[asyncio.AbstractEventLoop, list[Subscriber]] = defaultdict(list)
         for sub in woken:
             by_loop[sub.loop].append(sub)
         for loop, subs in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: its clients are gone
                 loop.call_soon_threadsafe(_wake_all, subs)
+
+    def _each_target(self, task_id: int, owner_id: int | None) -> Iterator[Subscriber]:
+        yield from self._everything
+        yield from self._by_task.get(task_id, ())
+        if owner_id is not None:
+            yield from self._by_owner.get(owner_id, ())
 
     def _targets(self, task_id: int, owner_id: int | None) -> set[Subscriber]:
         targets = set(self._everything)

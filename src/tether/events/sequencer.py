@@ -37,6 +37,11 @@ class Sequencer:
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def newest(self) -> int:
+        """The highest event id seen (released or waiting)."""
+        return max(self._pending, default=self.watermark)
+
     def add(self, changes: Iterable[Change], now: float) -> list[Change]:
         """Take received changes; return those now releasable, in id order (and late
         ones that were skipped earlier, at once)."""

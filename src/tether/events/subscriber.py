@@ -100,17 +100,26 @@ class Subscriber:
             return self._signal()
 
     def push_progress(self, task_id: int, frame: str) -> bool:
+        return self.push_progress_many([(task_id, frame)])
+
+    def push_progress_many(self, frames: list[tuple[int, str]]) -> bool:
+        """Queue progress frames (task id, frame), each replacing the task's frame
+        still waiting; True when the client must be woken."""
         with self._lock:
             if self.overflowed:
                 return False
-            entry = self._progress.get(task_id)
-            if entry is not None:
-                entry[1] = frame
-                return False
-            entry = ["p", frame, task_id]
-            self._progress[task_id] = entry
-            self._queue.append(entry)
-            return self._signal()
+            added = False
+            waiting = self._progress
+            for task_id, frame in frames:
+                entry = waiting.get(task_id)
+                if entry is not None:
+                    entry[1] = frame
+                else:
+                    entry = ["p", frame, task_id]
+                    waiting[task_id] = entry
+                    self._queue.append(entry)
+                    added = True
+            return added and self._signal()
 
     def push_replay(self, replay: Replay) -> bool:
         with self._lock:

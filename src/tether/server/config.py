@@ -37,6 +37,16 @@ def env_bytes(name: str, default: int) -> int:
     return int(value)
 
 
+def env_count(name: str, default: int, *, least: int = 1) -> int:
+    """A whole number of at least ``least`` from the environment."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < least:
+        raise ValueError(f"{name}={raw!r} must be a whole number from {least}")
+    return int(raw)
+
+
 def private_umask() -> None:
     """Files and directories this process creates from now on are its user's alone
     (0600, 0700): the database and its WAL, uploads, exports, renders, keys."""

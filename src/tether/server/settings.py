@@ -14,6 +14,7 @@ from tether.server.config import (
     database,
     env_bool,
     env_bytes,
+    env_count,
     env_networks,
     env_origins,
     home,
@@ -148,9 +149,9 @@ TETHER = {
     "ALLOWED_ORIGINS": env_origins("TETHER_ALLOWED_ORIGINS"),
     # status events a slow event-stream client may have waiting before it is closed
     # (WebSocket 4008) and resumes with since; progress only ever keeps the latest
-    "EVENT_QUEUE_LIMIT": int(os.environ.get("TETHER_EVENT_QUEUE_LIMIT", "10000")),
+    "EVENT_QUEUE_LIMIT": env_count("TETHER_EVENT_QUEUE_LIMIT", 10_000),
     # WebSocket connections (and, apart, SSE streams) one user may hold open at once
-    "STREAMS_PER_USER": int(os.environ.get("TETHER_STREAMS_PER_USER", "64")),
+    "STREAMS_PER_USER": env_count("TETHER_STREAMS_PER_USER", 64),
     # largest CSV field (cell) an import reads; a record may be 16 times as long
     "CSV_MAX_FIELD_BYTES": env_bytes("TETHER_CSV_MAX_FIELD_BYTES", 1024**2),
     # most columns (fields of a record) an import takes; fewer where the database

@@ -31,7 +31,7 @@ from django.core.exceptions import DisallowedHost
 from django.http.request import split_domain_port, validate_host
 
 from tether.api.errors import suspicious
-from tether.events.hub import Hub, get_hub
+from tether.events.hub import Hub, SinceAhead, get_hub
 from tether.events.subscriber import (
     LoadReplay,
     Overflow,
@@ -322,13 +322,17 @@ async def stream(
     user, selection, since = admitted.user, admitted.selection, admitted.since
     sub = Subscriber(user.pk, user.is_staff, asyncio.get_running_loop(), limit=event_queue_limit())
     try:
-        upto = hub.subscribe(
-            sub,
-            tasks=selection.tasks,
-            mine=selection.mine,
-            everything=selection.everything,
-            since=since,
-        )
+        try:
+            upto = hub.subscribe(
+                sub,
+                tasks=selection.tasks,
+                mine=selection.mine,
+                everything=selection.everything,
+                since=since,
+            )
+        except SinceAhead as exc:
+            await refuse(send, Refusal(400, "invalid", str(exc)))
+            return
         await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
         await send(chunk(opening(since if since is not None else upto)))
         await pump(sub, hub.load_replay, receive, send, stop, admitted.still_allowed)

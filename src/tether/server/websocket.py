@@ -33,7 +33,8 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 import tether
-from tether.events.hub import Hub, get_hub
+from tether import service
+from tether.events.hub import Hub, SinceAhead, get_hub
 from tether.events.subscriber import Overflow, Subscriber, event_queue_limit, streams_per_user
 from tether.server import scope_auth
 from tether.server import ws_commands as cmd
@@ -51,6 +52,7 @@ RECHECK_INTERVAL = 60.0  # seconds between checks of the credential of an idle c
 RATE, BURST = 50.0, 100  # requests a second on one connection, and the burst allowed
 CLOSE_TIMEOUT = 5.0  # a close frame the client does not take by then: drop the connection
 PING = json.dumps({"type": "ping"})
+SEND_BUFFER = 32 * 1024  # bytes waiting in the kernel, and apart in the transport
 
 BAD_HOST, UNAUTHORIZED, FORBIDDEN_ORIGIN = 4400, 4401, 4403
 TOO_SLOW, TOO_MANY_CONNECTIONS, SERVER_ERROR = 4008, 4429, 1011
@@ -154,9 +156,26 @@ class Connection:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         transport.abort()
 
+    def _small_buffers(self) -> None:
+        """Keep what waits between this server and a slow reader small, so that it
+        waits here instead, where a task's progress is replaced by its latest figures:
+        a reader that falls behind then gets fresh figures, not seconds-old ones from
+        megabytes buffered in the kernel (which grows a socket's buffer to megabytes by
+        default). Reaches for uvicorn's transport, if it is there."""
+        protocol = getattr(self._send, "__self__", None)
+        transport = getattr(protocol, "transport", None)
+        if transport is None or not hasattr(transport, "set_write_buffer_limits"):
+            return
+        transport.set_write_buffer_limits(high=SEND_BUFFER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+
     # -- the connection's life -----------------------------------------------------------
     async def run(self) -> None:
         await self._send({"type": "websocket.accept"})
+        self._small_buffers()
         counted = False
         try:
             self.user = await self.authenticate()
@@ -301,10 +320,25 @@ class Connection:
         except AuthFailed as exc:
             raise Close(UNAUTHORIZED, exc.message) from None
 
+    def _recheck(self) -> Any:
+        """The credential's user now, who must still be allowed what this connection
+        follows: one no longer staff loses "all" and other users' tasks (DB thread)."""
+        user = self.credential.user()
+        self.checked_at = time.monotonic()
+        sub = self.sub
+        if sub is not None and not user.is_staff and (sub.everything or sub.tasks):
+            foreign = sub.everything or (
+                service.visible_tasks(user).filter(pk__in=sub.tasks).count() < len(sub.tasks)
+            )
+            if foreign:
+                raise AuthFailed(
+                    "this user may no longer follow all or other users' tasks; reconnect"
+                )
+        return user
+
     def _command(self, call: cmd.RestCall, req: Any) -> str:
         """Check the credential, then run (DB thread)."""
-        self.user = self.credential.user()
-        self.checked_at = time.monotonic()
+        self.user = self._recheck()
         return cmd.run_command(self.user, self.peer, call, req)
 
     async def _subscription(self, kind: str, frame: dict[str, Any], req: Any) -> str:
@@ -325,18 +359,20 @@ class Connection:
         self.user = await scope_auth.in_db_thread(self._visible, chosen)
         if chosen.everything and not self.user.is_staff:
             raise cmd.CommandError("permission_denied", "only staff may follow all tasks")
-        upto = self.hub.subscribe(
-            self.sub,
-            tasks=chosen.tasks,
-            mine=chosen.mine,
-            everything=chosen.everything,
-            since=since,
-        )
+        try:
+            upto = self.hub.subscribe(
+                self.sub,
+                tasks=chosen.tasks,
+                mine=chosen.mine,
+                everything=chosen.everything,
+                since=since,
+            )
+        except SinceAhead as exc:
+            raise cmd.CommandError("invalid_params", str(exc), field="since") from None
         return cmd.reply(req, {"tasks": chosen.describe(), "upto": upto})
 
     def _visible(self, chosen: cmd.Selection) -> Any:
-        user = self.credential.user()
-        self.checked_at = time.monotonic()
+        user = self._recheck()
         cmd.check_visible(user, chosen.tasks)
         return user
 
@@ -360,7 +396,7 @@ class Connection:
                 return
             if time.monotonic() - self.checked_at >= RECHECK_INTERVAL:
                 try:
-                    self.user = await scope_auth.in_db_thread(self.credential.user)
+                    self.user = await scope_auth.in_db_thread(self._recheck)
                 except AuthFailed as exc:
                     await self.close(UNAUTHORIZED, exc.message)
                     return
