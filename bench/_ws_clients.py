@@ -2,7 +2,8 @@
 
 Opens ``--clients`` connections to ``--url`` (with ``Authorization: Token`` and a
 ``{"type": "subscribe", "tasks": "mine"}`` request when ``--token`` is given), prints
-``ready`` once every one is connected and subscribed, then counts the frames that
+``ready`` once every one is connected and subscribed (then, with ``--wait-for-go``,
+waits for a line on stdin), then counts the frames that
 carry an ``"at"`` for ``--seconds`` and the latency of each (now - at, one clock: this
 machine's). The last line of stdout is JSON: deliveries, seconds, latency histogram.
 
@@ -81,6 +82,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         clients += await asyncio.gather(*(open_client(args.url, args.token) for _ in range(batch)))
     readers = [asyncio.create_task(read(ws, counter)) for ws in clients]
     print("ready", flush=True)
+    if args.wait_for_go:  # the benchmark starts its load once every client is in
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     await asyncio.sleep(args.warmup)  # the benchmark's settling time, not synchronisation
     counter.counting = True
     began = time.monotonic()
@@ -106,4 +109,5 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--wait-for-go", action="store_true", help="count after a line on stdin")
     print(json.dumps(asyncio.run(main(parser.parse_args()))), flush=True)
