@@ -63,7 +63,7 @@ def read_events_until_final(proc: subprocess.Popen[str], task_id: int) -> list[d
 def interrupt(proc: subprocess.Popen[str]) -> tuple[int, str]:
     """Ctrl-C; (exit code, stderr)."""
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=15)
+    _, err = proc.communicate(timeout=60)
     return proc.returncode, err
 
 

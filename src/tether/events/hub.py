@@ -271,13 +271,7 @@ class Hub:
         gap = self.seq.gap(now)
         if gap is not None:
             released += self.seq.fill(stored.between(gap[0], gap[1]), now)
-        progress: list[ProgressUpdate] = []
-        if self._staged and now >= self._progress_due:
-            progress = list(self._staged.values())
-            self._staged.clear()
-            self._progress_due = now + PROGRESS_EVERY
-        else:  # a task's last figures go out before the status that ends its run
-            progress = [self._staged.pop(c.task_id) for c in released if c.task_id in self._staged]
+        progress = self._progress_to_send(released, now)
         if not released and not progress:
             return
         for c in released:
@@ -288,38 +282,78 @@ class Hub:
             {c.owner_id for c in released if c.owner_id is not None}
             | {p.owner_id for p in progress if p.owner_id is not None}
         )
-        events = [progress_event(p, names.get(p.owner_id or 0, "")) for p in progress]
-        events += [status_event(c, names.get(c.owner_id or 0, "")) for c in released]
-        self._fan_out(released, progress, events)
+        statuses = [status_event(c, names.get(c.owner_id or 0, "")) for c in released]
+        figures = [progress_event(p, names.get(p.owner_id or 0, "")) for p in progress]
+        self._fan_out(released, statuses, progress, figures)
         for listener in list(self.listeners):
             try:
-                listener(events)
+                listener(figures + statuses)
             except Exception:
                 log.exception("event listener failed")
 
+    def _progress_to_send(self, released: list[Change], now: float) -> list[ProgressUpdate]:
+        """The staged progress to send now: all of it once a pass is due, else that of
+        tasks whose status changed (their last figures go with the change). Never that
+        of a task whose status event waits in the sequencer: it must not overtake it."""
+        held = self.seq.waiting_tasks()
+        if now >= self._progress_due:
+            chosen = [t for t in self._staged if t not in held]
+            self._progress_due = now + PROGRESS_EVERY
+        else:
+            chosen = [c.task_id for c in released if c.task_id in self._staged]
+            chosen = [t for t in dict.fromkeys(chosen) if t not in held]
+        return [self._staged.pop(t) for t in chosen]
+
     def _fan_out(
-        self, released: list[Change], progress: list[ProgressUpdate], events: list[dict[str, Any]]
+        self,
+        released: list[Change],
+        statuses: list[dict[str, Any]],
+        progress: list[ProgressUpdate],
+        figures: list[dict[str, Any]],
     ) -> None:
+        """Queue the frames: status events in id order; a task's figures taken before
+        one of its status changes (its last figures) just before that change, the rest
+        after all of them, in one pass per subscriber."""
+        at_change: dict[int, list[int]] = defaultdict(list)  # task -> indexes in released
+        for i, c in enumerate(released):
+            at_change[c.task_id].append(i)
+        before: dict[int, list[int]] = defaultdict(list)  # released index -> progress indexes
+        after: list[int] = []
+        for j, p in enumerate(progress):
+            change = next(
+                (i for i in at_change.get(p.task_id, ()) if _not_later(p.at, released[i].at)),
+                None,
+            )
+            (before[change] if change is not None else after).append(j)
         woken: set[Subscriber] = set()
         with self._lock:
             if not (self._by_task or self._by_owner or self._everything):
                 if released:
                     self._delivered = max(self._delivered, *(c.event_id or 0 for c in released))
                 return
-            batches: dict[Subscriber, list[tuple[int, str]]] = defaultdict(list)
-            for p, event in zip(progress, events, strict=False):
-                encoded: str | None = None
-                for sub in self._each_target(p.task_id, p.owner_id):  # a repeat is harmless:
-                    encoded = encoded or encode(event)  # the newer figures replace the older
-                    batches[sub].append((p.task_id, encoded))
-            woken.update(sub for sub, batch in batches.items() if sub.push_progress_many(batch))
-            for c, event in zip(released, events[len(progress) :], strict=True):
+            for i, (c, event) in enumerate(zip(released, statuses, strict=True)):
+                for j in before.get(i, ()):
+                    p = progress[j]
+                    frame = encode(figures[j])
+                    woken.update(
+                        s
+                        for s in self._targets(p.task_id, p.owner_id)
+                        if s.push_progress(p.task_id, frame)
+                    )
                 eid = c.event_id or 0
                 self._delivered = max(self._delivered, eid)
                 targets = self._targets(c.task_id, c.owner_id)
                 if targets:
                     frame = encode(event)
                     woken.update(s for s in targets if s.push_status(frame, eid))
+            batches: dict[Subscriber, list[tuple[int, str]]] = defaultdict(list)
+            for j in after:
+                p = progress[j]
+                encoded: str | None = None
+                for sub in self._each_target(p.task_id, p.owner_id):  # a repeat is harmless:
+                    encoded = encoded or encode(figures[j])  # the newer figures replace the older
+                    batches[sub].append((p.task_id, encoded))
+            woken.update(sub for sub, batch in batches.items() if sub.push_progress_many(batch))
         by_loop: dict[asyncio.AbstractEventLoop, list[Subscriber]] = defaultdict(list)
         for sub in woken:
             by_loop[sub.loop].append(sub)
@@ -370,6 +404,10 @@ class Hub:
         if missing:
             self._names.update(stored.usernames(missing))
         return self._names
+
+
+def _not_later(a: Any, b: Any) -> bool:
+    return a is not None and b is not None and a <= b
 
 
 def _wake_all(subs: list[Subscriber]) -> None:

@@ -37,6 +37,10 @@ class Sequencer:
     def pending(self) -> int:
         return len(self._pending)
 
+    def waiting_tasks(self) -> set[int]:
+        """Tasks with a status event waiting for a hole below it."""
+        return {c.task_id for c in self._pending.values()}
+
     @property
     def newest(self) -> int:
         """The highest event id seen (released or waiting)."""
