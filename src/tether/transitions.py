@@ -8,6 +8,7 @@ change appends a TaskEvent. Listeners are told after the transaction commits.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import defaultdict
@@ -15,9 +16,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -49,6 +50,9 @@ class Change:
 Listener = Callable[[list[Change]], None]
 _listeners: list[Listener] = []
 
+DEADLOCK_RETRIES = 3
+P = ParamSpec("P")
+R = TypeVar("R")
 RELEASE = {"worker": None, "run_token": None, "lease_expires_at": None}
 ROW = ("id", "status", "owner_id", "type")
 
@@ -120,6 +124,35 @@ def _implied_updates(dst: Status, now: Any) -> dict[str, Any]:
     return updates
 
 
+def deadlocked(exc: BaseException) -> bool:
+    """Whether the database chose this transaction as a deadlock's victim (PostgreSQL
+    40P01, MariaDB/MySQL 1213): it was rolled back whole and may simply run again."""
+    cause = exc.__cause__
+    if getattr(cause, "sqlstate", None) == "40P01":
+        return True
+    args: tuple[Any, ...] = getattr(cause, "args", ())
+    return bool(args) and args[0] == 1213
+
+
+def retried_on_deadlock(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run ``fn`` again (up to DEADLOCK_RETRIES times) when its own transaction was a
+    deadlock's victim; inside a caller's transaction the caller must decide."""
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(1, DEADLOCK_RETRIES + 1):
+            try:
+                return fn(*args, **kwargs)
+            except OperationalError as exc:
+                if connection.in_atomic_block or not deadlocked(exc) or attempt == DEADLOCK_RETRIES:
+                    raise
+                log.warning("a status change was a deadlock's victim; trying again (%d)", attempt)
+        raise AssertionError("unreachable")
+
+    return run
+
+
+@retried_on_deadlock
 def transition(
     ids: int | Sequence[int],
     dst: Status | Mapping[Status, Status],
