@@ -166,7 +166,7 @@ def test_a_since_past_every_event_is_refused(hub: Hub, make_user: Callable[..., 
     alice = make_user("alice")
     task = service.submit(alice, "add", {"operand1": 1, "operand2": 2})
     newest = TaskEvent.objects.get(task=task).pk
-    wait_until(lambda: hub.seq.watermark >= newest, "the hub to hear the submission")
+    wait_until(lambda: hub.delivered >= newest, "the hub to hear the submission")
     sub = Subscriber(alice.id, False, asyncio.new_event_loop())
     with pytest.raises(SinceAhead, match=f"since {newest + 1_000_000} is past the newest event"):
         hub.subscribe(sub, mine=True, since=newest + 1_000_000)

@@ -68,6 +68,7 @@ class Hub:
         self._db = ThreadPoolExecutor(4, thread_name_prefix="tether-events-db")
         self.seq = Sequencer(0)
         self._delivered = 0  # the last in-order status event handed to subscribers
+        self._newest = 0  # the highest event id heard (read by subscribe, any thread)
         self._staged: dict[int, ProgressUpdate] = {}  # progress waiting for its pass
         self._progress_due = 0.0
         self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
@@ -82,7 +83,7 @@ class Hub:
         if self.running:
             return
         self.seq = Sequencer(stored.latest_id())
-        self._delivered = self.seq.watermark
+        self._delivered = self._newest = self.seq.watermark
         close_old_connections()
         self._stopping.clear()
         bus.add_sink(self.ingest)
@@ -103,6 +104,11 @@ class Hub:
         """A bus sink: queue and return (runs in the thread that committed)."""
         self._inbox.append(items)
         self._wake.set()
+
+    @property
+    def delivered(self) -> int:
+        """The last status event (in id order) handed to subscribers."""
+        return self._delivered
 
     # -- subscriptions (any thread) -----------------------------------------------------
     def attach(self, sub: Subscriber) -> None:
@@ -135,7 +141,7 @@ class Hub:
         tasks = [t for t in tasks if t not in sub.tasks]
         with self._lock:
             upto = self._delivered
-            newest = max(upto, self.seq.newest)
+            newest = max(upto, self._newest)
             if since is not None and since > newest:
                 raise SinceAhead(since, newest)
             if since is not None and since > upto:
@@ -268,6 +274,7 @@ class Hub:
         if changes:
             wake_waiters(changes)  # requests waiting on a change (changes of other processes too)
         released = self.seq.add(changes, now)
+        self._newest = max(self._newest, self.seq.newest)
         gap = self.seq.gap(now)
         if gap is not None:
             released += self.seq.fill(stored.between(gap[0], gap[1]), now)
