@@ -111,9 +111,6 @@ class Hub:
         return self._delivered
 
     # -- subscriptions (any thread) -----------------------------------------------------
-    def attach(self, sub: Subscriber) -> None:
-        """Nothing to do until ``subscribe``; kept for symmetry with ``detach``."""
-
     def detach(self, sub: Subscriber) -> None:
         with self._lock:
             for task_id in sub.tasks:
@@ -221,17 +218,6 @@ class Hub:
         if len(changes) == REPLAY_PAGE:
             rest = Replay(changes[-1].event_id or replay.upto, replay.upto, replay.where)
         return frames, rest
-
-    def run_db(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        """Run ``fn`` in one of the hub's database threads (from an event loop)."""
-
-        def call() -> Any:
-            try:
-                return fn(*args)
-            finally:
-                close_old_connections()
-
-        return asyncio.get_running_loop().run_in_executor(self._db, call)
 
     # -- the hub's thread ----------------------------------------------------------------
     def _loop(self) -> None:
