@@ -16,6 +16,7 @@ class TetherConfig(AppConfig):
         import tether.datasets.exporter
         import tether.datasets.importer
         import tether.datasets.sweep
+        import tether.pipelines.control
         import tether.tasks  # noqa: F401  (registers the built-in task types: csv_import, …)
         from tether.executors import system_check
 

@@ -47,9 +47,17 @@ class TaskContext:
         state: dict[str, Any] | None = None,
         attempt: int = 1,
         flush_interval: float = FLUSH_INTERVAL,
+        input: Any = None,
+        owner_id: int | None = None,
     ) -> None:
         self.task_id = task_id
         self.attempt = attempt
+        self.input = input
+        """A pipeline step's input: the previous step's result (a list of results after
+        a parallel group), or the pipeline's ``data_url`` for the first step; None for
+        a task that is not a pipeline step."""
+        self.owner_id = owner_id
+        """The id of the user who submitted the task (for per-user files and tables)."""
         self.state: dict[str, Any] = dict(state or {})
         self._token = token
         self._store = store

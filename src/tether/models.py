@@ -1,4 +1,4 @@
-"""Task, TaskEvent and ApiToken."""
+"""Task, TaskEvent, ApiToken, uploads, datasets and pipelines."""
 
 from __future__ import annotations
 
@@ -45,6 +45,17 @@ class Task(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     paused_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    pipeline = models.ForeignKey(
+        "Pipeline",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="tasks",
+        help_text="the pipeline this task is a step (or a step's undoing) of",
+    )
+    input = models.JSONField(
+        null=True, blank=True, help_text="a pipeline step's input: the previous output"
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -167,3 +178,89 @@ class Dataset(models.Model):
 
     def __str__(self) -> str:
         return f"dataset {self.name} ({self.row_count} rows)"
+
+
+class Pipeline(models.Model):
+    """Ordered steps, each an ordinary task; steps sharing an ``order_no`` run in
+    parallel. Its status changes only through ``tether.pipelines.moves``."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tether_pipelines"
+    )
+    name = models.CharField(max_length=200)
+    project = models.CharField(max_length=100, blank=True, default="")
+    data_url = models.CharField(max_length=2000, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices(), default=Status.QUEUED.value)
+    current_order = models.IntegerField(help_text="order_no of the steps started last")
+    pause_timeout = models.FloatField(default=300.0)
+    undoing = models.BooleanField(
+        default=False, help_text="cancelled: its finished steps are being rolled back"
+    )
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["owner", "-id"], name="tether_pipeline_owner"),
+            models.Index(fields=["status"], name="tether_pipeline_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"pipeline {self.name}#{self.pk} ({self.status})"
+
+
+class PipelineStep(models.Model):
+    """One entry of a pipeline's ``transformers_list``: a task type, its params and
+    its order. ``task`` is set when its order starts (and replaced by a retry). What
+    the type's registration says is kept here, so that a worker that does not know the
+    type can still start the step."""
+
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="steps")
+    index = models.PositiveIntegerField(help_text="position in transformers_list")
+    order_no = models.IntegerField()
+    name = models.CharField(max_length=100, help_text="the task type")
+    context = models.JSONField(default=dict, help_text="the task's params")
+    queue = models.CharField(max_length=100)
+    max_attempts = models.PositiveIntegerField(default=3)
+    max_recoveries = models.PositiveIntegerField(default=10)
+    has_rollback = models.BooleanField(default=True)
+    task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    undo_task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    rolled_back_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["pipeline", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["pipeline", "index"], name="tether_step_index")
+        ]
+
+    def __str__(self) -> str:
+        return f"step {self.index} ({self.name}) of pipeline {self.pipeline_id}"
+
+
+class PipelineEvent(models.Model):
+    """Append-only history of a pipeline's status changes."""
+
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=16, choices=Status.choices(), null=True)
+    to_status = models.CharField(max_length=16, choices=Status.choices())
+    at = models.DateTimeField(default=timezone.now)
+    actor = models.CharField(max_length=200)
+    reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["pipeline", "id"], name="tether_pevent_pipeline")]
+
+    def __str__(self) -> str:
+        return f"pipeline {self.pipeline_id}: {self.from_status} -> {self.to_status}"

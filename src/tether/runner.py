@@ -69,6 +69,8 @@ class Runner:
             store=self.store,
             state=job.checkpoint,
             attempt=job.attempts,
+            input=job.input,
+            owner_id=job.owner_id,
         )
 
     def run(self, job: Job) -> None:

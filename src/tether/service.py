@@ -91,19 +91,29 @@ def submit_many(
 ) -> list[Task]:
     """Validate and queue many tasks of one type in one transaction (all or nothing)."""
     tasks = [_build(owner, type_name, p, queue, pause_timeout) for p in params_list]
-    for check in list(_admission_checks):
-        check()
+    admit()
     with transaction.atomic():
-        if connection.features.can_return_rows_from_bulk_insert:
-            Task.objects.bulk_create(tasks, batch_size=500)
-        else:  # MySQL has no INSERT … RETURNING: bulk_create would leave the ids unset
-            for t in tasks:
-                t.save(force_insert=True)
-        record_creation(tasks, actor=_actor(owner))
+        insert(tasks, actor=actor_of(owner))
     return tasks
 
 
-def _actor(user: Any) -> str:
+def admit() -> None:
+    """Run the admission checks (raise ServiceUnavailable when work cannot be taken)."""
+    for check in list(_admission_checks):
+        check()
+
+
+def insert(tasks: Sequence[Task], *, actor: str) -> None:
+    """Store new queued tasks and their first event; call inside a transaction."""
+    if connection.features.can_return_rows_from_bulk_insert:
+        Task.objects.bulk_create(tasks, batch_size=500)
+    else:  # MySQL has no INSERT … RETURNING: bulk_create would leave the ids unset
+        for t in tasks:
+            t.save(force_insert=True)
+    record_creation(tasks, actor=actor)
+
+
+def actor_of(user: Any) -> str:
     return f"user:{user.get_username()}" if user is not None else "system"
 
 

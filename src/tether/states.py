@@ -60,14 +60,44 @@ TRANSITIONS: dict[tuple[Status, Status], str] = {
 }
 
 
+# A pipeline has the task statuses. Its status follows its steps' (a step claimed: the
+# pipeline runs; every running step paused: it is paused), and a failed pipeline may be
+# retried from its failed steps.
+PIPELINE_TRANSITIONS: dict[tuple[Status, Status], str] = {
+    (Status.QUEUED, Status.RUNNING): "a step runs",
+    (Status.QUEUED, Status.PAUSING): "pause",
+    (Status.QUEUED, Status.PAUSED): "pause, its steps paused",
+    (Status.QUEUED, Status.CANCELLING): "cancel",
+    (Status.QUEUED, Status.SUCCEEDED): "last steps succeeded",
+    (Status.QUEUED, Status.FAILED): "a step failed",
+    (Status.RUNNING, Status.PAUSING): "pause",
+    (Status.RUNNING, Status.PAUSED): "its steps paused",
+    (Status.RUNNING, Status.CANCELLING): "cancel",
+    (Status.RUNNING, Status.SUCCEEDED): "last steps succeeded",
+    (Status.RUNNING, Status.FAILED): "a step failed",
+    (Status.PAUSING, Status.PAUSED): "its steps paused",
+    (Status.PAUSING, Status.CANCELLING): "cancel",
+    (Status.PAUSING, Status.SUCCEEDED): "last steps succeeded",
+    (Status.PAUSING, Status.FAILED): "a step failed",
+    (Status.PAUSED, Status.QUEUED): "resume",
+    (Status.PAUSED, Status.CANCELLING): "cancel, pause expired",
+    (Status.PAUSED, Status.FAILED): "a step failed",
+    (Status.CANCELLING, Status.CANCELLED): "finished steps rolled back",
+    (Status.CANCELLING, Status.FAILED): "a rollback failed",
+    (Status.FAILED, Status.QUEUED): "retry",
+}
+
+
 def is_legal(src: Status | str, dst: Status | str) -> bool:
     return (Status(src), Status(dst)) in TRANSITIONS
 
 
-def sources(dst: Status | str) -> frozenset[Status]:
-    """Statuses from which ``dst`` may be reached."""
+def sources(
+    dst: Status | str, table: dict[tuple[Status, Status], str] = TRANSITIONS
+) -> frozenset[Status]:
+    """Statuses from which ``dst`` may be reached (in ``table``: tasks by default)."""
     dst = Status(dst)
-    return frozenset(src for (src, to) in TRANSITIONS if to == dst)
+    return frozenset(src for (src, to) in table if to == dst)
 
 
 STATUS_CHOICES = Status.choices()

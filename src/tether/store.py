@@ -62,9 +62,11 @@ class Job:
     checkpoint: dict[str, Any] = field(default_factory=dict)
     attempts: int = 1
     max_attempts: int = 1
+    input: Any = None
+    owner_id: int | None = None
 
 
-JOB_FIELDS = ("id", "type", "params", "checkpoint", "attempts", "max_attempts")
+JOB_FIELDS = ("id", "type", "params", "checkpoint", "attempts", "max_attempts", "input", "owner_id")
 
 
 def _jobs(ids: list[int], token: str, rollback: bool, actor: str = "system") -> list[Job]:
@@ -83,8 +85,10 @@ def _jobs(ids: list[int], token: str, rollback: bool, actor: str = "system") -> 
             checkpoint=checkpoint or {},
             attempts=attempts,
             max_attempts=max_attempts,
+            input=input_,
+            owner_id=owner_id,
         )
-        for i, typ, params, checkpoint, attempts, max_attempts in found
+        for i, typ, params, checkpoint, attempts, max_attempts, input_, owner_id in found
     ]
 
 

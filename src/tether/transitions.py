@@ -45,16 +45,18 @@ class Change:
     task_type: str = ""
     at: datetime | None = None
     actor: str = ""
+    pipeline_id: int | None = None
 
 
 Listener = Callable[[list[Change]], None]
 _listeners: list[Listener] = []
+_step_hooks: list[Listener] = []
 
 DEADLOCK_RETRIES = 3
 P = ParamSpec("P")
 R = TypeVar("R")
 RELEASE = {"worker": None, "run_token": None, "lease_expires_at": None}
-ROW = ("id", "status", "owner_id", "type")
+ROW = ("id", "status", "owner_id", "type", "pipeline_id")
 
 
 def subscribe(listener: Listener) -> None:
@@ -66,6 +68,14 @@ def subscribe(listener: Listener) -> None:
 def unsubscribe(listener: Listener) -> None:
     if listener in _listeners:
         _listeners.remove(listener)
+
+
+def add_step_hook(hook: Listener) -> None:
+    """Call ``hook(changes)`` inside the transaction that changes a pipeline step's
+    status, with the task rows still locked: what follows from the change (the next
+    step started, the pipeline paused …) commits with it, or not at all."""
+    if hook not in _step_hooks:
+        _step_hooks.append(hook)
 
 
 _waiters: dict[int, list[tuple[frozenset[Status], threading.Event]]] = defaultdict(list)
@@ -188,13 +198,13 @@ def transition(
         qs = Task.objects.select_for_update().filter(id__in=id_list).order_by("id")
         if token is not None:
             qs = qs.filter(run_token=token)
-        rows = {i: (st, owner, ttype) for i, st, owner, ttype in qs.values_list(*ROW)}
+        rows = {i: rest for i, *rest in qs.values_list(*ROW)}
         if single and not rows:
             if token is not None and Task.objects.filter(id=id_list[0]).exists():
                 return []
             raise TaskNotFound()
         groups: dict[Status, list[int]] = defaultdict(list)
-        for task_id, (status, _, _) in rows.items():
+        for task_id, (status, *_) in rows.items():
             if Status(status) in route:
                 groups[Status(status)].append(task_id)
         if single and not groups:
@@ -216,15 +226,22 @@ def transition(
             ]
         )
         changes = [
-            Change(t, src, to, reason, e.pk, rows[t][1], rows[t][2], now, actor)
+            Change(t, src, to, reason, e.pk, rows[t][1], rows[t][2], now, actor, rows[t][3])
             for (t, src, to), e in zip(moves, events, strict=True)
         ]
+        _run_step_hooks(changes)
         if changes:
             final = (updates or {}).get("progress")
             if final is not None:  # the last figures, written with the move
                 transaction.on_commit(lambda: _publish_progress(changes, final))
             transaction.on_commit(lambda: _notify(changes))
     return changes
+
+
+def _run_step_hooks(changes: list[Change]) -> None:
+    steps = [c for c in changes if c.pipeline_id is not None]
+    for hook in _step_hooks if steps else ():
+        hook(steps)
 
 
 def _publish_progress(changes: list[Change], progress: dict[str, Any]) -> None:
@@ -269,7 +286,16 @@ def record_creation(tasks: Sequence[Task], *, actor: str) -> None:
     )
     changes = [
         Change(
-            t.pk, None, Status.QUEUED, "submitted", e.pk, t.owner_id, t.type, t.created_at, actor
+            t.pk,
+            None,
+            Status.QUEUED,
+            "submitted",
+            e.pk,
+            t.owner_id,
+            t.type,
+            t.created_at,
+            actor,
+            t.pipeline_id,
         )
         for t, e in zip(tasks, events, strict=True)
     ]

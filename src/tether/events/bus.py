@@ -27,6 +27,24 @@ class ProgressUpdate:
     at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class PipelineUpdate:
+    """A committed change of a pipeline's status. ``event_id`` is its PipelineEvent's
+    id (its own sequence, not the task events'); ``tasks`` are the ids of the step
+    tasks started last (the current order), so a watcher learns new steps from it."""
+
+    pipeline_id: int
+    owner_id: int
+    name: str
+    src: str | None
+    dst: str
+    at: datetime
+    actor: str
+    reason: str
+    event_id: int
+    tasks: tuple[int, ...] = ()
+
+
 Sink = Callable[[Sequence[Any]], None]
 _sinks: list[Sink] = []
 
@@ -43,8 +61,8 @@ def remove_sink(sink: Sink) -> None:
 
 
 def publish(items: Sequence[Any]) -> None:
-    """Hand committed changes (``transitions.Change``) and progress updates
-    (``ProgressUpdate``) to every sink."""
+    """Hand committed changes (``transitions.Change``), progress updates
+    (``ProgressUpdate``) and pipeline changes (``PipelineUpdate``) to every sink."""
     for sink in _sinks:
         try:
             sink(items)

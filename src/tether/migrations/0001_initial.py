@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,85 +15,173 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='ApiToken',
+            name="ApiToken",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key_hash', models.CharField(max_length=64, unique=True)),
-                ('hint', models.CharField(help_text='first characters, to tell tokens apart', max_length=16)),
-                ('name', models.CharField(blank=True, default='', max_length=100)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('expires_at', models.DateTimeField()),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='tether_tokens', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key_hash", models.CharField(max_length=64, unique=True)),
+                (
+                    "hint",
+                    models.CharField(
+                        help_text="first characters, to tell tokens apart", max_length=16
+                    ),
+                ),
+                ("name", models.CharField(blank=True, default="", max_length=100)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("expires_at", models.DateTimeField()),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="tether_tokens",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='Task',
+            name="Task",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('type', models.CharField(max_length=100)),
-                ('queue', models.CharField(default='default', max_length=100)),
-                ('params', models.JSONField(default=dict)),
-                ('status', models.CharField(choices=[('queued', 'queued'), ('running', 'running'), ('pausing', 'pausing'), ('paused', 'paused'), ('cancelling', 'cancelling'), ('cancelled', 'cancelled'), ('succeeded', 'succeeded'), ('failed', 'failed')], default='queued', max_length=16)),
-                ('progress', models.JSONField(blank=True, null=True)),
-                ('checkpoint', models.JSONField(blank=True, null=True)),
-                ('result', models.JSONField(blank=True, null=True)),
-                ('error', models.TextField(blank=True, default='')),
-                ('attempts', models.PositiveIntegerField(default=1)),
-                ('max_attempts', models.PositiveIntegerField(default=3)),
-                ('pause_timeout', models.FloatField(default=300.0)),
-                ('run_after', models.DateTimeField(default=django.utils.timezone.now)),
-                ('worker', models.CharField(blank=True, max_length=200, null=True)),
-                ('run_token', models.CharField(blank=True, max_length=64, null=True)),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('paused_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='tether_tasks', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("type", models.CharField(max_length=100)),
+                ("queue", models.CharField(default="default", max_length=100)),
+                ("params", models.JSONField(default=dict)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "queued"),
+                            ("running", "running"),
+                            ("pausing", "pausing"),
+                            ("paused", "paused"),
+                            ("cancelling", "cancelling"),
+                            ("cancelled", "cancelled"),
+                            ("succeeded", "succeeded"),
+                            ("failed", "failed"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("progress", models.JSONField(blank=True, null=True)),
+                ("checkpoint", models.JSONField(blank=True, null=True)),
+                ("result", models.JSONField(blank=True, null=True)),
+                ("error", models.TextField(blank=True, default="")),
+                ("attempts", models.PositiveIntegerField(default=1)),
+                ("max_attempts", models.PositiveIntegerField(default=3)),
+                ("pause_timeout", models.FloatField(default=300.0)),
+                ("run_after", models.DateTimeField(default=django.utils.timezone.now)),
+                ("worker", models.CharField(blank=True, max_length=200, null=True)),
+                ("run_token", models.CharField(blank=True, max_length=64, null=True)),
+                ("lease_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("paused_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="tether_tasks",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='TaskEvent',
+            name="TaskEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('from_status', models.CharField(choices=[('queued', 'queued'), ('running', 'running'), ('pausing', 'pausing'), ('paused', 'paused'), ('cancelling', 'cancelling'), ('cancelled', 'cancelled'), ('succeeded', 'succeeded'), ('failed', 'failed')], max_length=16, null=True)),
-                ('to_status', models.CharField(choices=[('queued', 'queued'), ('running', 'running'), ('pausing', 'pausing'), ('paused', 'paused'), ('cancelling', 'cancelling'), ('cancelled', 'cancelled'), ('succeeded', 'succeeded'), ('failed', 'failed')], max_length=16)),
-                ('at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('actor', models.CharField(max_length=200)),
-                ('reason', models.TextField(blank=True, default='')),
-                ('task', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='tether.task')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "from_status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "queued"),
+                            ("running", "running"),
+                            ("pausing", "pausing"),
+                            ("paused", "paused"),
+                            ("cancelling", "cancelling"),
+                            ("cancelled", "cancelled"),
+                            ("succeeded", "succeeded"),
+                            ("failed", "failed"),
+                        ],
+                        max_length=16,
+                        null=True,
+                    ),
+                ),
+                (
+                    "to_status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "queued"),
+                            ("running", "running"),
+                            ("pausing", "pausing"),
+                            ("paused", "paused"),
+                            ("cancelling", "cancelling"),
+                            ("cancelled", "cancelled"),
+                            ("succeeded", "succeeded"),
+                            ("failed", "failed"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("actor", models.CharField(max_length=200)),
+                ("reason", models.TextField(blank=True, default="")),
+                (
+                    "task",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="tether.task",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.AddIndex(
-            model_name='task',
-            index=models.Index(fields=['status', 'queue', 'run_after'], name='tether_task_claim'),
+            model_name="task",
+            index=models.Index(fields=["status", "queue", "run_after"], name="tether_task_claim"),
         ),
         migrations.AddIndex(
-            model_name='task',
-            index=models.Index(fields=['status', 'id'], name='tether_task_ready'),
+            model_name="task",
+            index=models.Index(fields=["status", "id"], name="tether_task_ready"),
         ),
         migrations.AddIndex(
-            model_name='task',
-            index=models.Index(fields=['owner', '-id'], name='tether_task_owner'),
+            model_name="task",
+            index=models.Index(fields=["owner", "-id"], name="tether_task_owner"),
         ),
         migrations.AddIndex(
-            model_name='task',
-            index=models.Index(fields=['worker'], name='tether_task_worker'),
+            model_name="task",
+            index=models.Index(fields=["worker"], name="tether_task_worker"),
         ),
         migrations.AddIndex(
-            model_name='taskevent',
-            index=models.Index(fields=['task', 'id'], name='tether_event_task'),
+            model_name="taskevent",
+            index=models.Index(fields=["task", "id"], name="tether_event_task"),
         ),
     ]

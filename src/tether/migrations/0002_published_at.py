@@ -4,15 +4,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tether', '0001_initial'),
+        ("tether", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='task',
-            name='published_at',
-            field=models.DateTimeField(blank=True, help_text='last time a message was sent for it', null=True),
+            model_name="task",
+            name="published_at",
+            field=models.DateTimeField(
+                blank=True, help_text="last time a message was sent for it", null=True
+            ),
         ),
     ]

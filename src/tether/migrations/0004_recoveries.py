@@ -4,20 +4,21 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tether', '0003_datasets'),
+        ("tether", "0003_datasets"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='task',
-            name='max_recoveries',
+            model_name="task",
+            name="max_recoveries",
             field=models.PositiveIntegerField(default=10),
         ),
         migrations.AddField(
-            model_name='task',
-            name='recoveries',
-            field=models.PositiveIntegerField(default=0, help_text='times re-queued after its worker or server was lost'),
+            model_name="task",
+            name="recoveries",
+            field=models.PositiveIntegerField(
+                default=0, help_text="times re-queued after its worker or server was lost"
+            ),
         ),
     ]
