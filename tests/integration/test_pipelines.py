@@ -132,3 +132,42 @@ def test_bad_step_names_its_index_and_field(alice: Any) -> None:
     with pytest.raises(InvalidParams):
         spec.parse({**doc(("a", 1, {})), "transformers_list": []})
     assert not Pipeline.objects.exists()
+
+
+def test_pause_expiry_cancels_the_pipeline_with_rollback(
+    executor: EmbeddedExecutor, alice: Any
+) -> None:
+    body = {
+        **doc(("a", 1, {}), ("b", 2, {"ticks": 3000, "tick_ms": 5})),
+        "pause_timeout": 0.5,
+    }
+    pipeline = control.create(alice, spec.parse(body))
+    wait_until(lambda: (step_task(pipeline.pk, 1).checkpoint or {}).get("tick"), "b to tick")
+    control.pause(pipeline.pk, actor="user:alice")
+    done = wait_pipeline(pipeline.pk, "cancelled", "failed")
+    assert done.status == "cancelled", done.error
+    reasons = PipelineEvent.objects.filter(pipeline=pipeline, to_status="cancelling")
+    assert [e.reason for e in reasons] == ["pause_expired"]
+    assert pt.ledger() == ["run:a", "undo:b", "undo:a"]
+    statuses = list(
+        PipelineEvent.objects.filter(pipeline=pipeline).values_list("to_status", flat=True)
+    )
+    assert "queued" not in statuses[1:]  # never looked resumed on its way to cancel
+
+
+def test_cancelling_a_step_cancels_the_pipeline(executor: EmbeddedExecutor, alice: Any) -> None:
+    from tether import service
+
+    body = doc(
+        ("a", 1, {}),
+        ("b", 2, {"ticks": 3000, "tick_ms": 5}),
+        ("c", 2, {"ticks": 3000, "tick_ms": 5}),
+    )
+    pipeline = control.create(alice, spec.parse(body))
+    wait_until(lambda: (step_task(pipeline.pk, 2).checkpoint or {}).get("tick"), "c to tick")
+    service.cancel(step_task(pipeline.pk, 1).pk, actor="user:alice", reason="not needed")
+    done = wait_pipeline(pipeline.pk, "cancelled", "failed")
+    assert done.status == "cancelled", done.error
+    assert step_task(pipeline.pk, 2).status == "cancelled"  # its sibling too
+    assert sorted(pt.ledger()) == ["run:a", "undo:a", "undo:b", "undo:c"]
+    assert pt.ledger()[-1] == "undo:a"

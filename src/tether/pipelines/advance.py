@@ -25,14 +25,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from tether import strictjson
-from tether.models import Pipeline, PipelineStep, Task
+from tether.models import Pipeline, PipelineStep, Task, TaskEvent
 from tether.pipelines import moves
 from tether.service import insert
 from tether.states import Status
 from tether.transitions import Change, transition
 
-ACTIVE_STEP = frozenset({Status.QUEUED, Status.RUNNING, Status.PAUSING, Status.CANCELLING})
-HELD_STEP = frozenset({Status.RUNNING, Status.PAUSING, Status.CANCELLING})
+ACTIVE_STEP = frozenset({Status.QUEUED, Status.RUNNING, Status.PAUSING})
+HELD_STEP = frozenset({Status.RUNNING, Status.PAUSING})
 MAX_ERROR = 4000
 
 _local = threading.local()
@@ -113,10 +113,9 @@ def settle_locked(pipeline: Pipeline, *, actor: str) -> None:
             updates={"error": strictjson.safe_text(error, MAX_ERROR)},
         )
         return
-    cancelled = [s for s in current if view.status(s) == Status.CANCELLED]
-    if cancelled:
-        step = cancelled[0]
-        begin_cancel(pipeline, actor=actor, reason=f"step {step.index} ({step.name}) was cancelled")
+    cancelled = [s for s in current if view.status(s) in (Status.CANCELLING, Status.CANCELLED)]
+    if cancelled:  # by itself (a user, or its pause expired): the whole is cancelled
+        begin_cancel(pipeline, actor=actor, reason=_cancel_reason(cancelled[0]))
         _settle_cancel(View(pipeline), actor)
         return
     if all(st == Status.SUCCEEDED for st in statuses):
@@ -135,6 +134,19 @@ def settle_locked(pipeline: Pipeline, *, actor: str) -> None:
         moves.move(pipeline, Status.QUEUED, actor=actor, reason="a step was resumed")
         if held:
             moves.move(pipeline, Status.RUNNING, actor=actor, reason="a step runs")
+
+
+def _cancel_reason(step: PipelineStep) -> str:
+    """Why a step was cancelled by itself: its pause expired keeps its name."""
+    reason = (
+        TaskEvent.objects.filter(task_id=step.task_id or 0, to_status=Status.CANCELLING)
+        .order_by("-id")
+        .values_list("reason", flat=True)
+        .first()
+    )
+    if reason == "pause_expired":
+        return reason
+    return f"step {step.index} ({step.name}) was cancelled" + (f": {reason}" if reason else "")
 
 
 def _advance(view: View, actor: str) -> None:
