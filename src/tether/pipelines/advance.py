@@ -12,16 +12,19 @@ a crash at any point leaves nothing half done.
 Locks are always taken tasks first, then the pipeline: code holding a pipeline lock
 never locks an existing task row (it may create tasks). Control requests
 (``tether.pipelines.control``) lock the current steps' tasks before the pipeline.
+Should settling fail for a reason of its own, the step's change still commits and the
+periodic sweep settles the pipeline later.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from tether import strictjson
@@ -35,6 +38,7 @@ ACTIVE_STEP = frozenset({Status.QUEUED, Status.RUNNING, Status.PAUSING})
 HELD_STEP = frozenset({Status.RUNNING, Status.PAUSING})
 MAX_ERROR = 4000
 
+log = logging.getLogger(__name__)
 _local = threading.local()
 
 
@@ -43,7 +47,13 @@ def on_step_changes(changes: list[Change]) -> None:
     ids = sorted({c.pipeline_id for c in changes if c.pipeline_id is not None})
     for pipeline_id in ids:
         actor = next(c.actor for c in changes if c.pipeline_id == pipeline_id)
-        settle(pipeline_id, actor=actor or "system")
+        try:
+            with transaction.atomic():  # a savepoint: a fault here never costs the step
+                settle(pipeline_id, actor=actor or "system")
+        except OperationalError:
+            raise  # the database's own trouble (a deadlock, a lost connection): retry all
+        except Exception:
+            log.exception("pipeline %s: settling after a step's change failed", pipeline_id)
 
 
 @contextmanager

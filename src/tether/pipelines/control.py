@@ -30,6 +30,7 @@ from tether.transitions import add_step_hook, retried_on_deadlock, transition
 log = logging.getLogger(__name__)
 LOCK_ATTEMPTS = 5
 SWEEP_AFTER = 2.0  # seconds a pausing/cancelling pipeline is left to its fast path
+RESETTLE_AFTER = 30.0
 
 add_step_hook(advance.on_step_changes)
 
@@ -242,3 +243,15 @@ def sweep() -> int:
         if paused_at is not None and paused_at + timedelta(seconds=timeout) <= now
     ]
     return done + _each(expired, lambda i: cancel(i, actor="system", reason="pause_expired"))
+
+
+@chore("pipelines-resettle", every=30.0)
+def resettle() -> int:
+    """Settle unfinished pipelines not changed for a while: a step change whose
+    settling failed (and was logged) is caught up here."""
+    cutoff = timezone.now() - timedelta(seconds=RESETTLE_AFTER)
+    stale = Pipeline.objects.filter(
+        status__in=[Status.QUEUED, Status.RUNNING, Status.PAUSING, Status.PAUSED],
+        updated_at__lt=cutoff,
+    ).order_by("updated_at")
+    return _each(list(stale.values_list("id", flat=True)[:500]), lambda i: enforce(i))
