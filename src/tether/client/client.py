@@ -13,6 +13,7 @@ import httpx
 from tether import __version__
 from tether.client.errors import NotTetherServer, Unauthorized, Unreachable, api_error
 from tether.client.follow import FINAL, Follower, Notify, wait_for
+from tether.client.pipelines import PipelineCalls
 from tether.client.stream import EventStream
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -39,7 +40,7 @@ def error_of(response: httpx.Response) -> tuple[str, str, Any]:
     return "", str(body)[:200], {}
 
 
-class Client:
+class Client(PipelineCalls):
     """A client of one Tether server, authenticated with an API token.
 
     ``server`` is the base URL (``http://127.0.0.1:8000``); ``token`` comes from
@@ -85,13 +86,15 @@ class Client:
         params: dict[str, Any] | None = None,
         auth: bool = True,
         task_id: int | None = None,
+        missing: str | None = None,
         data: dict[str, Any] | None = None,
         files: dict[str, Any] | None = None,
         timeout: float | None = None,
     ) -> Any:
         """``method`` ``path`` (under ``/api/v1``); the parsed JSON answer, ``None`` when
         empty. ``data`` + ``files``: a multipart form whose file objects are streamed.
-        ``task_id`` names the task in a 404's message. ``timeout``: seconds per read."""
+        ``task_id`` names the task in a 404's message, ``missing`` (``"pipeline 7"``)
+        any other thing. ``timeout``: seconds per read."""
         try:
             response = self._http.request(
                 method,
@@ -106,7 +109,7 @@ class Client:
         except httpx.TransportError as exc:
             raise Unreachable(self.server, str(exc) or type(exc).__name__) from None
         if response.status_code >= 400:
-            raise self._error(response, auth=auth, task_id=task_id)
+            raise self._error(response, auth=auth, task_id=task_id, missing=missing)
         if response.status_code == 204 or not response.content:
             return None
         try:
@@ -116,11 +119,20 @@ class Client:
                 f"{self.server} did not answer with JSON (is it a Tether server?)"
             ) from None
 
-    def _error(self, response: httpx.Response, *, auth: bool, task_id: int | None) -> Exception:
+    def _error(
+        self,
+        response: httpx.Response,
+        *,
+        auth: bool,
+        task_id: int | None,
+        missing: str | None = None,
+    ) -> Exception:
         code, message, body = error_of(response)
         status = response.status_code
         if status == 404 and task_id is not None:
             message = f"task {task_id} not found"
+        elif status == 404 and missing and code == "not_found" and "endpoint" not in message:
+            message = f"{missing} not found"
         elif status == 404 and code == "not_found" and "endpoint" in message:
             message = f"{message} (is {self.server} a Tether server of this version?)"
         elif status >= 500:
