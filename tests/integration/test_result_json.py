@@ -36,10 +36,15 @@ def wait_all_final(ids: list[int], timeout: float = 120.0) -> None:
 
 
 def chains(ids: list[int]) -> dict[int, list[str]]:
+    """Each task's statuses, leaving out claims handed back unstarted (a loaded machine
+    found no free thread in time: the task did not run, no attempt was used)."""
     found: dict[int, list[str]] = defaultdict(list)
     rows = TaskEvent.objects.filter(task_id__in=ids).order_by("task_id", "id")
-    for task_id, to_status in rows.values_list("task_id", "to_status"):
-        found[task_id].append(to_status)
+    for task_id, to_status, reason in rows.values_list("task_id", "to_status", "reason"):
+        if reason.startswith("handed back"):
+            found[task_id].pop()  # the claim it undoes
+        else:
+            found[task_id].append(to_status)
     return found
 
 
