@@ -229,12 +229,13 @@ def transition(
             Change(t, src, to, reason, e.pk, rows[t][1], rows[t][2], now, actor, rows[t][3])
             for (t, src, to), e in zip(moves, events, strict=True)
         ]
-        _run_step_hooks(changes)
         if changes:
             final = (updates or {}).get("progress")
             if final is not None:  # the last figures, written with the move
                 transaction.on_commit(lambda: _publish_progress(changes, final))
+            # before the step hooks': the stream tells this change before what follows
             transaction.on_commit(lambda: _notify(changes))
+        _run_step_hooks(changes)
     return changes
 
 

@@ -1,5 +1,5 @@
 """The hub, fed by the engine's commits: order, replay with since, tenancy, recovery of
-a change whose message never arrived."""
+a change whose message never arrived, pipelines and their tasks."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration import pipeline_tasks as pt
 from tests.integration import tasks  # noqa: F401 (registers it_ledger)
 from tests.integration.conftest import wait_until
 from tether import service
@@ -18,7 +19,9 @@ from tether.events import bus
 from tether.events.hub import Hub, SinceAhead
 from tether.events.subscriber import Subscriber
 from tether.executors.embedded import EmbeddedExecutor
-from tether.models import TaskEvent
+from tether.models import Pipeline, PipelineEvent, PipelineStep, Task, TaskEvent
+from tether.pipelines import control, spec
+from tether.server.ws_commands import CommandError, check_visible_pipelines
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -173,3 +176,106 @@ def test_a_since_past_every_event_is_refused(hub: Hub, make_user: Callable[..., 
     assert hub.subscribe(sub, mine=True, since=newest) == newest  # up to date: nothing to replay
     hub.detach(sub)
     sub.loop.close()
+
+
+# -- pipelines ------------------------------------------------------------------------------
+def pipeline_doc(*labels: str, ticks: int = 5) -> dict[str, Any]:
+    """One it_step per order, each ticking (progress) ``ticks`` times."""
+    steps = [
+        {"name": "it_step", "order_no": i + 1, "context": {"label": label, "ticks": ticks}}
+        for i, label in enumerate(labels)
+    ]
+    return {"pipeline_name": "two", "project": "p", "data_url": "", "transformers_list": steps}
+
+
+def pipeline_frames(heard: Listener, pid: int) -> list[dict[str, Any]]:
+    return [e for e in heard.events if e["kind"] == "pipeline" and e["pipeline"] == pid]
+
+
+def test_a_pipeline_subscriber_hears_the_pipeline_and_every_task_of_it(
+    hub: Hub, make_user: Callable[..., Any], listen: Callable[..., Listener]
+) -> None:
+    alice = make_user("alice")
+    pt.clear_ledger()
+    mine = listen(alice, mine=True)
+    pipeline = control.create(alice, spec.parse(pipeline_doc("a", "b")))
+    first = PipelineStep.objects.get(pipeline=pipeline, index=0).task_id
+    wait_until(lambda: pipeline_frames(mine, pipeline.pk), "the pipeline's creation")
+    wait_until(lambda: mine.statuses(first) == ["queued"], "its first task's creation")
+    heard = listen(alice, pipelines=[pipeline.pk])  # before anything runs: no executor yet
+    other = service.submit(alice, "add", {"operand1": 1, "operand2": 2})
+    executor = EmbeddedExecutor(2, poll_interval=0.05, maintenance_interval=0.1)
+    executor.start()
+    try:
+        wait_until(
+            lambda: [e["to"] for e in pipeline_frames(heard, pipeline.pk)][-1:] == ["succeeded"],
+            "the pipeline's success",
+            timeout=30,
+        )
+        wait_until(lambda: "succeeded" in mine.statuses(other.pk), "the other task's success")
+    finally:
+        executor.stop(timeout=5)
+    second = PipelineStep.objects.get(pipeline=pipeline, index=1).task_id
+    assert second is not None and second > first  # created after the subscription
+    moves = [(e["from"], e["to"]) for e in pipeline_frames(mine, pipeline.pk)]
+    assert moves == [(None, "queued"), ("queued", "running"), ("running", "succeeded")]
+    created = pipeline_frames(mine, pipeline.pk)[0]
+    assert created["tasks"] == [first] and created["owner"] == "alice"
+    history = PipelineEvent.objects.filter(pipeline=pipeline).values_list("id", flat=True)
+    assert created["name"] == "two" and created["event"] == min(history)
+    assert [e["to"] for e in pipeline_frames(heard, pipeline.pk)] == ["running", "succeeded"]
+    assert all(e["id"] is None for e in pipeline_frames(heard, pipeline.pk))
+
+    assert heard.statuses(first) == ["running", "succeeded"]  # its queued came before
+    assert heard.statuses(second) == ["queued", "running", "succeeded"]
+    statuses = [e for e in heard.events if e["kind"] == "status"]
+    assert {e["pipeline"] for e in statuses} == {pipeline.pk}
+    assert {e["task"] for e in heard.events if "task" in e} == {first, second}  # not `other`
+    outside = [e for e in mine.events if e["kind"] == "status" and e["task"] == other.pk]
+    assert [e["pipeline"] for e in outside] == [None, None, None]
+    done = [e["progress"]["done"] for e in progress_of(heard) if e["task"] == second]
+    assert done and done[-1] == 5  # progress of a task it was never told about by id
+    # a step's change goes out before the pipeline's change it caused
+    last = next(e for e in statuses if e["task"] == second and e["to"] == "succeeded")
+    assert heard.events.index(last) < heard.events.index(pipeline_frames(heard, pipeline.pk)[-1])
+
+
+def test_since_replays_a_pipelines_task_events_not_its_own(
+    executor: EmbeddedExecutor,
+    hub: Hub,
+    make_user: Callable[..., Any],
+    listen: Callable[..., Listener],
+) -> None:
+    alice = make_user("alice")
+    pt.clear_ledger()
+    pipeline = control.create(alice, spec.parse(pipeline_doc("a", "b", ticks=0)))
+    wait_until(
+        lambda: Pipeline.objects.get(pk=pipeline.pk).status == "succeeded", "success", timeout=30
+    )
+    service.submit(alice, "add", {"operand1": 1, "operand2": 2})  # not of the pipeline
+    steps = list(Task.objects.filter(pipeline=pipeline).values_list("id", flat=True))
+    wanted = list(
+        TaskEvent.objects.filter(task_id__in=steps).order_by("id").values_list("id", flat=True)
+    )
+    newest = TaskEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    wait_until(lambda: hub.delivered >= newest, "the hub to hear everything")
+    heard = listen(alice, pipelines=[pipeline.pk], since=0)
+    wait_until(
+        lambda: [e["id"] for e in heard.events if e["kind"] == "status"] == wanted,
+        "the pipeline's task events, from the history",
+    )
+    assert not pipeline_frames(heard, pipeline.pk)  # its own are not replayed
+
+
+def test_only_its_owner_and_staff_may_follow_a_pipeline(make_user: Callable[..., Any]) -> None:
+    alice, bob, root = make_user("alice"), make_user("bob"), make_user("root", staff=True)
+    pipeline = control.create(alice, spec.parse(pipeline_doc("a")))
+    check_visible_pipelines(alice, (pipeline.pk,))
+    check_visible_pipelines(root, (pipeline.pk,))
+    with pytest.raises(CommandError) as caught:
+        check_visible_pipelines(bob, (pipeline.pk, pipeline.pk + 1000))
+    assert caught.value.error == {
+        "code": "not_found",
+        "message": f"no pipeline {pipeline.pk} (and 1 more)",
+        "pipelines": [pipeline.pk, pipeline.pk + 1000],
+    }

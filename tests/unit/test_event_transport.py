@@ -1,5 +1,6 @@
 """The cross-process event wire: JSON messages that round-trip every field, split to a
-size bound, and refuse what is not ours; the publisher's bounded buffer."""
+size bound, and refuse what is not ours; the publisher's bounded buffer; the public
+form of the events."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ from typing import Any
 
 from kombu import Connection
 
-from tether.events.records import ProgressUpdate
+from tether.events.records import (
+    PipelineUpdate,
+    ProgressUpdate,
+    pipeline_event,
+    progress_event,
+    status_event,
+    to_wire,
+)
 from tether.events.transport import Publisher
 from tether.events.wire import MAX_MESSAGE_BYTES, decode, encode
 from tether.states import Status
@@ -37,6 +45,55 @@ def test_status_and_progress_round_trip_every_field() -> None:
     [body] = encode("here", items)
     assert decode(body) == ("here", items)
     assert json.loads(body)["v"] == 1  # plain JSON, nothing pickled
+
+
+def pipeline(eid: int, dst: Status = Status.RUNNING, pid: int = 4) -> PipelineUpdate:
+    return PipelineUpdate(pid, 3, "sentinel", Status.QUEUED, dst, AT, "u:a", "a step runs", eid)
+
+
+def test_pipeline_changes_and_a_steps_pipeline_round_trip() -> None:
+    items: list[Any] = [
+        Change(8, Status.QUEUED, Status.RUNNING, "claimed", 43, 3, "it_step", AT, "w:1", 4),
+        PipelineUpdate(4, 3, "p", None, Status.QUEUED, AT, "user:a", "submitted", 9, (8, 9)),
+        pipeline(10),
+    ]
+    [body] = encode("here", items)
+    assert decode(body) == ("here", items)
+    assert "l" not in to_wire(change(1))  # a task outside pipelines pays nothing for them
+
+
+def test_a_pipeline_item_a_process_cannot_read_is_left_out() -> None:
+    wire = json.loads(encode("o", [pipeline(3)])[0])["items"][0]
+    assert "t" not in wire  # an older server, which reads "t", leaves it out
+    bad = [
+        {**wire, "d": "exploded"},
+        {**wire, "e": None},
+        {**wire, "a": None},
+        {**wire, "k": "7"},
+        {**wire, "o": None},
+    ]
+    body = json.dumps({"v": 1, "origin": "o", "items": [*bad, wire]})
+    assert decode(body) == ("o", [pipeline(3)])
+
+
+def test_the_public_form_of_each_kind() -> None:
+    step = Change(8, None, Status.QUEUED, "submitted", 43, 3, "it_step", AT, "pipeline:4", 4)
+    assert status_event(step, "alice") == {
+        "kind": "status", "id": 43, "task": 8, "owner": "alice", "task_type": "it_step",
+        "from": None, "to": "queued", "at": "2026-03-01T12:30:05.123456Z",
+        "actor": "pipeline:4", "reason": "submitted", "pipeline": 4,
+    }  # fmt: skip
+    assert status_event(change(1), "alice")["pipeline"] is None
+    assert set(progress_event(progress(), "alice")) == {
+        "kind", "id", "task", "owner", "task_type", "at", "progress"
+    }  # fmt: skip
+    created = PipelineUpdate(4, 3, "p", None, Status.QUEUED, AT, "user:a", "submitted", 9, (8,))
+    assert pipeline_event(created, "alice") == {
+        "kind": "pipeline", "id": None, "pipeline": 4, "owner": "alice", "name": "p",
+        "from": None, "to": "queued", "at": "2026-03-01T12:30:05.123456Z",
+        "actor": "user:a", "reason": "submitted", "event": 9, "tasks": [8],
+    }  # fmt: skip
+    assert json.dumps(pipeline_event(pipeline(10), "a"))  # plain JSON
 
 
 def test_a_big_batch_is_split_into_bounded_messages_in_order() -> None:
@@ -101,6 +158,16 @@ def test_the_buffer_keeps_each_tasks_latest_progress_after_the_statuses() -> Non
     pub([progress(7, 2), change(2), Change(7, Status.RUNNING, Status.QUEUED, "", None)])
     assert pub.take() == [change(1), change(2), progress(7, 2), progress(8, 1)]
     assert pub.take() == []
+
+
+def test_the_buffer_keeps_every_pipeline_change_in_order_among_the_statuses() -> None:
+    pub = publisher()
+    pub([change(1), pipeline(5, Status.RUNNING), progress(7, 1)])
+    pub([pipeline(6, Status.PAUSING), change(2), pipeline(7, Status.PAUSED)])
+    assert pub.take() == [
+        change(1), pipeline(5, Status.RUNNING), pipeline(6, Status.PAUSING), change(2),
+        pipeline(7, Status.PAUSED), progress(7, 1),
+    ]  # fmt: skip
 
 
 def test_a_full_buffer_drops_progress_first_then_the_oldest_statuses() -> None:

@@ -71,6 +71,22 @@ def test_more_than_1000_task_ids_is_400() -> None:
     assert "1,000" in r.message
 
 
+def test_pipelines_are_ids_and_follow_only_themselves_unless_tasks_are_named() -> None:
+    assert parse_selection([], ["3,4", "5"]) == Selection(pipelines=frozenset({3, 4, 5}))
+    assert parse_selection(["mine"], ["3"]) == Selection(mine=True, pipelines=frozenset({3}))
+    assert parse_selection(["7"], []) == Selection(frozenset({7}))
+    assert len(parse_selection([], [",".join(map(str, range(1, 1001)))]).pipelines) == 1000
+
+
+@pytest.mark.parametrize("value", ["", "3,", "mine", "all", "x", "-1", "9" * 19])
+def test_a_bad_pipelines_value_is_400_invalid_naming_pipelines(value: str) -> None:
+    r = refusal(parse_selection, [], [value])
+    assert (r.status, r.code, list(r.extra["fields"])) == (400, "invalid", ["pipelines"])
+    assert r.message.startswith("pipelines: ")
+    r = refusal(parse_selection, [], [",".join(map(str, range(1, 1002)))])
+    assert "1,000" in r.message
+
+
 def test_query_string_limits() -> None:
     assert sse_format.query_params(b"tasks=7%2C8&since=3&x") == {
         "tasks": ["7,8"],
@@ -131,6 +147,15 @@ def test_a_progress_event_has_no_id_and_no_raw_newline_in_data() -> None:
     [event] = parse_sse(text)
     assert event["event"] == "progress"
     assert json.loads(event["data"]) == PROGRESS
+
+
+def test_a_pipeline_event_has_its_kind_and_no_id() -> None:
+    change = {"kind": "pipeline", "id": None, "pipeline": 4, "owner": "alice", "name": "p"}
+    text = sse_event(encode({**change, "from": "queued", "to": "running", "event": 9}))
+    assert "id:" not in text
+    [event] = parse_sse(text)
+    assert event["event"] == "pipeline"
+    assert json.loads(event["data"])["event"] == 9
 
 
 def test_a_frame_laid_out_otherwise_is_read_as_json() -> None:

@@ -5,7 +5,8 @@ A lost connection (a restart, a network cut, or the server's close 4008 when thi
 client read too slowly) is reconnected with backoff and re-subscribed with ``since`` =
 the last status event delivered, so the server replays what was missed: no status
 event is lost or delivered twice. Progress events are not replayed (the next one
-carries the latest figures).
+carries the latest figures), nor are pipelines' own events (re-read a followed
+pipeline after a reconnection: ``hello`` is then a new dict).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -73,8 +74,9 @@ def close_error(code: int | None, reason: str) -> TetherError | None:
 
 
 class EventStream:
-    """Events of ``tasks`` (ids, ``"mine"`` or ``"all"``) after ``since``. Iterate it,
-    or call ``get(timeout)``; ``close()`` (any thread) ends it. ``last_id`` is the last
+    """Events of ``tasks`` (ids, ``"mine"`` or ``"all"``) and of ``pipelines`` (ids:
+    their own events and every event of their tasks) after ``since``. Iterate it, or
+    call ``get(timeout)``; ``close()`` (any thread) ends it. ``last_id`` is the last
     status event id delivered: pass it as ``since`` to a later stream to resume."""
 
     def __init__(
@@ -88,11 +90,13 @@ class EventStream:
         retry_for: float | None = 120.0,
         notify: Notify | None = None,
         open_timeout: float = 10.0,
+        pipelines: Collection[int] = (),
     ) -> None:
         self.server = server
         self.url = ws_url(server)
         self.token = token
         self.tasks = tasks
+        self.pipelines = list(pipelines)
         self.last_id = since
         self.user_agent = user_agent
         self.retry_for = retry_for
@@ -153,6 +157,8 @@ class EventStream:
         self.hello = self._expect(ws, deadline, lambda f: f.get("type") == "hello")
         self._req += 1
         request: dict[str, Any] = {"type": "subscribe", "req": self._req, "tasks": self.tasks}
+        if self.pipelines:
+            request["pipelines"] = self.pipelines
         if self.last_id is not None:
             request["since"] = self.last_id
         try:

@@ -4,8 +4,12 @@ subscriber that may see them.
 Changes arrive from the bus (this process) and, with Celery workers, from the
 cross-process transport. One thread orders status events (see ``sequencer``),
 resolves owner names, encodes each frame once and queues it for the subscribers of
-its task, of its owner ("mine") and of everything (staff). Subscribers are woken in
-their event loop; nothing here waits on a client.
+its task, of its pipeline, of its owner ("mine") and of everything (staff) (see
+``routes``). Subscribers are woken in their event loop; nothing here waits on a client.
+
+A pipeline's changes are not task events: they have no place in the id order and are
+not replayed, but one waits until the status events heard before it are released, so
+that a step's change goes out before the pipeline's change it caused.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict, defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,7 +29,15 @@ from django.db import close_old_connections, connection
 from django.db.models import Q
 
 from tether.events import bus, stored
-from tether.events.records import ProgressUpdate, progress_event, status_event
+from tether.events.directory import Directory
+from tether.events.records import (
+    PipelineUpdate,
+    ProgressUpdate,
+    pipeline_event,
+    progress_event,
+    status_event,
+)
+from tether.events.routes import Routes
 from tether.events.sequencer import Sequencer
 from tether.events.subscriber import REPLAY_PAGE, Replay, Subscriber
 from tether.transitions import Change, wake_waiters
@@ -35,7 +47,6 @@ QUIET_CHECK_SECONDS = 1.0  # with nothing heard this long, read the history's ta
 PROGRESS_EVERY = 0.05
 """Progress is fanned out at most this often, the latest figures of each task at a
 time: with many subscribers, one pass for many updates costs far less than one each."""
-MAX_TASKS_REMEMBERED = 100_000
 
 
 class SinceAhead(ValueError):
@@ -59,17 +70,15 @@ class Hub:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()  # the indexes, and the watermark seen by subscribe
-        self._by_task: dict[int, set[Subscriber]] = defaultdict(set)
-        self._by_owner: dict[int, set[Subscriber]] = defaultdict(set)
-        self._everything: set[Subscriber] = set()
-        self._names: dict[int, str] = {}
-        self._meta: OrderedDict[int, tuple[int, str]] = OrderedDict()
+        self._lock = threading.Lock()  # the routes, and the watermark seen by subscribe
+        self._routes = Routes()
+        self._directory = Directory()
         self._db = ThreadPoolExecutor(4, thread_name_prefix="tether-events-db")
         self.seq = Sequencer(0)
         self._delivered = 0  # the last in-order status event handed to subscribers
         self._newest = 0  # the highest event id heard (read by subscribe, any thread)
         self._staged: dict[int, ProgressUpdate] = {}  # progress waiting for its pass
+        self._held: list[tuple[int, PipelineUpdate]] = []  # (newest event heard before it, it)
         self._progress_due = 0.0
         self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
         """Called in the hub's thread with each batch of released events (as dicts)."""
@@ -113,29 +122,26 @@ class Hub:
     # -- subscriptions (any thread) -----------------------------------------------------
     def detach(self, sub: Subscriber) -> None:
         with self._lock:
-            for task_id in sub.tasks:
-                self._drop(self._by_task, task_id, sub)
-            if sub.mine:
-                self._drop(self._by_owner, sub.user_id, sub)
-            self._everything.discard(sub)
-            sub.tasks.clear()
-            sub.mine = sub.everything = False
+            self._routes.detach(sub)
 
     def subscribe(
         self,
         sub: Subscriber,
         *,
         tasks: Iterable[int] = (),
+        pipelines: Iterable[int] = (),
         mine: bool = False,
         everything: bool = False,
         since: int | None = None,
     ) -> int:
         """Add to what ``sub`` hears. The caller has checked that it may see these tasks
-        (and that ``everything`` is for staff). With ``since``, stored status events
-        after that id are queued first, then live ones: none missed, none twice.
+        and pipelines (and that ``everything`` is for staff). With ``since``, stored
+        status events after that id are queued first, then live ones: none missed,
+        none twice (a pipeline's own events are not replayed, its tasks' are).
         Returns the id up to which history is replayed (the live stream's start).
         Raises SinceAhead for a ``since`` past every event."""
         tasks = [t for t in tasks if t not in sub.tasks]
+        pipelines = [p for p in pipelines if p not in sub.pipelines]
         with self._lock:
             upto = self._delivered
             newest = max(upto, self._newest)
@@ -149,18 +155,14 @@ class Hub:
                     where = Q(task_id__in=tasks) if tasks else Q(pk__in=[])
                     if mine:
                         where |= Q(task__owner_id=sub.user_id)
-                wanted = everything or mine or tasks
+                    if pipelines:
+                        where |= Q(task__pipeline_id__in=pipelines)
+                wanted = everything or mine or tasks or pipelines
                 if wanted and sub.push_replay(Replay(since, upto, where)):
                     sub.loop.call_soon_threadsafe(sub.wake)
-            for task_id in tasks:
-                self._by_task[task_id].add(sub)
-                sub.tasks.add(task_id)
-            if mine and not sub.mine:
-                self._by_owner[sub.user_id].add(sub)
-                sub.mine = True
-            if everything and not sub.everything:
-                self._everything.add(sub)
-                sub.everything = True
+            self._routes.add(
+                sub, tasks=tasks, pipelines=pipelines, mine=mine, everything=everything
+            )
         return upto
 
     def unsubscribe(
@@ -168,37 +170,19 @@ class Hub:
         sub: Subscriber,
         *,
         tasks: Iterable[int] = (),
+        pipelines: Iterable[int] = (),
         mine: bool = False,
         everything: bool = False,
     ) -> None:
         with self._lock:
-            for task_id in tasks:
-                if task_id in sub.tasks:
-                    sub.tasks.discard(task_id)
-                    self._drop(self._by_task, task_id, sub)
-            if mine and sub.mine:
-                self._drop(self._by_owner, sub.user_id, sub)
-                sub.mine = False
-            if everything:
-                self._everything.discard(sub)
-                sub.everything = False
+            self._routes.remove(
+                sub, tasks=tasks, pipelines=pipelines, mine=mine, everything=everything
+            )
 
     def subscriber_count(self) -> int:
         """Subscribers following something (reported by /api/v1/health)."""
         with self._lock:
-            subs: set[Subscriber] = set(self._everything)
-            for index in (self._by_task, self._by_owner):
-                for group in index.values():
-                    subs.update(group)
-            return len(subs)
-
-    @staticmethod
-    def _drop(index: dict[int, set[Subscriber]], key: int, sub: Subscriber) -> None:
-        subs = index.get(key)
-        if subs is not None:
-            subs.discard(sub)
-            if not subs:
-                del index[key]
+            return self._routes.count()
 
     async def load_replay(self, replay: Replay) -> tuple[list[str], Replay | None]:
         """One page of a replay, as frames (runs the query in a database thread)."""
@@ -210,7 +194,7 @@ class Hub:
             changes = stored.between(
                 replay.after, replay.upto + 1, where=replay.where, limit=REPLAY_PAGE
             )
-            names = self._names_for({c.owner_id for c in changes if c.owner_id is not None})
+            names = self._directory.names({c.owner_id for c in changes if c.owner_id is not None})
         finally:
             close_old_connections()
         frames = [encode(status_event(c, names.get(c.owner_id or 0, ""))) for c in changes]
@@ -264,25 +248,40 @@ class Hub:
         gap = self.seq.gap(now)
         if gap is not None:
             released += self.seq.fill(stored.between(gap[0], gap[1]), now)
+        self._held += [(self.seq.newest, i) for i in items if isinstance(i, PipelineUpdate)]
+        pipelines = self._pipelines_to_send()
         progress = self._progress_to_send(released, now)
-        if not released and not progress:
+        if not released and not progress and not pipelines:
             return
-        for c in released:
-            if c.owner_id is not None:
-                self._remember(c.task_id, c.owner_id, c.task_type)
-        progress = self._with_owners(progress)
-        names = self._names_for(
+        directory = self._directory
+        directory.remember(released)
+        progress = directory.complete(progress, bool(self._routes.by_pipeline))
+        names = directory.names(
             {c.owner_id for c in released if c.owner_id is not None}
             | {p.owner_id for p in progress if p.owner_id is not None}
+            | {u.owner_id for u in pipelines}
         )
         statuses = [status_event(c, names.get(c.owner_id or 0, "")) for c in released]
         figures = [progress_event(p, names.get(p.owner_id or 0, "")) for p in progress]
-        self._fan_out(released, statuses, progress, figures)
+        moves = [pipeline_event(u, names.get(u.owner_id, "")) for u in pipelines]
+        self._fan_out(
+            released, statuses, progress, figures, list(zip(pipelines, moves, strict=True))
+        )
         for listener in list(self.listeners):
             try:
-                listener(figures + statuses)
+                listener(figures + statuses + moves)
             except Exception:
                 log.exception("event listener failed")
+
+    def _pipelines_to_send(self) -> list[PipelineUpdate]:
+        """The pipeline changes whose earlier status events have all been released."""
+        if not self._held:
+            return []
+        mark = self.seq.watermark
+        ready = [u for newest, u in self._held if newest <= mark]
+        if ready:
+            self._held = [(newest, u) for newest, u in self._held if newest > mark]
+        return ready
 
     def _progress_to_send(self, released: list[Change], now: float) -> list[ProgressUpdate]:
         """The staged progress to send now: all of it once a pass is due, else that of
@@ -303,10 +302,11 @@ class Hub:
         statuses: list[dict[str, Any]],
         progress: list[ProgressUpdate],
         figures: list[dict[str, Any]],
+        pipelines: list[tuple[PipelineUpdate, dict[str, Any]]],
     ) -> None:
         """Queue the frames: status events in id order; a task's figures taken before
         one of its status changes (its last figures) just before that change, the rest
-        after all of them, in one pass per subscriber."""
+        after all of them, in one pass per subscriber; then pipelines' changes."""
         at_change: dict[int, list[int]] = defaultdict(list)  # task -> indexes in released
         for i, c in enumerate(released):
             at_change[c.task_id].append(i)
@@ -319,84 +319,49 @@ class Hub:
             )
             (before[change] if change is not None else after).append(j)
         woken: set[Subscriber] = set()
+        routes, pipeline_of = self._routes, self._directory.pipeline_of
         with self._lock:
-            if not (self._by_task or self._by_owner or self._everything):
+            if not routes:
                 if released:
                     self._delivered = max(self._delivered, *(c.event_id or 0 for c in released))
                 return
+            by_pipeline = bool(routes.by_pipeline)  # else no need to know a task's pipeline
             for i, (c, event) in enumerate(zip(released, statuses, strict=True)):
                 for j in before.get(i, ()):
                     p = progress[j]
                     frame = encode(figures[j])
                     woken.update(
                         s
-                        for s in self._targets(p.task_id, p.owner_id)
+                        for s in routes.targets(p.task_id, p.owner_id, c.pipeline_id)
                         if s.push_progress(p.task_id, frame)
                     )
                 eid = c.event_id or 0
                 self._delivered = max(self._delivered, eid)
-                targets = self._targets(c.task_id, c.owner_id)
+                targets = routes.targets(c.task_id, c.owner_id, c.pipeline_id)
                 if targets:
                     frame = encode(event)
                     woken.update(s for s in targets if s.push_status(frame, eid))
             batches: dict[Subscriber, list[tuple[int, str]]] = defaultdict(list)
             for j in after:
                 p = progress[j]
+                pipeline_id = pipeline_of(p.task_id) if by_pipeline else None
                 encoded: str | None = None
-                for sub in self._each_target(p.task_id, p.owner_id):  # a repeat is harmless:
-                    encoded = encoded or encode(figures[j])  # the newer figures replace the older
+                # a repeat is harmless: the newer figures replace the older
+                for sub in routes.each_target(p.task_id, p.owner_id, pipeline_id):
+                    encoded = encoded or encode(figures[j])
                     batches[sub].append((p.task_id, encoded))
             woken.update(sub for sub, batch in batches.items() if sub.push_progress_many(batch))
+            for u, move in pipelines:
+                targets = routes.of_pipeline(u.pipeline_id, u.owner_id)
+                if targets:
+                    frame = encode(move)
+                    woken.update(s for s in targets if s.push_status(frame))
         by_loop: dict[asyncio.AbstractEventLoop, list[Subscriber]] = defaultdict(list)
         for sub in woken:
             by_loop[sub.loop].append(sub)
         for loop, subs in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: its clients are gone
                 loop.call_soon_threadsafe(_wake_all, subs)
-
-    def _each_target(self, task_id: int, owner_id: int | None) -> Iterator[Subscriber]:
-        yield from self._everything
-        yield from self._by_task.get(task_id, ())
-        if owner_id is not None:
-            yield from self._by_owner.get(owner_id, ())
-
-    def _targets(self, task_id: int, owner_id: int | None) -> set[Subscriber]:
-        targets = set(self._everything)
-        targets.update(self._by_task.get(task_id, ()))
-        if owner_id is not None:
-            targets.update(self._by_owner.get(owner_id, ()))
-        return targets
-
-    def _remember(self, task_id: int, owner_id: int, task_type: str) -> None:
-        meta = self._meta
-        if task_id not in meta:
-            meta[task_id] = (owner_id, task_type)
-            if len(meta) > MAX_TASKS_REMEMBERED:
-                meta.popitem(last=False)
-
-    def _with_owners(self, progress: list[ProgressUpdate]) -> list[ProgressUpdate]:
-        latest: dict[int, ProgressUpdate] = {}
-        for p in progress:  # only the newest figures of each task
-            latest[p.task_id] = p
-        missing = [t for t, p in latest.items() if p.owner_id is None and t not in self._meta]
-        if missing:
-            for task_id, (owner_id, ttype) in stored.task_meta(missing).items():
-                self._remember(task_id, owner_id, ttype)
-        out = []
-        for task_id, p in latest.items():
-            if p.owner_id is None:
-                meta = self._meta.get(task_id)
-                if meta is None:
-                    continue  # the task is gone
-                p = ProgressUpdate(task_id, p.progress, meta[0], meta[1], p.at)
-            out.append(p)
-        return out
-
-    def _names_for(self, owner_ids: set[int]) -> dict[int, str]:
-        missing = [i for i in owner_ids if i not in self._names]
-        if missing:
-            self._names.update(stored.usernames(missing))
-        return self._names
 
 
 def _not_later(a: Any, b: Any) -> bool:

@@ -1,13 +1,13 @@
 """What travels on the event stream: status changes (``transitions.Change``, with their
-TaskEvent id) and progress updates, their public form, and their compact wire form
-between processes."""
+TaskEvent id), progress updates and pipeline changes, their public form, and their
+compact wire form between processes."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from tether.events.bus import ProgressUpdate
+from tether.events.bus import PipelineUpdate, ProgressUpdate
 from tether.states import Status
 from tether.transitions import Change
 
@@ -29,6 +29,7 @@ def status_event(c: Change, owner: str) -> dict[str, Any]:
         "at": iso(c.at),
         "actor": c.actor,
         "reason": c.reason,
+        "pipeline": c.pipeline_id,
     }
 
 
@@ -44,8 +45,51 @@ def progress_event(p: ProgressUpdate, owner: str) -> dict[str, Any]:
     }
 
 
-def to_wire(item: Change | ProgressUpdate) -> dict[str, Any]:
-    """A compact JSON-able form for other processes."""
+def pipeline_event(u: PipelineUpdate, owner: str) -> dict[str, Any]:
+    """A pipeline's status change. ``id`` is null: it is not a task event and is not
+    replayed; ``event`` is its own id in the pipeline's history."""
+    return {
+        "kind": "pipeline",
+        "id": None,
+        "pipeline": u.pipeline_id,
+        "owner": owner,
+        "name": u.name,
+        "from": None if u.src is None else str(u.src),
+        "to": str(u.dst),
+        "at": iso(u.at),
+        "actor": u.actor,
+        "reason": u.reason,
+        "event": u.event_id,
+        "tasks": list(u.tasks),
+    }
+
+
+Item = Change | ProgressUpdate | PipelineUpdate
+
+
+def describe(item: Item) -> str:
+    """Names an item in a log line."""
+    if isinstance(item, PipelineUpdate):
+        return f"pipeline {item.pipeline_id}"
+    return f"task {item.task_id}"
+
+
+def to_wire(item: Item) -> dict[str, Any]:
+    """A compact JSON-able form for other processes (a pipeline change has ``l`` and no
+    ``t``, so a process that does not know it leaves it out)."""
+    if isinstance(item, PipelineUpdate):
+        return {
+            "l": item.pipeline_id,
+            "o": item.owner_id,
+            "n": item.name,
+            "f": None if item.src is None else str(item.src),
+            "d": str(item.dst),
+            "a": iso(item.at),
+            "c": item.actor,
+            "r": item.reason,
+            "e": item.event_id,
+            "k": list(item.tasks),
+        }
     if isinstance(item, ProgressUpdate):
         return {
             "t": item.task_id,
@@ -54,7 +98,7 @@ def to_wire(item: Change | ProgressUpdate) -> dict[str, Any]:
             "y": item.task_type,
             "a": iso(item.at),
         }
-    return {
+    wire: dict[str, Any] = {
         "t": item.task_id,
         "e": item.event_id,
         "o": item.owner_id,
@@ -65,16 +109,43 @@ def to_wire(item: Change | ProgressUpdate) -> dict[str, Any]:
         "c": item.actor,
         "r": item.reason,
     }
+    if item.pipeline_id is not None:
+        wire["l"] = item.pipeline_id
+    return wire
 
 
-def from_wire(raw: Any) -> Change | ProgressUpdate | None:
+def _time(raw: dict[str, Any]) -> datetime | None:
+    return datetime.fromisoformat(raw["a"].replace("Z", "+00:00")) if raw.get("a") else None
+
+
+def _pipeline_from_wire(raw: dict[str, Any]) -> PipelineUpdate | None:
+    at, tasks = _time(raw), raw.get("k") or []
+    if at is None or not isinstance(tasks, list):
+        return None
+    return PipelineUpdate(
+        int(raw["l"]),
+        int(raw["o"]),
+        str(raw.get("n") or ""),
+        Status(raw["f"]) if raw.get("f") is not None else None,
+        Status(raw["d"]),
+        at,
+        str(raw.get("c") or ""),
+        str(raw.get("r") or ""),
+        int(raw["e"]),
+        tuple(int(t) for t in tasks),
+    )
+
+
+def from_wire(raw: Any) -> Item | None:
     """Undo ``to_wire``; None for anything malformed (a foreign or corrupt message)."""
     try:
+        if "t" not in raw and "l" in raw:
+            return _pipeline_from_wire(raw)
         task_id = int(raw["t"])
         owner = raw.get("o")
         owner_id = int(owner) if owner is not None else None
         ttype = str(raw.get("y") or "")
-        at = datetime.fromisoformat(raw["a"].replace("Z", "+00:00")) if raw.get("a") else None
+        at = _time(raw)
         if "p" in raw:
             progress = raw["p"]
             if not isinstance(progress, dict):
@@ -91,6 +162,7 @@ def from_wire(raw: Any) -> Change | ProgressUpdate | None:
             ttype,
             at,
             str(raw.get("c") or ""),
+            int(raw["l"]) if raw.get("l") is not None else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None

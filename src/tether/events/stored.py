@@ -20,14 +20,14 @@ FIELDS = (
     "task__type",
     "at",
     "actor",
+    "task__pipeline_id",
 )
 
 
 def _change(row: tuple[Any, ...]) -> Change:
-    eid, task_id, src, dst, reason, owner_id, ttype, at, actor = row
-    return Change(
-        task_id, Status(src) if src else None, Status(dst), reason, eid, owner_id, ttype, at, actor
-    )
+    eid, task_id, src, dst, reason, owner_id, ttype, at, actor, pipeline_id = row
+    src = Status(src) if src else None
+    return Change(task_id, src, Status(dst), reason, eid, owner_id, ttype, at, actor, pipeline_id)
 
 
 def latest_id() -> int:
@@ -47,12 +47,11 @@ def between(
     return [_change(r) for r in qs.order_by("id").values_list(*FIELDS)[:limit]]
 
 
-def task_meta(ids: list[int]) -> dict[int, tuple[int, str]]:
-    """Owner id and type of tasks (for progress updates that arrive without them)."""
-    return {
-        i: (o, t)
-        for i, o, t in Task.objects.filter(id__in=ids).values_list("id", "owner_id", "type")
-    }
+def task_meta(ids: list[int]) -> dict[int, tuple[int, str, int | None]]:
+    """Owner id, type and pipeline id of tasks (for progress updates, which arrive
+    without them)."""
+    rows = Task.objects.filter(id__in=ids).values_list("id", "owner_id", "type", "pipeline_id")
+    return {i: (o, t, p) for i, o, t, p in rows}
 
 
 def usernames(ids: list[int]) -> dict[int, str]:

@@ -72,6 +72,7 @@ class Subscriber:
         self.loop = loop
         self.limit = limit
         self.tasks: set[int] = set()
+        self.pipelines: set[int] = set()
         self.mine = False
         self.everything = False
         self.overflowed = False

@@ -31,7 +31,7 @@ from kombu import Consumer as KombuConsumer
 from kombu.message import Message
 
 from tether.events import bus
-from tether.events.records import ProgressUpdate
+from tether.events.records import PipelineUpdate, ProgressUpdate
 from tether.events.wire import Item, decode, encode
 from tether.redaction import redact
 from tether.transitions import Change
@@ -64,9 +64,9 @@ class Publisher:
     can, so whatever accumulates while one send runs goes in the next message.
 
     The buffer is bounded: past ``limit`` waiting items the oldest progress figures
-    are dropped first, then the oldest status changes (a server finds those in the
-    database). A broker that goes away is reconnected to with backoff, the batch in
-    hand kept for the next attempt."""
+    are dropped first, then the oldest status and pipeline changes (a server finds
+    the former in the database). A broker that goes away is reconnected to with
+    backoff, the batch in hand kept for the next attempt."""
 
     def __init__(self, connect: Connect, *, origin: str | None = None, limit: int = BUFFER_LIMIT):
         self.connect = connect
@@ -75,7 +75,7 @@ class Publisher:
         self.messages_sent = 0
         self.dropped = 0
         self._reported_drops = 0
-        self._statuses: deque[Change] = deque()
+        self._statuses: deque[Change | PipelineUpdate] = deque()  # in order, never merged
         self._progress: dict[int, ProgressUpdate] = {}  # the latest figures of each task
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -93,7 +93,9 @@ class Publisher:
             for item in items:
                 if isinstance(item, ProgressUpdate):
                     self._progress[item.task_id] = item
-                elif isinstance(item, Change) and item.event_id is not None:
+                elif isinstance(item, PipelineUpdate) or (
+                    isinstance(item, Change) and item.event_id is not None
+                ):
                     self._statuses.append(item)
             self._shed()
         self._wake.set()
@@ -148,7 +150,9 @@ class Publisher:
 
     def _put_back(self, items: list[Item]) -> None:
         with self._lock:
-            self._statuses.extendleft(reversed([i for i in items if isinstance(i, Change)]))
+            self._statuses.extendleft(
+                reversed([i for i in items if not isinstance(i, ProgressUpdate)])
+            )
             newer = self._progress
             self._progress = {i.task_id: i for i in items if isinstance(i, ProgressUpdate)}
             self._progress.update(newer)

@@ -13,16 +13,13 @@ import json
 import logging
 from collections.abc import Iterable
 
-from tether.events.records import ProgressUpdate, from_wire, to_wire
-from tether.transitions import Change
+from tether.events.records import Item, describe, from_wire, to_wire
 
 log = logging.getLogger(__name__)
 
 MESSAGE_BYTES = 256 * 1024  # a batch is sent as messages of at most this size
 MAX_MESSAGE_BYTES = 1024 * 1024  # a consumer ignores anything larger
 WIRE_VERSION = 1
-
-Item = Change | ProgressUpdate
 
 
 def encode(origin: str, items: Iterable[Item], limit: int = MESSAGE_BYTES) -> list[bytes]:
@@ -37,10 +34,10 @@ def encode(origin: str, items: Iterable[Item], limit: int = MESSAGE_BYTES) -> li
         try:
             wire = json.dumps(to_wire(item), separators=(",", ":"), allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
-            log.warning("event of task %s not sent: %s", item.task_id, exc)
+            log.warning("event of %s not sent: %s", describe(item), exc)
             continue
         if len(wire) > room:
-            log.warning("event of task %s not sent: %d bytes", item.task_id, len(wire))
+            log.warning("event of %s not sent: %d bytes", describe(item), len(wire))
             continue
         if part and size + len(wire) + 1 > room:
             bodies.append(_body(head, part))

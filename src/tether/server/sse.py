@@ -1,7 +1,8 @@
 """``GET /api/v1/events``: the event stream as Server-Sent Events, for curl and EventSource.
 
 An async ASGI handler, so a stream holds no thread while it waits. The request is
-checked as a REST one is (Host, token or session cookie, the tasks the user may see)
+checked as a REST one is (Host, token or session cookie, the tasks and pipelines the
+user may see)
 and refused with a JSON error before the stream starts. Then a hub ``Subscriber``
 feeds it: the stored status events after ``Last-Event-ID`` (or ``?since=``) first,
 then live ones, none missed and none twice (the hub's ``subscribe`` does that).
@@ -209,6 +210,15 @@ def invisible(user: Any, task_ids: frozenset[int]) -> list[int]:
     return [t for t in wanted if t not in seen]
 
 
+def invisible_pipelines(user: Any, pipeline_ids: frozenset[int]) -> list[int]:
+    """The ids of ``pipeline_ids`` that ``user`` may not see (or that do not exist)."""
+    from tether.pipelines.control import visible
+
+    wanted = sorted(pipeline_ids)
+    seen = set(visible(user).filter(id__in=wanted).values_list("id", flat=True))
+    return [p for p in wanted if p not in seen]
+
+
 class Admitted:
     """A request that may have its stream: who, with what credential, following what,
     from where."""
@@ -260,7 +270,7 @@ async def admit(scope: scope_auth.Scope) -> Admitted:
             [WWW_AUTHENTICATE],
         )
     params = query_params(scope.get("query_string", b""))
-    selection = parse_selection(params.get("tasks", []))
+    selection = parse_selection(params.get("tasks", []), params.get("pipelines", []))
     last_event_id = scope_auth.header(scope, b"last-event-id")
     since = parse_since(
         last_event_id.decode("latin-1") if last_event_id is not None else None,
@@ -272,6 +282,10 @@ async def admit(scope: scope_auth.Scope) -> Admitted:
         missing = await scope_auth.in_db_thread(invisible, user, selection.tasks)
         if missing:
             raise Refusal(404, "not_found", f"no task {missing[0]}")
+    if selection.pipelines:
+        missing = await scope_auth.in_db_thread(invisible_pipelines, user, selection.pipelines)
+        if missing:
+            raise Refusal(404, "not_found", f"no pipeline {missing[0]}")
     return Admitted(user, credential, selection, since)
 
 
@@ -326,6 +340,7 @@ async def stream(
             upto = hub.subscribe(
                 sub,
                 tasks=selection.tasks,
+                pipelines=selection.pipelines,
                 mine=selection.mine,
                 everything=selection.everything,
                 since=since,

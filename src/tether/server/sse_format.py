@@ -1,5 +1,5 @@
 """What the event stream endpoint (``tether.server.sse``) reads and writes: the
-``tasks``, ``since`` and ``Last-Event-ID`` of a request, the refusals they earn (JSON
+``tasks``, ``pipelines``, ``since`` and ``Last-Event-ID`` of a request, the refusals they earn (JSON
 errors as REST words them), and the hub's frames as Server-Sent Events."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 RETRY_MS = 2000  # how long EventSource waits before it reconnects
-MAX_TASKS = 1000  # task ids in one stream
+MAX_TASKS = 1000  # task ids in one stream, and apart pipeline ids
 MAX_FIELDS = 1000  # query fields, as Django allows REST requests
 ID_RE = re.compile(r"[0-9]{1,18}")
 PING = b": ping\n\n"
@@ -44,11 +44,13 @@ def invalid(name: str, message: str) -> Refusal:
 
 @dataclass(frozen=True)
 class Selection:
-    """What a stream follows: these tasks, the user's own ("mine"), or all (staff)."""
+    """What a stream follows: these tasks, the user's own ("mine"), or all (staff); and
+    these pipelines."""
 
     tasks: frozenset[int] = field(default_factory=frozenset)
     mine: bool = False
     everything: bool = False
+    pipelines: frozenset[int] = field(default_factory=frozenset)
 
 
 def query_params(query_string: bytes) -> dict[str, list[str]]:
@@ -69,11 +71,12 @@ def query_params(query_string: bytes) -> dict[str, list[str]]:
     return params
 
 
-def parse_selection(values: list[str]) -> Selection:
-    """``tasks=7,8``, ``tasks=mine``, ``tasks=all`` (repeatable, mixable); none given
-    means ``mine``."""
+def parse_selection(values: list[str], pipelines: list[str] | None = None) -> Selection:
+    """``tasks=7,8``, ``tasks=mine``, ``tasks=all`` (repeatable, mixable) and
+    ``pipelines=3,4``; neither given means ``mine``."""
+    followed = parse_pipelines(pipelines or [])
     if not values:
-        return Selection(mine=True)
+        return Selection(mine=not followed, pipelines=followed)
     ids: set[int] = set()
     mine = everything = False
     for value in values:
@@ -93,7 +96,24 @@ def parse_selection(values: list[str]) -> Selection:
                     "tasks",
                     f"{shown!r} is not a task id, 'mine' or 'all' (comma-separated: tasks=7,8)",
                 )
-    return Selection(frozenset(ids), mine, everything)
+    return Selection(frozenset(ids), mine, everything, followed)
+
+
+def parse_pipelines(values: list[str]) -> frozenset[int]:
+    """``pipelines=3,4`` (repeatable)."""
+    ids: set[int] = set()
+    for value in values:
+        for raw in value.split(","):
+            item = raw.strip()
+            if not ID_RE.fullmatch(item):
+                shown = item if len(item) <= 20 else item[:20] + "…"
+                raise invalid(
+                    "pipelines", f"{shown!r} is not a pipeline id (comma-separated: pipelines=3,4)"
+                )
+            ids.add(int(item))
+            if len(ids) > MAX_TASKS:
+                raise invalid("pipelines", f"at most {MAX_TASKS:,} pipeline ids in one stream")
+    return frozenset(ids)
 
 
 def parse_since(last_event_id: str | None, since: list[str]) -> int | None:
@@ -113,7 +133,7 @@ def parse_since(last_event_id: str | None, since: list[str]) -> int | None:
 # The hub encodes each frame once, for WebSocket clients: {"type":"event", ...event}
 # with kind and id first. Read those two from the front instead of parsing the JSON.
 FRAME_PREFIX = '{"type":"event",'
-FRAME_HEAD = re.compile(r'\{"type":"event","kind":"(status|progress)","id":([0-9]+|null),')
+FRAME_HEAD = re.compile(r'\{"type":"event","kind":"(status|progress|pipeline)","id":([0-9]+|null),')
 
 
 def sse_event(frame: str) -> str:

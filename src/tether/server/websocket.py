@@ -36,6 +36,7 @@ import tether
 from tether import service
 from tether.events.hub import Hub, SinceAhead, get_hub
 from tether.events.subscriber import Overflow, Subscriber, event_queue_limit, streams_per_user
+from tether.pipelines.control import visible as visible_pipelines
 from tether.server import scope_auth
 from tether.server import ws_commands as cmd
 from tether.server.scope_auth import AuthFailed, Credential
@@ -322,13 +323,17 @@ class Connection:
 
     def _recheck(self) -> Any:
         """The credential's user now, who must still be allowed what this connection
-        follows: one no longer staff loses "all" and other users' tasks (DB thread)."""
+        follows: one no longer staff loses "all" and other users' tasks and pipelines
+        (DB thread)."""
         user = self.credential.user()
         self.checked_at = time.monotonic()
         sub = self.sub
-        if sub is not None and not user.is_staff and (sub.everything or sub.tasks):
-            foreign = sub.everything or (
-                service.visible_tasks(user).filter(pk__in=sub.tasks).count() < len(sub.tasks)
+        if sub is not None and not user.is_staff and (sub.everything or sub.tasks or sub.pipelines):
+            tasks, pipelines = list(sub.tasks), list(sub.pipelines)
+            foreign = (
+                sub.everything
+                or service.visible_tasks(user).filter(pk__in=tasks).count() < len(tasks)
+                or visible_pipelines(user).filter(pk__in=pipelines).count() < len(pipelines)
             )
             if foreign:
                 raise AuthFailed(
@@ -346,16 +351,15 @@ class Connection:
         chosen = cmd.selection(frame)
         if kind == "unsubscribe":
             self.hub.unsubscribe(
-                self.sub, tasks=chosen.tasks, mine=chosen.mine, everything=chosen.everything
+                self.sub,
+                tasks=chosen.tasks,
+                pipelines=chosen.pipelines,
+                mine=chosen.mine,
+                everything=chosen.everything,
             )
-            return cmd.reply(req, {"tasks": chosen.describe()})
+            return cmd.reply(req, chosen.describe())
         since = cmd.since_of(frame)
-        if len(self.sub.tasks | set(chosen.tasks)) > cmd.MAX_TASKS_PER_CONNECTION:
-            raise cmd.CommandError(
-                "too_many_tasks",
-                f"a connection follows at most {cmd.MAX_TASKS_PER_CONNECTION:,} task ids; "
-                "unsubscribe some, or use 'mine'",
-            )
+        cmd.check_room(self.sub.tasks, self.sub.pipelines, chosen)
         self.user = await scope_auth.in_db_thread(self._visible, chosen)
         if chosen.everything and not self.user.is_staff:
             raise cmd.CommandError("permission_denied", "only staff may follow all tasks")
@@ -363,17 +367,19 @@ class Connection:
             upto = self.hub.subscribe(
                 self.sub,
                 tasks=chosen.tasks,
+                pipelines=chosen.pipelines,
                 mine=chosen.mine,
                 everything=chosen.everything,
                 since=since,
             )
         except SinceAhead as exc:
             raise cmd.CommandError("invalid_params", str(exc), field="since") from None
-        return cmd.reply(req, {"tasks": chosen.describe(), "upto": upto})
+        return cmd.reply(req, {**chosen.describe(), "upto": upto})
 
     def _visible(self, chosen: cmd.Selection) -> Any:
         user = self._recheck()
         cmd.check_visible(user, chosen.tasks)
+        cmd.check_visible_pipelines(user, chosen.pipelines)
         return user
 
     async def _events(self) -> None:

@@ -7,8 +7,8 @@ The commands (``submit``, ``pause``, ``resume``, ``cancel``, ``get``, ``list``,
 ``types``) are answered by the REST API's own views: a request is built in-process
 with the connection's user, so fields, rules, error codes and messages are REST's by
 construction, not a copy kept in step. Only the task type is named ``task_type`` (a
-frame's ``type`` is the request's). Subscriptions are checked here against what the
-user may see, as REST's 404 does for a task of someone else.
+frame's ``type`` is the request's). Subscriptions (tasks, pipelines) are checked here
+against what the user may see, as REST's 404 does for a task of someone else.
 
 Everything that touches the database runs in a thread (``scope_auth.in_db_thread``).
 """
@@ -33,6 +33,7 @@ from rest_framework.utils.encoders import JSONEncoder
 
 from tether import service
 from tether.api.parsers import JSONParser
+from tether.pipelines.control import visible as visible_pipelines
 
 log = logging.getLogger("tether.ws")
 
@@ -68,9 +69,9 @@ def error_reply(req: Any, error: dict[str, Any]) -> str:
     return encode({"type": "reply", "req": req, "ok": False, "error": error})
 
 
-def task_id(value: Any, name: str = "task") -> int:
+def task_id(value: Any, name: str = "task", what: str = "task") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
-        raise invalid(name, "give a task id (a whole number from 1)")
+        raise invalid(name, f"give a {what} id (a whole number from 1)")
     return value
 
 
@@ -144,31 +145,71 @@ class Bucket:
 # -- subscriptions -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Selection:
-    """What a subscribe or unsubscribe names: task ids, ``mine`` or ``all``."""
+    """What a subscribe or unsubscribe names: task ids, ``mine`` or ``all``, and
+    pipeline ids (their own changes and all their tasks' events)."""
 
     tasks: tuple[int, ...] = ()
     mine: bool = False
     everything: bool = False
+    pipelines: tuple[int, ...] = ()
 
-    def describe(self) -> list[int] | str:
-        return "all" if self.everything else "mine" if self.mine else list(self.tasks)
+    def describe(self) -> dict[str, Any]:
+        """The reply's account of it (``pipelines`` only when it names some)."""
+        tasks = "all" if self.everything else "mine" if self.mine else list(self.tasks)
+        described: dict[str, Any] = {"tasks": tasks}
+        if self.pipelines:
+            described["pipelines"] = list(self.pipelines)
+        return described
 
 
 def selection(frame: dict[str, Any]) -> Selection:
     value = frame.get("tasks")
+    pipelines = _pipelines(frame.get("pipelines"))
+    if (value is None or value == []) and pipelines:
+        return Selection(pipelines=pipelines)
     if value == "mine":
-        return Selection(mine=True)
+        return Selection(mine=True, pipelines=pipelines)
     if value == "all":
-        return Selection(everything=True)
+        return Selection(everything=True, pipelines=pipelines)
     if not isinstance(value, list) or not value:
-        raise invalid("tasks", "give a list of task ids, 'mine' or 'all'")
+        raise invalid("tasks", "give a list of task ids, 'mine' or 'all' (or only 'pipelines')")
     if len(value) > MAX_TASKS_PER_REQUEST:
         raise CommandError(
             "too_many_tasks",
             f"at most {MAX_TASKS_PER_REQUEST:,} task ids a request (got {len(value):,}); "
             "'mine' follows all of yours",
         )
-    return Selection(tasks=tuple(dict.fromkeys(task_id(v, "tasks") for v in value)))
+    tasks = tuple(dict.fromkeys(task_id(v, "tasks") for v in value))
+    return Selection(tasks=tasks, pipelines=pipelines)
+
+
+def _pipelines(value: Any) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value:
+        raise invalid("pipelines", "give a list of pipeline ids")
+    if len(value) > MAX_TASKS_PER_REQUEST:
+        raise CommandError(
+            "too_many_pipelines",
+            f"at most {MAX_TASKS_PER_REQUEST:,} pipeline ids a request (got {len(value):,}); "
+            "'mine' follows all of yours",
+        )
+    return tuple(dict.fromkeys(task_id(v, "pipelines", "pipeline") for v in value))
+
+
+def check_room(tasks: set[int], pipelines: set[int], chosen: Selection) -> None:
+    """Raise too_many_tasks (too_many_pipelines) when a connection following ``tasks``
+    and ``pipelines`` would follow more than it may with ``chosen`` too."""
+    for what, now, more in (
+        ("task", tasks, chosen.tasks),
+        ("pipeline", pipelines, chosen.pipelines),
+    ):
+        if len(now | set(more)) > MAX_TASKS_PER_CONNECTION:
+            raise CommandError(
+                f"too_many_{what}s",
+                f"a connection follows at most {MAX_TASKS_PER_CONNECTION:,} {what} ids; "
+                "unsubscribe some, or use 'mine'",
+            )
 
 
 def since_of(frame: dict[str, Any]) -> int | None:
@@ -189,6 +230,17 @@ def check_visible(user: Any, tasks: tuple[int, ...]) -> None:
     if missing:
         more = f" (and {len(missing) - 1:,} more)" if len(missing) > 1 else ""
         raise CommandError("not_found", f"no task {missing[0]}{more}", tasks=missing[:100])
+
+
+def check_visible_pipelines(user: Any, pipelines: tuple[int, ...]) -> None:
+    """Raise not_found unless ``user`` may see every pipeline (DB thread)."""
+    if not pipelines:
+        return
+    seen = set(visible_pipelines(user).filter(pk__in=pipelines).values_list("pk", flat=True))
+    missing = [p for p in pipelines if p not in seen]
+    if missing:
+        more = f" (and {len(missing) - 1:,} more)" if len(missing) > 1 else ""
+        raise CommandError("not_found", f"no pipeline {missing[0]}{more}", pipelines=missing[:100])
 
 
 # -- commands through the REST views ---------------------------------------------------
