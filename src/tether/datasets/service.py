@@ -27,7 +27,8 @@ from tether.exceptions import TaskNotFound
 from tether.models import Dataset, Task, Upload
 from tether.states import FINAL, Status
 
-DATASET_TASK_TYPES = ("csv_import", "csv_export")
+DATASET_TASK_TYPES = ("csv_import", "csv_export", "import_csv", "export_csv")
+EXPORT_TYPES = ("csv_export", "export_csv")  # (export_csv: the pipeline step)
 UNFINISHED = [st.value for st in Status if st not in FINAL]
 PREVIEW_CELL_CHARS = 1000  # a longer text cell is cut to this many characters + "…"
 PREVIEW_BYTES = 1 << 20  # a page stops once its cells add up to about this (1 row at least)
@@ -239,9 +240,10 @@ def export_file(owner: Any, pk: int) -> tuple[IO[bytes], str]:
     task = Task.objects.filter(pk=pk, owner=owner).first()
     if task is None:
         raise TaskNotFound(f"no task {pk}")
-    if task.type != "csv_export":
+    if task.type not in EXPORT_TYPES:
         raise TaskNotFound(
-            f"task {pk} is a {task.type} task; only csv_export tasks have a file to download"
+            f"task {pk} is a {task.type} task; only csv_export and export_csv tasks have "
+            "a file to download"
         )
     if task.status != Status.SUCCEEDED:
         raise TaskNotFound(

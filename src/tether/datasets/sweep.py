@@ -81,15 +81,17 @@ def sweep_uploads(now: float | None = None) -> list[str]:
     # Uploads an unfinished import of their owner still needs, by public id (or by pk:
     # tasks queued before public ids). Another user's task naming an upload keeps
     # nothing alive.
+    # (An import_csv pipeline step names its upload in its checkpoint.)
     live: set[tuple[int, str | int]] = set()
-    for owner_id, params in (
-        Task.objects.filter(type="csv_import")
+    for owner_id, params, checkpoint in (
+        Task.objects.filter(type__in=("csv_import", "import_csv"))
         .exclude(status__in=[str(s) for s in FINAL])
-        .values_list("owner_id", "params")
+        .values_list("owner_id", "params", "checkpoint")
     ):
-        ref = params.get("upload") if isinstance(params, dict) else None
-        if isinstance(ref, str | int):
-            live.add((owner_id, ref))
+        for doc in (params, checkpoint):
+            ref = doc.get("upload") if isinstance(doc, dict) else None
+            if isinstance(ref, str | int):
+                live.add((owner_id, ref))
     removed = []
     settled = datetime.fromtimestamp(now - UPLOAD_GRACE_SECONDS, tz=UTC)
     for upload in Upload.objects.filter(created_at__lt=settled):

@@ -1,3 +1,3 @@
 """Built-in task types. Importing this module registers them."""
 
-from tether.tasks import builtin  # noqa: F401
+from tether.tasks import builtin, csv_steps, fetch, sentinel  # noqa: F401
