@@ -188,6 +188,12 @@ def pipeline_doc(*labels: str, ticks: int = 5) -> dict[str, Any]:
     return {"pipeline_name": "two", "project": "p", "data_url": "", "transformers_list": steps}
 
 
+def step_task(pipeline_id: int, index: int) -> int:
+    task_id = PipelineStep.objects.get(pipeline_id=pipeline_id, index=index).task_id
+    assert task_id is not None, f"step {index} has not started"
+    return task_id
+
+
 def pipeline_frames(heard: Listener, pid: int) -> list[dict[str, Any]]:
     return [e for e in heard.events if e["kind"] == "pipeline" and e["pipeline"] == pid]
 
@@ -199,7 +205,7 @@ def test_a_pipeline_subscriber_hears_the_pipeline_and_every_task_of_it(
     pt.clear_ledger()
     mine = listen(alice, mine=True)
     pipeline = control.create(alice, spec.parse(pipeline_doc("a", "b")))
-    first = PipelineStep.objects.get(pipeline=pipeline, index=0).task_id
+    first = step_task(pipeline.pk, 0)
     wait_until(lambda: pipeline_frames(mine, pipeline.pk), "the pipeline's creation")
     wait_until(lambda: mine.statuses(first) == ["queued"], "its first task's creation")
     heard = listen(alice, pipelines=[pipeline.pk])  # before anything runs: no executor yet
@@ -215,8 +221,8 @@ def test_a_pipeline_subscriber_hears_the_pipeline_and_every_task_of_it(
         wait_until(lambda: "succeeded" in mine.statuses(other.pk), "the other task's success")
     finally:
         executor.stop(timeout=5)
-    second = PipelineStep.objects.get(pipeline=pipeline, index=1).task_id
-    assert second is not None and second > first  # created after the subscription
+    second = step_task(pipeline.pk, 1)
+    assert second > first  # created after the subscription
     moves = [(e["from"], e["to"]) for e in pipeline_frames(mine, pipeline.pk)]
     assert moves == [(None, "queued"), ("queued", "running"), ("running", "succeeded")]
     created = pipeline_frames(mine, pipeline.pk)[0]
