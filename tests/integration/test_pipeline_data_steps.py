@@ -23,6 +23,7 @@ from tether.executors.embedded import EmbeddedExecutor
 from tether.models import Dataset, Pipeline, PipelineStep, Task, Upload
 from tether.pipelines import control, spec
 from tether.registry import task
+from tether.tasks import areas
 
 ROWS = [f"2024-01-{d:02d},{d * 10},item {d}" for d in range(1, 11)]
 CSV = ("day,amount,label\n" + "\n".join(ROWS) + "\n").encode()
@@ -38,6 +39,14 @@ def it_emit(ctx: TaskContext, *, value: Any = None) -> Any:
     return value
 
 
+@task(name="it_write_csv", rollback=lambda ctx: areas.remove(areas.step_dir(ctx)))
+def it_write_csv(ctx: TaskContext) -> Any:
+    """The documented pattern: a file in the step's own directory, handed on by path."""
+    out = areas.step_dir(ctx) / "sales.csv"
+    out.write_bytes(CSV)
+    return {"path": areas.relative(out), "rows": len(ROWS)}
+
+
 @pytest.fixture
 def site() -> Iterator[Site]:
     s = Site().start()
@@ -50,7 +59,7 @@ def site() -> Iterator[Site]:
 def cleaned(datasets_cleaned: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("TETHER_FETCH_ALLOW_PRIVATE", "1")
     yield
-    for kind in ("fetch", "sentinel", "s3"):
+    for kind in ("fetch", "steps", "sentinel", "s3"):
         shutil.rmtree(data_dir(kind), ignore_errors=True)
 
 
@@ -189,6 +198,17 @@ def test_inputs_outside_the_owners_area_are_refused(
         assert expected in done.error, (value, done.error)
     assert not Dataset.objects.exists() and not Upload.objects.exists()
     assert (bobs / "secret.csv").read_bytes() == CSV
+
+
+def test_a_step_of_your_own_hands_a_file_on_by_path(
+    executor: EmbeddedExecutor, make_user: Any, cleaned: None
+) -> None:
+    alice = make_user("alice")
+    done = run(alice, steps(("it_write_csv", {}), ("import_csv", {"dataset": "mine"})))
+    assert done.status == "succeeded", done.error
+    assert output(done)["rows"] == 10
+    written = output(step_task(done, 0))["path"]
+    assert written == f"steps/{alice.pk}/{step_task(done, 0).pk}/sales.csv"
 
 
 SEED: dict[str, Any] = {

@@ -19,7 +19,7 @@ from tether.datasets.errors import DataError
 from tether.datasets.files import data_dir
 from tether.models import PipelineStep, Task
 
-OWNER_AREAS = ("fetch", "sentinel", "s3")  # kinds with a directory per user
+OWNER_AREAS = ("fetch", "steps", "sentinel", "s3")  # kinds with a directory per user
 EXPORTS = "exports"  # one shared directory; a file belongs to the owner of its task
 
 
@@ -39,6 +39,14 @@ def owner_dir(kind: str, owner_id: int) -> Path:
     from tether.server.config import private_dir
 
     return private_dir(data_dir(kind) / str(int(owner_id)))
+
+
+def step_dir(ctx: TaskContext) -> Path:
+    """A private directory for the files of one step run (your own step types):
+    ``TETHER_DATA_DIR/steps/<owner>/<task id>``, the same for its rollback."""
+    from tether.server.config import private_dir
+
+    return private_dir(owner_dir("steps", owner_of(ctx)) / str(origin_task_id(ctx)))
 
 
 def relative(path: Path) -> str:
@@ -87,8 +95,9 @@ def input_path(value: Any, *, step: str) -> str:
 
 def owned_file(ctx: TaskContext, name: str, *, step: str) -> Path:
     """The real path of file ``name`` (relative to TETHER_DATA_DIR) if it is in the
-    owner's own areas: ``fetch/<owner>/``, ``sentinel/<owner>/``, ``s3/<owner>/`` or an
-    export of one of the owner's tasks. Raises DataError otherwise."""
+    owner's own areas: ``fetch/<owner>/``, ``steps/<owner>/``, ``sentinel/<owner>/``,
+    ``s3/<owner>/`` or an export of one of the owner's tasks. Raises DataError
+    otherwise."""
     root = data_root()
     owner = owner_of(ctx)
     if "\x00" in name:
