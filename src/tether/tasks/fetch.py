@@ -38,7 +38,7 @@ MAX_REDIRECTS = 5
 CHUNK = 64 * 1024
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 REDIRECTS = (301, 302, 303, 307, 308)
-URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#@]*[^\s/?#@:][^\s]*$"
+URL_PATTERN = r"^https?://[^\s/?#]+\S*$"
 SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
 CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 UNSATISFIED_RANGE = re.compile(r"^bytes \*/(\d+)$")

@@ -23,7 +23,11 @@ from tether.registry import task
 from tether.tasks import areas
 
 MAX_DAYS = 366
-DATE = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$", "format": "date"}
+DATE = {
+    "type": "string",
+    "pattern": r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$",
+    "format": "date",
+}
 
 
 def _day(value: str, name: str) -> date:
