@@ -6,7 +6,8 @@
 Commands on stdin, one a line; each is answered ``ok`` on stdout once what it committed
 has been handed to the broker:
 
-    run          start an embedded executor (2 slots) on the shared database
+    run          start an embedded executor (2 slots) on the shared database (it runs
+                 pipeline steps too, so this process moves their pipelines)
     burst ID N   commit N transitions of the queued task ID (pause, resume, pause, ...)
 """
 
@@ -21,7 +22,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from tests.integration import tasks  # noqa: F401 (registers it_ledger)
+    from tests.integration import pipeline_tasks, tasks  # noqa: F401 (registers it_ledger, it_step)
     from tether import service
     from tether.events import transport
     from tether.executors.embedded import EmbeddedExecutor

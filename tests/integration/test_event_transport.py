@@ -19,15 +19,17 @@ import pytest
 from django.db import connection
 
 from tests.conftest import require_port
+from tests.integration import pipeline_tasks as pt
 from tests.integration import tasks  # noqa: F401 (registers it_ledger)
 from tests.integration.conftest import wait_until
 from tests.integration.tcp_proxy import TcpProxy
 from tether import service
 from tether.events.hub import Hub
-from tether.events.records import ProgressUpdate
+from tether.events.records import PipelineUpdate, ProgressUpdate
 from tether.events.transport import Consumer, broker_connection, new_origin
 from tether.events.wire import Item
-from tether.models import TaskEvent
+from tether.models import PipelineStep, TaskEvent
+from tether.pipelines import control, spec
 from tether.states import Status
 from tether.transitions import Change, watch
 
@@ -214,6 +216,36 @@ def test_a_worker_process_transitions_and_progress_reach_the_hub_in_order(
     assert progress and progress[0]["owner"] == "alice", progress[:1]
     done = [e["progress"]["done"] for e in progress]
     assert done == sorted(done), done
+
+
+def test_a_pipeline_moved_by_a_worker_process_is_heard_over_the_broker(
+    server: Server, worker_process: WorkerProcess, make_user: Any
+) -> None:
+    alice = make_user("alice")
+    pt.clear_ledger()
+    worker_process.command("run")
+    steps = [
+        {"name": "it_step", "order_no": n, "context": {"label": label, "ticks": 3}}
+        for n, label in ((1, "a"), (2, "b"))
+    ]
+    body = {"pipeline_name": "p", "project": "x", "data_url": "", "transformers_list": steps}
+    pid = control.create(alice, spec.parse(body)).pk
+
+    def moves() -> list[dict[str, Any]]:
+        return [e for e in server.events if e["kind"] == "pipeline" and e["pipeline"] == pid]
+
+    wait_until(lambda: [e["to"] for e in moves()][-1:] == ["succeeded"], "success", timeout=30)
+    assert [e["to"] for e in moves()] == ["queued", "running", "succeeded"]
+    assert {e["owner"] for e in moves()} == {"alice"}
+    over_broker = [i for i in server.heard if isinstance(i, PipelineUpdate)]
+    assert [(i.src, i.dst) for i in over_broker] == [
+        ("queued", "running"),
+        ("running", "succeeded"),
+    ]
+    ids = set(PipelineStep.objects.filter(pipeline_id=pid).values_list("task_id", flat=True))
+    statuses = [e for e in server.events if e["kind"] == "status" and e["task"] in ids]
+    assert len(statuses) == 6 and {e["pipeline"] for e in statuses} == {pid}
+    assert all(i.pipeline_id == pid for i in server.heard if isinstance(i, Change))
 
 
 def burst_task(user: Any) -> int:
