@@ -225,6 +225,32 @@ def wait_for_workers(broker: str, count: int, procs: list[Any], timeout: float) 
         app.close()
 
 
+def start_workers(
+    stack: contextlib.ExitStack,
+    env: dict[str, str],
+    logs: Path,
+    processes: int,
+    concurrency: int,
+    broker: str,
+    timeout: float,
+) -> list[Any]:
+    """Start ``processes`` ``tether worker -c concurrency`` (stopped with ``stack``), logs
+    in ``logs``; return them once each answers a ping."""
+    procs = [
+        stack.enter_context(
+            tether_process(
+                ["worker", "-c", str(concurrency), "--loglevel", "WARNING"],
+                env,
+                logs / f"worker{i}.log",
+                f"tether worker {i}",
+            )
+        )
+        for i in range(processes)
+    ]
+    wait_for_workers(broker, processes, procs, timeout)
+    return procs
+
+
 # -- trials -------------------------------------------------------------------------------
 class CeleryTrials:
     def __init__(self, client: httpx.Client, monitor: BroadcastMonitor) -> None:
@@ -312,18 +338,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             TETHER_SECRET_KEY="bench-" + uuid.uuid4().hex,
         )
         base = stack.enter_context(tether_server(home, free_port(), env, args.startup_timeout))
-        procs = [
-            stack.enter_context(
-                tether_process(
-                    ["worker", "-c", str(args.concurrency), "--loglevel", "WARNING"],
-                    env,
-                    tmp / f"worker{i}.log",
-                    f"tether worker {i}",
-                )
-            )
-            for i in range(args.processes)
-        ]
-        wait_for_workers(args.redis, args.processes, procs, args.startup_timeout)
+        procs = start_workers(
+            stack, env, tmp, args.processes, args.concurrency, args.redis, args.startup_timeout
+        )
         monitor = BroadcastMonitor(redis_client, int(urlsplit(args.redis).path.strip("/") or 0))
         stack.callback(monitor.close)
         token = login(base)

@@ -47,7 +47,7 @@ from websockets.sync.client import ClientConnection, connect
 
 import _common
 from _common import HOST, expect, free_port, log, login, summary, tether_env
-from celery_control_latency import Unreachable, fresh_database, fresh_redis, wait_for_workers
+from celery_control_latency import Unreachable, fresh_database, fresh_redis, start_workers
 
 BENCH = Path(__file__).resolve().parent
 TARGETS = {
@@ -283,18 +283,7 @@ def celery_latency(tmp: Path, args: argparse.Namespace) -> list[float]:
             TETHER_SECRET_KEY="bench-" + uuid.uuid4().hex,
         )
         base = stack.enter_context(_common.tether_server(home, free_port(), env, 60.0))
-        procs = [
-            stack.enter_context(
-                _common.tether_process(
-                    ["worker", "-c", "2", "--loglevel", "WARNING"],
-                    env,
-                    tmp / f"worker{i}.log",
-                    f"tether worker {i}",
-                )
-            )
-            for i in range(2)
-        ]
-        wait_for_workers(args.redis, 2, procs, 60.0)
+        start_workers(stack, env, tmp, 2, 2, args.redis, 60.0)
         token = login(base)
         status_latency(base, token, 20, set())  # warm-up
         return status_latency(base, token, args.tasks, {"running", "succeeded"})

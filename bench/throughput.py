@@ -176,16 +176,24 @@ def run_embedded(
 # -- plain Celery ------------------------------------------------------------------------
 @contextlib.contextmanager
 def celery_worker(
-    concurrency: int, workdir: Path, broker: str
+    concurrency: int,
+    workdir: Path,
+    broker: str,
+    *,
+    app: str = "_celery_noop",
+    pool: str = "prefork",
+    name: str = "celery-worker",
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a Celery worker subprocess (own process group) and stop it afterwards."""
+    """Run a Celery worker subprocess (own process group) and stop it afterwards.
+    ``app``: a bench/_celery_*.py module; ``name``: its node name and log file."""
     env = {
         k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "TETHER_HOME")
     }
     # only the app module on the worker's path, not the bench scripts
     appdir = workdir / "celery-app"
     appdir.mkdir(exist_ok=True)
-    shutil.copy(BENCH_DIR / "_celery_noop.py", appdir / "_celery_noop.py")
+    for module in BENCH_DIR.glob("_celery_*.py"):
+        shutil.copy(module, appdir / module.name)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(appdir), env.get("PYTHONPATH", "")]))
     env["BENCH_CELERY_BROKER"] = broker
     cmd = [
@@ -193,18 +201,20 @@ def celery_worker(
         "-m",
         "celery",
         "-A",
-        "_celery_noop",
+        app,
         "worker",
+        "-n",
+        f"{name}@%h",
         "-c",
         str(concurrency),
         "-P",
-        "prefork",
+        pool,
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",
         "--loglevel=WARNING",
     ]
-    log_path = workdir / "celery-worker.log"
+    log_path = workdir / f"{name}.log"
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
             cmd, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -212,10 +222,10 @@ def celery_worker(
     try:
         yield proc
     finally:
-        stop_process_group(proc, "celery worker")
+        stop_process_group(proc, name)
         tail = log_path.read_text(errors="replace").strip().splitlines()[-10:]
         if tail:
-            log("celery worker log (last lines):\n  " + "\n  ".join(tail))
+            log(f"{name} log (last lines):\n  " + "\n  ".join(tail))
 
 
 def run_celery(
