@@ -91,7 +91,25 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise exceptions.ParseError(
+                    f"the key {key[:100]!r} appears twice in one JSON object",
+                    code="duplicate_key",
+                )
+            seen.add(key)
+    return found
+
+
 class JSONParser(parsers.JSONParser):
+    refuse_duplicate_keys = False
+    """Whether a key given twice in one object is a 400 ``duplicate_key`` (by default
+    the last one counts, as in ``json.loads``)."""
+
     def parse(
         self,
         stream: IO[bytes] | None,
@@ -114,7 +132,12 @@ class JSONParser(parsers.JSONParser):
                 f"JSON nested deeper than {MAX_DEPTH} levels", code="too_deep"
             )
         try:
-            data = json.loads(text, parse_constant=_no_constants, parse_float=_finite)
+            data = json.loads(
+                text,
+                parse_constant=_no_constants,
+                parse_float=_finite,
+                object_pairs_hook=_unique_keys if self.refuse_duplicate_keys else None,
+            )
         except ValueError as exc:
             raise exceptions.ParseError(f"JSON parse error - {exc}") from None
         # NUL and surrogates can only come from \u escapes (raw ones are not valid input)
@@ -122,3 +145,10 @@ class JSONParser(parsers.JSONParser):
         if problem:
             raise exceptions.ParseError(f"{problem}, which cannot be stored", code="bad_text")
         return data
+
+
+class UniqueKeysJSONParser(JSONParser):
+    """For documents whose every key counts (a pipeline): a duplicate is a mistake to
+    report, not a value to drop silently."""
+
+    refuse_duplicate_keys = True

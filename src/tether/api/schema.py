@@ -161,6 +161,14 @@ DATASET_OPS = {
     "ExportDataset": "api_v1_datasets_export_create",
     "DeleteDataset": "api_v1_datasets_destroy",
 }
+PIPELINE_OPS = {
+    "GetPipeline": "api_v1_pipelines_retrieve",
+    "PipelineEvents": "api_v1_pipelines_events_list",
+    "PausePipeline": "api_v1_pipelines_pause_create",
+    "ResumePipeline": "api_v1_pipelines_resume_create",
+    "CancelPipeline": "api_v1_pipelines_cancel_create",
+    "RetryPipeline": "api_v1_pipelines_retry_create",
+}
 # (path, method, status): (operations, parameter, where its value is in the answer)
 LINKS = {
     ("/api/v1/tasks", "post", "201"): (TASK_OPS, "id", "$response.body#/id"),
@@ -172,6 +180,8 @@ LINKS = {
         "$response.body#/results/0/id",
     ),
     ("/api/v1/datasets", "get", "200"): (DATASET_OPS, "name", "$response.body#/0/name"),
+    ("/api/v1/pipelines", "post", "201"): (PIPELINE_OPS, "id", "$response.body#/id"),
+    ("/api/v1/pipelines", "get", "200"): (PIPELINE_OPS, "id", "$response.body#/results/0/id"),
 }
 
 

@@ -7,7 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tether.api import account, datasets, views
+from tether.api import account, datasets, pipelines, views
 
 
 class DatasetImportRoute(datasets.DatasetImportView):
@@ -46,6 +46,21 @@ urlpatterns = [
         for a in ("pause", "resume", "cancel")
     ],
     path("tasks/<int:pk>/download", datasets.TaskDownloadView.as_view(), name="task-download"),
+    path("pipelines", pipelines.PipelineListView.as_view(), name="pipelines"),
+    path("pipelines/<int:pk>", pipelines.PipelineDetailView.as_view(), name="pipeline"),
+    path(
+        "pipelines/<int:pk>/events",
+        pipelines.PipelineEventsView.as_view(),
+        name="pipeline-events",
+    ),
+    *[
+        path(
+            f"pipelines/<int:pk>/{a}",
+            pipelines.PipelineControlView.as_view(action_name=a),
+            name=f"pipeline-{a}",
+        )
+        for a in ("pause", "resume", "cancel", "retry")
+    ],
     path("datasets", datasets.DatasetListView.as_view(), name="datasets"),
     path("datasets/import", DatasetImportRoute.as_view(), name="dataset-import"),
     path("datasets/<str:name>", datasets.DatasetDetailView.as_view(), name="dataset"),

@@ -105,17 +105,22 @@ def _step(index: int, item: Any) -> StepSpec:
     where = f"transformers_list[{index}]"
     if not isinstance(item, dict):
         raise InvalidParams(
-            f"{where} must be an object with name, order_no and context", field=where
+            f"{where} must be an object with name, order_no and context",
+            field=where,
+            step=index,
         )
     unknown = sorted(set(item) - STEP_KEYS)
     if unknown:
         raise InvalidParams(
             f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(STEP_KEYS))})",
             field=f"{where}.{unknown[0]}",
+            step=index,
         )
     name = item.get("name")
     if not isinstance(name, str) or not name:
-        raise InvalidParams(f"{where}.name must be a task type's name", field=f"{where}.name")
+        raise InvalidParams(
+            f"{where}.name must be a task type's name", field=f"{where}.name", step=index
+        )
     order_no = item.get("order_no")
     if (
         isinstance(order_no, bool)
@@ -125,6 +130,7 @@ def _step(index: int, item: Any) -> StepSpec:
         raise InvalidParams(
             f"{where}.order_no must be an integer from 0 to {MAX_ORDER_NO}",
             field=f"{where}.order_no",
+            step=index,
         )
     try:
         ttype = registry.get_type(name)
@@ -146,6 +152,7 @@ def _step(index: int, item: Any) -> StepSpec:
         raise InvalidParams(
             f"{where}.queue must be 1-100 letters, digits, '_', '-', '.' or ':'",
             field=f"{where}.queue",
+            step=index,
         )
     return StepSpec(
         index=index,
@@ -163,9 +170,13 @@ def check_url(url: str, *, field: str) -> None:
     """An http(s) URL whose host is public (see ``tether.netguard``)."""
     from tether import netguard
 
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:  # urlsplit and port raise on a bad IPv6 literal or port
+        parts = urlsplit(url)
+        hostname, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise InvalidParams(f"{field} is not a valid URL ({exc})", field=field) from None
+    if parts.scheme not in ("http", "https") or not hostname:
         raise InvalidParams(f"{field} must be an http:// or https:// URL", field=field)
-    problem = netguard.refused_host(parts.hostname, parts.port)
+    problem = netguard.refused_host(hostname, port)
     if problem:
         raise InvalidParams(f"{field}: {problem}", field=field)
