@@ -14,7 +14,7 @@ from typing import Any, get_args
 
 from typer.core import TyperArgument, TyperOption
 
-NO_SERVER = frozenset({"gen-csv"})  # client-side commands that never talk to a server
+NO_SERVER = frozenset({"gen-csv", "new-task"})  # client-side commands that never talk to a server
 
 
 def element_label(param: TyperOption | TyperArgument) -> str:
