@@ -19,15 +19,17 @@ def _undo(ctx: TaskContext) -> None:
     ROLLBACKS.append((ctx.task_id, dict(ctx.state)))
 
 
-@task(
-    name="it_testing_pieces",
-    rollback=_undo,
-    params={
+PIECES_TYPE: dict[str, Any] = {
+    "name": "it_testing_pieces",
+    "rollback": _undo,
+    "params": {
         "type": "object",
         "properties": {"pieces": {"type": "integer", "minimum": 1, "default": 3}},
         "additionalProperties": False,
     },
-)
+}
+
+
 def pieces(ctx: TaskContext, *, pieces: int) -> dict[str, Any]:
     done = ctx.state.get("done", 0)
     starts = [*ctx.state.get("starts", []), done]  # where each run began
@@ -39,7 +41,10 @@ def pieces(ctx: TaskContext, *, pieces: int) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _registered() -> Any:
+def _pieces_type() -> Any:
+    # registered here, not at import: pytest-django runs this module's tests apart
+    # (those needing transactions last), setting this fixture up once for each run
+    task(**PIECES_TYPE)(pieces)
     yield
     registry.unregister("it_testing_pieces")
 
