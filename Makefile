@@ -53,6 +53,7 @@ bench: install  ## print benchmark figures (see README, Performance)
 	$(BIN)/python bench/celery_control_latency.py
 	$(BIN)/python bench/csv_datasets.py
 	$(BIN)/python bench/events.py
+	$(BIN)/python bench/pipelines.py
 
 lock:  ## re-pin dependencies after editing pyproject.toml
 	$(BIN)/pip install -q uv
