@@ -8,7 +8,7 @@ from typing import Annotated
 import httpx
 import typer
 
-from tether.cli import client, datasets, scaffold, server, tidy
+from tether.cli import client, datasets, pipelines, scaffold, server, tidy
 from tether.cli.connection import CliError, cli_error
 from tether.client import TetherError
 
@@ -42,6 +42,7 @@ def root(
 server.register(app)
 client.register(app)
 datasets.register(app)
+pipelines.register(app)
 scaffold.register(app)
 
 

@@ -329,12 +329,15 @@ class Client(PipelineCalls):
         tasks: Tasks = "mine",
         since: int | None = None,
         *,
+        pipelines: Collection[int] = (),
         retry_for: float | None = 120.0,
         notify: Notify | None = None,
     ) -> EventStream:
-        """The live events of ``tasks`` (ids, ``"mine"``, or ``"all"`` for staff) over
-        the WebSocket: an iterator of event dicts, connected when returned. Status events
-        after ``since`` (an event id) are replayed first. A lost connection (or a close
+        """The live events of ``tasks`` (ids, ``"mine"``, or ``"all"`` for staff) and
+        of ``pipelines`` (ids: each pipeline's own events and all its tasks'; pass
+        ``tasks=[]`` for those alone) over the WebSocket: an iterator of event dicts,
+        connected when returned. Status events after ``since`` (an event id) are
+        replayed first. A lost connection (or a close
         4008) is reconnected with ``since`` = the last status event seen, for up to
         ``retry_for`` seconds, so no status event is lost or repeated. Raises
         ``StreamUnavailable`` when the server has no WebSocket stream."""
@@ -348,6 +351,7 @@ class Client(PipelineCalls):
             user_agent=self.user_agent,
             retry_for=retry_for,
             notify=notify,
+            pipelines=pipelines,
         )
         stream.open()
         return stream
