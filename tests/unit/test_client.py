@@ -306,3 +306,30 @@ def test_a_lost_server_is_retried_for_retry_for_then_unreachable() -> None:
         while True:
             stream.get(1)
     assert notices == [Notice.LOST]
+
+
+def test_a_pipeline_stream_subscribes_to_it_again_after_a_cut() -> None:
+    subscribes: list[dict[str, Any]] = []
+    change = {"type": "event", "kind": "pipeline", "id": None, "pipeline": 3, "to": "running"}
+
+    def script(ws: ServerConnection, n: int) -> None:
+        hello_and_subscribe(ws, subscribes, upto=20)
+        if n == 0:
+            ws.send(json.dumps(change))
+            ws.close(1012, "restart")
+        else:
+            ws.send(status(21))
+            ws.recv()
+
+    with scripted(script) as url:
+        stream = EventStream(url, "tok", [], pipelines=[3]).open()
+        first = stream.hello
+        assert stream.get(5) == {k: v for k, v in change.items() if k != "type"}
+        assert stream.last_id == 20  # a pipeline's change is no resume point
+        assert (stream.get(5) or {}).get("id") == 21
+        assert stream.hello is not first  # a new connection: re-read the pipeline
+        stream.close()
+    assert [(s["tasks"], s["pipelines"], s.get("since")) for s in subscribes] == [
+        ([], [3], None),
+        ([], [3], 20),
+    ]
