@@ -35,7 +35,7 @@ TETHER = next(
     REPO / ".venv" / "bin" / "tether",
 )
 PASSWORD = "Accept-Pass-9876"
-START_TIMEOUT = 20.0
+START_TIMEOUT = 60.0  # a loaded 2-core machine
 STOP_TIMEOUT = 15.0
 _ids = itertools.count(1)
 
@@ -336,35 +336,47 @@ def assert_event_chain(history: list[dict[str, Any]]) -> None:
 
 
 def ledger_steps(database_url: str, task_id: int) -> list[int]:
-    """Steps the ``ledger`` task type recorded in ``acc_ledger`` for ``task_id``, read
-    straight from the database a deployment uses: ``sqlite:///PATH``, ``postgres://…``
-    (``postgresql://``) or ``mysql://…`` (MariaDB). A missing table means no rows."""
+    """Steps the ``ledger`` task type recorded in ``acc_ledger`` for ``task_id``."""
+    rows = db_rows(
+        database_url,
+        "acc_ledger",
+        "SELECT step FROM acc_ledger WHERE task_id = {} ORDER BY step",
+        task_id,
+    )
+    return [int(r[0]) for r in rows]
+
+
+def db_rows(database_url: str, table: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows of ``query`` (``{}`` marks each parameter), read straight from the database
+    a deployment uses: ``sqlite:///PATH``, ``postgres://…`` (``postgresql://``) or
+    ``mysql://…`` (MariaDB). A missing ``table`` (the task types that create it have
+    not run yet) means no rows."""
     from urllib.parse import unquote, urlsplit
 
     url = urlsplit(database_url)
-    query = "SELECT step FROM acc_ledger WHERE task_id = {} ORDER BY step"
     if url.scheme == "sqlite":
         path = Path(unquote(url.path[1:])).resolve()  # sqlite:////abs or sqlite:///rel
         con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)
         try:
             if not con.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'acc_ledger'"
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
             ).fetchone():
                 return []
-            rows = con.execute(query.format("?"), (task_id,)).fetchall()
+            return con.execute(query.format(*["?"] * len(params)), params).fetchall()
         finally:
             con.close()
-    elif url.scheme in ("postgres", "postgresql"):
+    marks = query.format(*["%s"] * len(params))
+    if url.scheme in ("postgres", "postgresql"):
         import psycopg
 
         with psycopg.connect(
             database_url.replace("postgres://", "postgresql://", 1), autocommit=True
         ) as pg:
-            found = pg.execute("SELECT to_regclass('acc_ledger')").fetchone()
+            found = pg.execute("SELECT to_regclass(%s)", [table]).fetchone()
             if not found or found[0] is None:
                 return []
-            rows = pg.execute(query.format("%s"), [task_id]).fetchall()
-    elif url.scheme in ("mysql", "mariadb"):
+            return [tuple(r) for r in pg.execute(marks, params).fetchall()]
+    if url.scheme in ("mysql", "mariadb"):
         import pymysql
 
         my = pymysql.connect(
@@ -379,17 +391,16 @@ def ledger_steps(database_url: str, task_id: int) -> list[int]:
             with my.cursor() as cur:
                 cur.execute(
                     "SELECT 1 FROM information_schema.tables WHERE table_schema = "
-                    "DATABASE() AND table_name = 'acc_ledger'"
+                    "DATABASE() AND table_name = %s",
+                    [table],
                 )
                 if not cur.fetchone():
                     return []
-                cur.execute(query.format("%s"), [task_id])
-                rows = list(cur.fetchall())
+                cur.execute(marks, params)
+                return [tuple(r) for r in cur.fetchall()]
         finally:
             my.close()
-    else:
-        raise ValueError(f"ledger_steps: unsupported database URL {database_url!r}")
-    return [int(r[0]) for r in rows]
+    raise ValueError(f"db_rows: unsupported database URL {database_url!r}")
 
 
 # The Celery fixtures (PostgreSQL + Redis, `tether worker`) for every test in this folder.

@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 
+from tests.acceptance import pipeline_steps  # noqa: F401  (registers the pipeline step types)
 from tether import task
 from tether.context import TaskContext
 from tether.exceptions import ShutdownSignal

@@ -9,9 +9,11 @@ being tested, the next one the session needs starts in the background (``Prestar
 
 - ``embedded-sqlite``: ``tether serve`` running tasks in 2 embedded slots, on SQLite.
 - ``celery-postgresql-redis``, ``celery-postgresql-rabbitmq``, ``celery-mariadb-redis``:
-  a fresh database, ``tether serve`` (API only) and two ``tether worker -c 2``
-  processes, with short leases (3 s) and re-publishing (2 s). Each has a TETHER_HOME
-  of its own (another machine) and one shared TETHER_DATA_DIR (uploads, exports).
+  a fresh database, ``tether serve`` (API only), two ``tether worker -c 2`` processes
+  serving every queue of the registered task types and one ``tether worker -Q gpu
+  -c 1`` (pipeline steps sent to queue ``gpu`` run there only), with short leases
+  (3 s) and re-publishing (2 s). Each has a TETHER_HOME of its own (another machine)
+  and one shared TETHER_DATA_DIR (uploads, exports).
 
 A deployment whose services are unreachable is skipped locally and fails under CI=true.
 Everything is released at teardown, also when a start fails half-way: processes are
@@ -28,6 +30,7 @@ from __future__ import annotations
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -45,6 +48,7 @@ from tests.acceptance.conftest import (  # noqa: F401  (assert_error: re-exporte
     TETHER,
     Server,
     assert_error,
+    db_rows,
     ledger_steps,
     login,
     server_env,
@@ -59,11 +63,13 @@ PG = "postgres://postgres@127.0.0.1:5432"
 MARIADB = "mysql://root@127.0.0.1:3306"
 REDIS = "redis://127.0.0.1:6379/14"  # no other test uses this database number
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672"
-QUEUES = ("default", "render", "data")  # the queues of the task types the suite submits
+QUEUES = ("default", "render", "data", "gpu")  # the queues the suite submits to
+GPU_QUEUE = "gpu"  # no task type's own queue: only the gpu worker serves it
 
 EMBEDDED_SLOTS = 2
 WORKERS = 2
 WORKER_CONCURRENCY = 2
+GPU_CONCURRENCY = 1
 # every test registers and logs in fresh users: no rate limit, fast password hashing
 # imports load 500-row batches, each 20 ms late, so that a test can catch one midway
 COMMON_ENV = {
@@ -111,19 +117,35 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 class Worker:
-    """One ``tether worker -c 2`` process with its own TETHER_HOME (another machine)."""
+    """One ``tether worker`` process with its own TETHER_HOME (another machine),
+    serving ``queues`` (default: every queue of the registered task types)."""
 
-    def __init__(self, home: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        home: Path,
+        env: dict[str, str],
+        queues: str | None = None,
+        concurrency: int = WORKER_CONCURRENCY,
+    ) -> None:
         self.home = home
         self.env = env
+        self.queues = queues
+        self.concurrency = concurrency
         self.log = home / "worker.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def worker_id(self) -> str:
+        """How the worker names itself in the events of the tasks it claims."""
+        assert self.proc is not None
+        return f"celery:{socket.gethostname()}:{self.proc.pid}"
+
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
+        queues = ["-Q", self.queues] if self.queues else []
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [str(TETHER), "worker", "-c", str(WORKER_CONCURRENCY)],
+                [str(TETHER), "worker", "-c", str(self.concurrency), *queues],
                 cwd=self.home,
                 env=server_env(self.home, **self.env),
                 stdin=subprocess.DEVNULL,
@@ -140,6 +162,13 @@ class Worker:
                 f"tether worker in {self.home.name} exited before it was ready:\n{tail(self.log)}"
             )
         return "ready." in self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: a lost machine, no cleanup at all."""
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(STOP_TIMEOUT)
 
     def terminate(self) -> None:
         if self.alive():
@@ -173,6 +202,7 @@ class Deployment:
     database_url: str
     slots: int  # tasks that can run at once
     workers: list[Worker]
+    broker_url: str | None = None  # None: the embedded executor
 
     def login(self) -> httpx.Client:
         """A new user, registered and logged in through the API."""
@@ -181,6 +211,18 @@ class Deployment:
     def ledger(self, task_id: int) -> list[int]:
         """The steps the ``ledger`` task ``task_id`` has committed, read from the DB."""
         return ledger_steps(self.database_url, task_id)
+
+    def pipeline_ledger(self, pipeline_id: int) -> list[tuple[str, str, int]]:
+        """``(what, label, task id)`` for each run, undo or fail the pipeline step types
+        (tests/acceptance/pipeline_steps.py) recorded in ``pipeline_id``, in order."""
+        rows = db_rows(
+            self.database_url,
+            "acc_pipeline_ledger",
+            "SELECT what, label, task_id FROM acc_pipeline_ledger WHERE pipeline_id = {} "
+            "ORDER BY id",
+            pipeline_id,
+        )
+        return [(str(what), str(label), int(task)) for what, label, task in rows]
 
     def assert_alive(self) -> None:
         proc = self.server.proc
@@ -263,11 +305,12 @@ def _rabbitmqctl(*args: str) -> bool:
         return False
 
 
-def _purge(url: str) -> None:
+def _purge(url: str, queues: tuple[str, ...] = QUEUES) -> None:
+    """Drop every message waiting in ``queues`` of the broker at ``url``."""
     from kombu import Connection
 
     with Connection(url, connect_timeout=5) as conn:
-        for queue in QUEUES:
+        for queue in queues:
             channel = conn.channel()  # a missing queue closes the channel: one each
             with suppress(Exception):  # the queue does not exist (yet): nothing to purge
                 channel.queue_purge(queue)
@@ -306,30 +349,31 @@ def start_deployment(spec: Spec, root: Path, stack: ExitStack) -> Deployment:
             CELERY_ENV, TETHER_BROKER_URL=(_redis if spec.broker == "redis" else _rabbitmq)(stack)
         )
         workers = [Worker(root / f"worker-{i + 1}", env) for i in range(WORKERS)]
+        workers.append(Worker(root / "worker-gpu", env, GPU_QUEUE, GPU_CONCURRENCY))
     server = Server(home, EMBEDDED_SLOTS, root, env)
     stack.callback(stop_processes, server, workers)
-    if workers:
-        # The workers boot (about 3 s) while `tether migrate` runs (about 2 s); they
-        # query the tables only from 1 s after they are ready.
-        for w in workers:
-            w.start()
-        migrated = subprocess.run(
-            [str(TETHER), "migrate"],
-            cwd=home,
-            env=server_env(home, **env),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    # The workers boot (about 3 s) while `tether migrate` runs (about 2 s); they
+    # query the tables only from 1 s after they are ready. The server is started on
+    # migrated tables (its start-up deadline is short for a loaded machine).
+    for w in workers:
+        w.start()
+    migrated = subprocess.run(
+        [str(TETHER), "migrate"],
+        cwd=home,
+        env=server_env(home, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     server.start()
     wait_until(lambda: all(w.ready() for w in workers), "workers ready", timeout=60)
     health = httpx.get(f"{server.url}/api/v1/health", timeout=10).json()
     assert health["executor"] == ("embedded" if spec.broker is None else "celery"), health
     assert health["database"] == {"mariadb": "mysql"}.get(spec.database, spec.database), health
     slots = EMBEDDED_SLOTS if spec.broker is None else WORKERS * WORKER_CONCURRENCY
-    return Deployment(spec.name, server, database_url, slots, workers)
+    return Deployment(spec.name, server, database_url, slots, workers, env.get("TETHER_BROKER_URL"))
 
 
 class Prestarter:
