@@ -181,3 +181,27 @@ def chatty(ctx: TaskContext, *, steps: int = 50, size: int = 0) -> None:
     for i in range(steps):
         ctx.progress(i + 1, total=steps, unit="steps", message=f"{i:08d}" + "x" * size)
         time.sleep(0.21)
+
+
+HOLD_STEP_FILE = "hold-step"
+
+
+@task(
+    name="gated_step",
+    params={
+        "type": "object",
+        "properties": {"label": {"type": "string", "maxLength": 100, "default": ""}},
+        "additionalProperties": False,
+    },
+)
+def gated_step(ctx: TaskContext, *, label: str = "") -> dict[str, Any]:
+    """Wait while the file ``$TETHER_HOME/hold-step`` exists (reporting progress, a
+    control point), then return its label with its input: a test holds a pipeline's
+    step running for as long as it needs."""
+    gate = Path(settings.TETHER_HOME) / HOLD_STEP_FILE
+    deadline = time.monotonic() + MAX_HOLD_SECONDS
+    while gate.exists() and time.monotonic() < deadline:
+        ctx.progress(0, total=1, unit="steps", message="held by the test")
+        time.sleep(0.05)
+    ctx.progress(1, total=1, unit="steps")
+    return {"label": label, "input": ctx.input}
