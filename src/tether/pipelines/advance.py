@@ -46,6 +46,8 @@ def on_step_changes(changes: list[Change]) -> None:
     """The transitions step hook: settle every pipeline these changes belong to."""
     ids = sorted({c.pipeline_id for c in changes if c.pipeline_id is not None})
     for pipeline_id in ids:
+        if _only_starts(changes, pipeline_id):
+            continue
         actor = next(c.actor for c in changes if c.pipeline_id == pipeline_id)
         try:
             with transaction.atomic():  # a savepoint: a fault here never costs the step
@@ -54,6 +56,18 @@ def on_step_changes(changes: list[Change]) -> None:
             raise  # the database's own trouble (a deadlock, a lost connection): retry all
         except Exception:
             log.exception("pipeline %s: settling after a step's change failed", pipeline_id)
+
+
+def _only_starts(changes: list[Change], pipeline_id: int) -> bool:
+    """Whether these changes only start steps (a claim) of a pipeline already running:
+    nothing follows from that, so every step's claim need not lock the pipeline and
+    read its steps (a third of the claim's statements). The step's row is locked, so
+    no control request changes the pipeline meanwhile; a step of another status in
+    the current order was settled by its own change (or is by the resettle chore)."""
+    mine = [c for c in changes if c.pipeline_id == pipeline_id]
+    return all(c.dst == Status.RUNNING for c in mine) and (
+        Pipeline.objects.filter(id=pipeline_id, status=Status.RUNNING).exists()
+    )
 
 
 @contextmanager
@@ -74,6 +88,12 @@ def settle(pipeline_id: int, *, actor: str) -> None:
     with settling(pipeline_id) as fresh:
         if fresh:
             settle_locked(moves.lock(pipeline_id), actor=actor)
+
+
+def label(step: PipelineStep) -> str:
+    """A step as its author wrote it: its name and order, and its place in the list
+    (two steps of an order may share a name)."""
+    return f"step {step.name} (order {step.order_no}, transformers_list[{step.index}])"
 
 
 class View:
@@ -114,12 +134,12 @@ def settle_locked(pipeline: Pipeline, *, actor: str) -> None:
     failed = [s for s in current if view.status(s) == Status.FAILED]
     if failed:
         step = failed[0]
-        error = f"step {step.index} ({step.name}) failed: {view.error(step)}"
+        error = f"{label(step)} failed: {view.error(step)}"
         moves.move(
             pipeline,
             Status.FAILED,
             actor=actor,
-            reason=f"step {step.index} failed",
+            reason=f"{label(step)} failed",
             updates={"error": strictjson.safe_text(error, MAX_ERROR)},
         )
         return
@@ -156,7 +176,7 @@ def _cancel_reason(step: PipelineStep) -> str:
     )
     if reason == "pause_expired":
         return reason
-    return f"step {step.index} ({step.name}) was cancelled" + (f": {reason}" if reason else "")
+    return f"{label(step)} was cancelled" + (f": {reason}" if reason else "")
 
 
 def _advance(view: View, actor: str) -> None:
@@ -304,16 +324,16 @@ def _start_undo(pipeline: Pipeline, step: PipelineStep) -> None:
         undo.pk,
         Status.CANCELLING,
         actor=actor,
-        reason=f"undo step {step.index} ({step.name}), task {done.pk}",
+        reason=f"undo {label(step)}, task {done.pk}",
     )
 
 
 def _fail_rollback(view: View, step: PipelineStep, error: str, actor: str) -> None:
-    message = f"rollback of step {step.index} ({step.name}) failed: {error}"
+    message = f"the rollback of {label(step)} failed: {error}"
     moves.move(
         view.pipeline,
         Status.FAILED,
         actor=actor,
-        reason=f"rollback of step {step.index} failed",
+        reason=f"the rollback of {label(step)} failed",
         updates={"error": strictjson.safe_text(message, MAX_ERROR)},
     )
