@@ -85,6 +85,7 @@ PIPELINE_TRANSITIONS: dict[tuple[Status, Status], str] = {
     (Status.CANCELLING, Status.CANCELLED): "finished steps rolled back",
     (Status.CANCELLING, Status.FAILED): "a rollback failed",
     (Status.FAILED, Status.QUEUED): "retry",
+    (Status.FAILED, Status.CANCELLING): "cancel: undo its finished steps",
 }
 
 

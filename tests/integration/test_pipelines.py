@@ -112,7 +112,7 @@ def test_failed_step_fails_the_pipeline_and_retry_runs_it_again(
     body = doc(("a", 1, {}), ("b", 2, {"fail": True}), ("c", 3, {}))
     pipeline = control.create(alice, spec.parse(body))
     failed = wait_pipeline(pipeline.pk, "failed")
-    assert "step 1 (it_step) failed" in failed.error
+    assert "step it_step (order 2, transformers_list[1]) failed" in failed.error
     first = step_task(pipeline.pk, 1)
     Task.objects.filter(pk=first.pk).update(checkpoint={"healed": True})  # fixed meanwhile
     PipelineStep.objects.filter(pipeline=pipeline, index=1).update(
@@ -171,3 +171,19 @@ def test_cancelling_a_step_cancels_the_pipeline(executor: EmbeddedExecutor, alic
     assert step_task(pipeline.pk, 2).status == "cancelled"  # its sibling too
     assert sorted(pt.ledger()) == ["run:a", "undo:a", "undo:b", "undo:c"]
     assert pt.ledger()[-1] == "undo:a"
+
+
+def test_a_failed_pipeline_can_be_cancelled_to_undo_its_finished_steps(
+    executor: EmbeddedExecutor, alice: Any
+) -> None:
+    body = doc(("a", 1, {}), ("b1", 2, {}), ("b2", 2, {"fail": True}))
+    pipeline = control.create(alice, spec.parse(body))
+    failed = wait_pipeline(pipeline.pk, "failed")
+    assert "step it_step (order 2, transformers_list[2]) failed" in failed.error
+    wait_until(lambda: step_task(pipeline.pk, 1).status == "succeeded", "its sibling to end")
+    control.cancel(pipeline.pk, actor="user:alice", reason="give up")
+    done = wait_pipeline(pipeline.pk, "cancelled", "failed")
+    assert done.status == "cancelled", done.error
+    assert pt.ledger() == ["run:a", "run:b1", "undo:b1", "undo:a"]
+    with pytest.raises(IllegalPipelineMove):
+        control.cancel(pipeline.pk, actor="user:alice")

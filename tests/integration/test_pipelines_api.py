@@ -239,7 +239,7 @@ def test_retry_runs_a_failed_pipeline_again_from_its_failed_step(
     pid = submit(c, doc(("a", 1, {}), ("b", 2, {"fail": True}), ("c", 3, {})))["id"]
     failed = wait_shown(c, pid, "failed")
     assert [s["status"] for s in failed["steps"]] == ["succeeded", "failed", "skipped"]
-    assert "step 1 (it_step) failed" in failed["error"]
+    assert "step it_step (order 2, transformers_list[1]) failed" in failed["error"]
     assert err(act(c, pid, "pause"), 409)["status"] == "failed"
     first = failed["steps"][1]["task"]
     PipelineStep.objects.filter(pipeline_id=pid, index=1).update(  # fixed meanwhile

@@ -117,6 +117,7 @@ class TaskSerializer(serializers.ModelSerializer[Task]):
             "recoveries",
             "max_recoveries",
             "pause_timeout",
+            "pipeline",
             "created_at",
             "updated_at",
             "started_at",

@@ -90,6 +90,12 @@ def settle(pipeline_id: int, *, actor: str) -> None:
             settle_locked(moves.lock(pipeline_id), actor=actor)
 
 
+def label(step: PipelineStep) -> str:
+    """A step as its author wrote it: its name and order, and its place in the list
+    (two steps of an order may share a name)."""
+    return f"step {step.name} (order {step.order_no}, transformers_list[{step.index}])"
+
+
 class View:
     """A locked pipeline's steps and their tasks' statuses, read once."""
 
@@ -128,12 +134,12 @@ def settle_locked(pipeline: Pipeline, *, actor: str) -> None:
     failed = [s for s in current if view.status(s) == Status.FAILED]
     if failed:
         step = failed[0]
-        error = f"step {step.index} ({step.name}) failed: {view.error(step)}"
+        error = f"{label(step)} failed: {view.error(step)}"
         moves.move(
             pipeline,
             Status.FAILED,
             actor=actor,
-            reason=f"step {step.index} failed",
+            reason=f"{label(step)} failed",
             updates={"error": strictjson.safe_text(error, MAX_ERROR)},
         )
         return
@@ -170,7 +176,7 @@ def _cancel_reason(step: PipelineStep) -> str:
     )
     if reason == "pause_expired":
         return reason
-    return f"step {step.index} ({step.name}) was cancelled" + (f": {reason}" if reason else "")
+    return f"{label(step)} was cancelled" + (f": {reason}" if reason else "")
 
 
 def _advance(view: View, actor: str) -> None:
@@ -318,16 +324,16 @@ def _start_undo(pipeline: Pipeline, step: PipelineStep) -> None:
         undo.pk,
         Status.CANCELLING,
         actor=actor,
-        reason=f"undo step {step.index} ({step.name}), task {done.pk}",
+        reason=f"undo {label(step)}, task {done.pk}",
     )
 
 
 def _fail_rollback(view: View, step: PipelineStep, error: str, actor: str) -> None:
-    message = f"rollback of step {step.index} ({step.name}) failed: {error}"
+    message = f"the rollback of {label(step)} failed: {error}"
     moves.move(
         view.pipeline,
         Status.FAILED,
         actor=actor,
-        reason=f"rollback of step {step.index} failed",
+        reason=f"the rollback of {label(step)} failed",
         updates={"error": strictjson.safe_text(message, MAX_ERROR)},
     )

@@ -148,10 +148,17 @@ def resume(pipeline_id: int, *, actor: str, reason: str = "requested") -> Status
 @retried_on_deadlock
 def cancel(pipeline_id: int, *, actor: str, reason: str = "requested") -> Status:
     """Running steps are cancelled with their rollback, then every finished step is
-    rolled back, the last first; the pipeline is ``cancelled`` after the last one."""
+    rolled back, the last first; the pipeline is ``cancelled`` after the last one. A
+    failed pipeline may be cancelled too: what its finished steps did is undone."""
     with _locked(pipeline_id) as (pipeline, ids):
-        if Status(pipeline.status).is_final or pipeline.status == Status.CANCELLING:
-            raise IllegalPipelineMove("cancel", pipeline.status)
+        undoable = pipeline.status == Status.FAILED and not pipeline.undoing
+        if pipeline.status == Status.CANCELLING or (
+            Status(pipeline.status).is_final and not undoable
+        ):
+            failed_undoing = pipeline.status == Status.FAILED and pipeline.undoing
+            raise IllegalPipelineMove(
+                "cancel", "failed in rollback" if failed_undoing else pipeline.status
+            )
         moves.move(pipeline, Status.CANCELLING, actor=actor, reason=reason, action="cancel")
         _cancel_steps(ids, actor=actor, reason=f"pipeline cancelled: {reason}")
         advance.settle_locked(pipeline, actor=actor)

@@ -147,7 +147,7 @@ def _step(index: int, item: Any) -> StepSpec:
         raise InvalidParams(
             f"{where} ({name}): {exc.message}", field=f"{where}{inner}", step=index
         ) from None
-    queue = item.get("queue", ttype.queue)
+    queue = item.get("queue") or ttype.queue  # null or absent: the type's queue
     if not isinstance(queue, str) or not QUEUE_RE.match(queue):
         raise InvalidParams(
             f"{where}.queue must be 1-100 letters, digits, '_', '-', '.' or ':'",
