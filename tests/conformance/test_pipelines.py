@@ -94,7 +94,7 @@ def test_outputs_flow_through_a_parallel_group_on_two_queues(
     tasks = step_tasks(pipes, done)
     assert [t["result"] for t in tasks] == [a, b1, b2, done["result"]]
     assert [t["queue"] for t in tasks] == ["default", "default", GPU_QUEUE, "default"]
-    assert [t["type"] for t in tasks] == [STEP] * 4
+    assert [(t["type"], t["pipeline"]) for t in tasks] == [(STEP, pid)] * 4
     # each order started after the one before had finished
     assert at(tasks[0]["finished_at"]) <= min(
         at(tasks[1]["started_at"]), at(tasks[2]["started_at"])
@@ -271,7 +271,8 @@ def test_a_failed_step_is_retried_from_where_it_failed(
     pid = submit_pipeline(pipes, body)["id"]
     failed = wait_pipeline(pipes, pid)
     assert failed["status"] == "failed", failed
-    assert "step 1" in failed["error"] and "step b fails once" in failed["error"], failed
+    assert "transformers_list[1]" in failed["error"], failed  # names the step
+    assert "step b fails once" in failed["error"], failed
     assert [s["status"] for s in failed["steps"]] == ["succeeded", "failed", "skipped"], failed
     a_task, b_failed = failed["steps"][0]["task"], failed["steps"][1]["task"]
     assert ledger_of(deployment, pid) == [("run", "a"), ("fail", "b")]
