@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 TaskFunc = Callable[..., Any]
 RollbackFunc = Callable[["TaskContext"], None]
+CheckFunc = Callable[[dict[str, Any]], None]
 
 DEFAULT_QUEUE = "default"
 DEFAULT_PAUSE_TIMEOUT = 300.0
@@ -42,6 +43,7 @@ class TaskType:
     # Submitted only by Tether itself (e.g. csv_import from an upload it has checked),
     # never through POST /api/v1/tasks: their params name server-side objects.
     internal: bool = False
+    check: CheckFunc | None = None
 
     def validate(self, params: Any) -> dict[str, Any]:
         """Return params with schema defaults filled in, or raise InvalidParams."""
@@ -64,6 +66,8 @@ class TaskType:
         for key, spec in self.params_schema.get("properties", {}).items():
             if key not in filled and isinstance(spec, dict) and "default" in spec:
                 filled[key] = copy.deepcopy(spec["default"])
+        if self.check is not None:
+            self.check(filled)
         return filled
 
 
@@ -105,6 +109,7 @@ def task(
     description: str | None = None,
     supports_pause: bool = True,
     internal: bool = False,
+    check: CheckFunc | None = None,
 ) -> Callable[[TaskFunc], TaskFunc]:
     """Register ``func(ctx, **params)`` as a task type.
 
@@ -116,6 +121,9 @@ def task(
     ``recovery_backoff * 2**(n-1)`` seconds (at most 60).
     ``internal`` types are submitted by Tether's own code only: the API refuses them
     (``internal_task_type``) and does not list them.
+    ``check(params)`` checks what a schema cannot say (a real date, one field against
+    another) on submit, after the schema and its defaults: it raises
+    ``InvalidParams(message, field="date_end")``, and the task is not created.
     """
     if max_attempts < 1:
         raise ValueError("max_attempts must be >= 1")
@@ -140,6 +148,7 @@ def task(
             description=description or inspect.cleandoc(func.__doc__ or ""),
             supports_pause=supports_pause,
             internal=internal,
+            check=check,
         )
         return func
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from tests.acceptance.conftest import (
     wait_until,
 )
 from tests.acceptance.proxy import proxy
+from tests.acceptance.tasks import HOLD_STEP_FILE
 from tether.client import Client, Notice
 
 FINAL = ("succeeded", "failed", "cancelled")
@@ -39,6 +41,17 @@ def subscribers(url: str) -> int:
 
 def read_events_until_final(proc: subprocess.Popen[str], task_id: int) -> list[dict[str, Any]]:
     """JSON lines from ``proc`` until ``task_id`` has a final status event."""
+    return read_events_until(
+        proc,
+        lambda e: e["kind"] == "status" and e["task"] == task_id and e["to"] in FINAL,
+        f"a final event of task {task_id}",
+    )
+
+
+def read_events_until(
+    proc: subprocess.Popen[str], last: Callable[[dict[str, Any]], bool], what: str
+) -> list[dict[str, Any]]:
+    """JSON lines from ``proc`` until one for which ``last`` is true."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     lines: list[dict[str, Any]] = []
@@ -55,9 +68,9 @@ def read_events_until_final(proc: subprocess.Popen[str], task_id: int) -> list[d
         for line in complete:
             event = json.loads(line)
             lines.append(event)
-            if event["task"] == task_id and event["kind"] == "status" and event["to"] in FINAL:
+            if last(event):
                 return lines
-    pytest.fail(f"no final event of task {task_id} within 60 s: {lines}")
+    pytest.fail(f"no {what} within 60 s: {lines}")
 
 
 def interrupt(proc: subprocess.Popen[str]) -> tuple[int, str]:
@@ -110,6 +123,52 @@ def test_events_prints_a_countdowns_events_in_order(server: ServerFactory, tmp_p
         code, err = interrupt(replay)
     assert code == 0 and err == "", (code, err)
     assert [e["id"] for e in again] == [h["id"] for h in history[1:]], again
+
+
+def test_events_follows_a_pipeline(server: ServerFactory, tmp_path: Path) -> None:
+    cli = Cli(server(workers=2), tmp_path / "cfg")
+    cli.login("gita")
+    r = cli.run("events", "--pipeline", "999999")
+    assert r.returncode == 1 and r.stderr == "tether: no pipeline 999999\n", r
+    gate = cli.server.home / HOLD_STEP_FILE
+    gate.touch()  # gated steps run until it is gone
+    steps = [
+        {"name": "gated_step", "order_no": n, "context": {"label": label}}
+        for n, label in ((1, "first"), (2, "second"))
+    ]
+    body = {"pipeline_name": "two", "data_url": "", "transformers_list": steps}
+    with cli.server.client(cli.token()) as api:
+        created = api.post("/pipelines", json=body)
+        assert created.status_code == 201, created.text
+        pid, first = created.json()["id"], created.json()["steps"][0]["task"]
+        live = subprocess.Popen(
+            [str(TETHER), "events", "--pipeline", str(pid)], env=cli.env(),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            wait_until(lambda: subscribers(cli.server.url) == 1, "tether events to subscribe")
+            other = int(cli.ok("submit", "add", "-p", "operand1=1", "-p", "operand2=2"))
+            wait_for(api, other, "succeeded")
+            gate.unlink()
+            seen = read_events_until(
+                live,
+                lambda e: e["kind"] == "pipeline" and e["to"] == "succeeded",
+                f"pipeline {pid} succeeded",
+            )
+        finally:
+            gate.unlink(missing_ok=True)
+            code, err = interrupt(live)
+        assert code == 0 and err == "", (code, err)
+        second = api.get(f"/pipelines/{pid}").json()["steps"][1]["task"]
+    assert [e["pipeline"] for e in seen if e["kind"] == "pipeline"] == [pid], seen
+    statuses = [(e["task"], e["to"]) for e in seen if e["kind"] == "status"]
+    # the steps' tasks only (not the other task), the second's from its start
+    assert (first, "succeeded") in statuses, seen
+    assert [to for task, to in statuses if task == second] == ["queued", "running", "succeeded"], (
+        seen
+    )
+    assert {task for task, _ in statuses} == {first, second}, seen
+    assert all(e["pipeline"] == pid for e in seen if e["kind"] == "status"), seen
 
 
 def test_watch_and_wait_follow_the_stream_without_polling(

@@ -132,6 +132,8 @@ def test_fetch_import_export_a_date_range(
     assert (data_dir("fetch").parent / fetched["path"]).exists()  # the fetch's file is not
     answer = client.get(f"/api/v1/tasks/{export.pk}/download")
     assert answer.status_code == 200
+    # named as a dataset's export, though the dataset came from the step's input
+    assert answer["Content-Disposition"] == f'attachment; filename="sales-{export.pk}.csv"'
     assert b"".join(answer.streaming_content).decode().splitlines()[1:] == ROWS[2:5]
 
 

@@ -23,6 +23,9 @@ from tether.exceptions import ServiceUnavailable
 from tether.models import PipelineEvent
 
 STEP = {"name": "it_step", "order_no": 1, "context": {"label": "a"}}
+SENTINEL = {"name": "sentinel", "order_no": 1, "context": {"date_start": "2023-05-01"}}
+EXPORT = {"name": "export_csv", "order_no": 2, "context": {}}
+IMPORT = {"name": "import_csv", "order_no": 2, "context": {"dataset": "sales"}}
 
 
 def steps(*items: Any) -> dict[str, Any]:
@@ -65,6 +68,44 @@ BAD = [
     ({**steps(STEP), "data_url": 5}, "data_url", None),
     ({**steps(STEP), "pause_timeout": 0}, "pause_timeout", None),
     ({**steps(STEP), "pause_timeout": True}, "pause_timeout", None),
+    # what a step's schema cannot say, its type checks on submit too
+    (
+        steps({**SENTINEL, "context": {"date_start": "2023-02-31"}}),
+        "transformers_list[0].context.date_start",
+        0,
+    ),
+    (
+        steps(
+            STEP, {**SENTINEL, "context": {"date_start": "2023-05-01", "date_end": "2023-04-30"}}
+        ),
+        "transformers_list[1].context.date_end",
+        1,
+    ),
+    (
+        steps({**SENTINEL, "context": {"date_start": "2023-05-01", "date_end": "2024-05-01"}}),
+        "transformers_list[0].context.date_end",
+        0,
+    ),
+    (
+        steps(STEP, {**EXPORT, "context": {"from_date": "2024-13-45"}}),
+        "transformers_list[1].context.from_date",
+        1,
+    ),
+    (
+        steps(STEP, {**EXPORT, "context": {"from_date": "2024-02-01", "to_date": "2024-01-31"}}),
+        "transformers_list[1].context.to_date",
+        1,
+    ),
+    (
+        steps(STEP, {**IMPORT, "context": {"dataset": "import"}}),
+        "transformers_list[1].context.dataset",
+        1,
+    ),
+    (
+        steps(STEP, {**IMPORT, "context": {"dataset": "d", "delimiter": '"'}}),
+        "transformers_list[1].context.delimiter",
+        1,
+    ),
 ]
 
 
@@ -80,6 +121,22 @@ def test_bad_input_is_400_naming_the_field_and_creates_nothing(
     assert e["code"] == "invalid_params", e
     assert e["field"] == field, e
     assert e.get("step") == step, e
+    nothing_created()
+
+
+def test_a_steps_own_check_names_it_and_the_field(client_for: Client) -> None:
+    c = client_for("alice")
+    bad = {**SENTINEL, "context": {"date_start": "2023-05-01", "date_end": "2023-04-01"}}
+    e = err(c.post(f"{API}/pipelines", steps(STEP, bad), format="json"), 400)
+    assert e["message"].startswith("transformers_list[1] (sentinel): params.date_end: "), e
+    # the same check on POST /api/v1/tasks: a step type is an ordinary task type
+    r = c.post(f"{API}/tasks", {"type": "sentinel", "params": bad["context"]}, format="json")
+    e = err(r, 400)
+    assert e["code"] == "invalid_params" and e["field"] == "date_end", e
+    r = c.post(
+        f"{API}/tasks", {"type": "export_csv", "params": {"to_date": "2024-02-30"}}, format="json"
+    )
+    assert err(r, 400)["field"] == "to_date"
     nothing_created()
 
 

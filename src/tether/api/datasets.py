@@ -35,7 +35,7 @@ from tether.models import Dataset, Task
 
 TAGS = ["datasets"]
 MODES = ("create", "append", "replace")
-RESERVED_NAMES = frozenset({"import"})  # /datasets/import is the upload endpoint
+RESERVED_NAMES = importer.RESERVED_NAMES
 DELIMITER_ALIASES = {"tab": "\t", "\\t": "\t"}
 MAX_PREVIEW_ROWS = 1000
 MAX_OFFSET = 2**63 - 1  # what a database takes as OFFSET (larger: OverflowError, a 500)

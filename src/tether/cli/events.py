@@ -19,7 +19,9 @@ def events(
     ctx: typer.Context,
     task_ids: Annotated[
         list[int] | None,
-        typer.Argument(metavar="[ID...]", help="Task ids (default: all your tasks)."),
+        typer.Argument(
+            metavar="[ID...]", help="Task ids (default: all your tasks; none with --pipeline)."
+        ),
     ] = None,
     since: Annotated[
         int | None,
@@ -30,21 +32,37 @@ def events(
     everyone: Annotated[
         bool, typer.Option("--all", help="Every user's tasks (staff only).")
     ] = False,
+    pipelines: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--pipeline",
+            metavar="ID",
+            min=1,
+            help="A pipeline: its own events and all its steps' (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Print live events (status changes and progress) as JSON lines until Ctrl-C.
 
     Each line is one event: {"kind": "status", "id": N, "task": ID, "from": …, "to": …,
     "at", "actor", "reason", …} or {"kind": "progress", "id": null, "task": ID,
-    "progress": {…}}. A lost connection is resumed from the last status event seen:
-    none is lost or printed twice."""
+    "progress": {…}}; with --pipeline also {"kind": "pipeline", "pipeline": ID, "from",
+    "to", …}. A lost connection is resumed from the last status event seen: none is
+    lost or printed twice."""
     if everyone and task_ids:
         raise CliError("give task ids or --all, not both", EXIT_USAGE)
-    tasks: Tasks = list(task_ids) if task_ids else "all" if everyone else "mine"
+    tasks: Tasks = (
+        list(task_ids) if task_ids else "all" if everyone else [] if pipelines else "mine"
+    )
     voice = Voice()
     with connect(ctx) as api:
         try:
             with api.events(
-                tasks, since, retry_for=RECONNECT_SECONDS, notify=voice.notify
+                tasks,
+                since,
+                pipelines=pipelines or (),
+                retry_for=RECONNECT_SECONDS,
+                notify=voice.notify,
             ) as stream:
                 for event in stream:
                     sys.stdout.write(json.dumps(event) + "\n")

@@ -73,7 +73,16 @@ def _day(value: str | None, what: str) -> date | None:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise DataError(f"{what} {value!r} is not a date (YYYY-MM-DD)") from None
+        raise DataError(f"{what} {value!r} is not a date (YYYY-MM-DD)", field=what) from None
+
+
+def date_range(from_date: str | None, to_date: str | None) -> tuple[date | None, date | None]:
+    """The days of a range; DataError (with its ``field``) when one is not a date or
+    the range is empty. The export_csv step checks its params with it on submit."""
+    start, end = _day(from_date, "from_date"), _day(to_date, "to_date")
+    if start and end and start > end:
+        raise DataError(f"from_date {start} is after to_date {end}", field="to_date")
+    return start, end
 
 
 def plan(
@@ -93,15 +102,13 @@ def plan(
     unknown = [c for c in columns or [] if c not in by_name]
     if unknown:
         raise DataError(f"unknown column(s) {unknown}; the dataset has {list(by_name)}")
-    start, end = _day(from_date, "from_date"), _day(to_date, "to_date")
+    start, end = date_range(from_date, to_date)
     if (start or end) and not date_column:
         raise DataError("from_date/to_date need date_column")
     if date_column and by_name.get(date_column, {}).get("type") not in DATE_TYPES:
         raise DataError(
             f"date_column {date_column!r} must be a date or timestamp column of the dataset"
         )
-    if start and end and start > end:
-        raise DataError(f"from_date {start} is after to_date {end}")
     return {
         "dataset": ds,
         "columns": [by_name[c] for c in columns or list(by_name)],

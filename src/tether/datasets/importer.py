@@ -31,6 +31,7 @@ from tether.registry import task
 
 SAMPLE_ROWS = 1000  # records read to infer the column types
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+RESERVED_NAMES = frozenset({"import"})  # /datasets/import is the upload endpoint
 
 PARAMS = {
     "type": "object",

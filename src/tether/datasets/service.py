@@ -258,7 +258,9 @@ def export_file(owner: Any, pk: int) -> tuple[IO[bytes], str]:
             f"the file of task {pk} is gone (export files are deleted "
             f"{days:g} days after they are written)"
         ) from None
-    dataset = str((task.params or {}).get("dataset") or "export")
+    # an export_csv step may take its dataset from its input: its result names it
+    named = (task.params or {}).get("dataset") or (task.result or {}).get("dataset")
+    dataset = str(named or "export")
     if not re.fullmatch(NAME_PATTERN, dataset):
         dataset = "export"
     return handle, f"{dataset}-{pk}.csv"

@@ -22,8 +22,10 @@ from typing import Any
 
 from tether.context import TaskContext
 from tether.datasets import exporter, importer
-from tether.datasets.errors import DataError, DatasetNotFound
+from tether.datasets.errors import CellError, DataError, DatasetNotFound
 from tether.datasets.files import data_dir, export_path
+from tether.datasets.types import clean_names
+from tether.exceptions import InvalidParams
 from tether.models import Dataset, Upload, new_upload_id
 from tether.registry import task
 from tether.tasks import areas
@@ -53,6 +55,24 @@ EXPORT_PARAMS: dict[str, Any] = {
 }
 
 
+def _check_import(params: dict[str, Any]) -> None:
+    """On submit, what POST /api/v1/datasets/import checks beyond the schema."""
+    if params["dataset"].lower() in importer.RESERVED_NAMES:
+        raise InvalidParams(
+            f"params.dataset: {params['dataset']!r} is a reserved name", field="dataset"
+        )
+    if params["delimiter"] in '"\r\n':
+        raise InvalidParams(
+            "params.delimiter: one character other than a quote or a line break",
+            field="delimiter",
+        )
+    if params.get("columns"):
+        try:
+            clean_names([c["name"] for c in params["columns"]])
+        except CellError as exc:
+            raise InvalidParams(f"params.columns: {exc}", field="columns") from None
+
+
 def _undo_import(ctx: TaskContext) -> None:
     """Rollback: the dataset is as it was before the import."""
     importer.drop_staging(ctx)
@@ -63,6 +83,7 @@ def _undo_import(ctx: TaskContext) -> None:
     queue="data",
     rollback=_undo_import,
     params=IMPORT_PARAMS,
+    check=_check_import,
     description="Import the CSV file the step's input names (a fetch output, an export "
     "or a path inside your own area of TETHER_DATA_DIR) into a dataset: create, append "
     "or replace, with the options of POST /api/v1/datasets/import. Output: the "
@@ -133,6 +154,14 @@ def _date_column(owner_id: int, dataset: str) -> str:
     return dates[0]
 
 
+def _check_export(params: dict[str, Any]) -> None:
+    """On submit, the date range as POST /api/v1/datasets/{name}/export checks it."""
+    try:
+        exporter.date_range(params.get("from_date"), params.get("to_date"))
+    except DataError as exc:
+        raise InvalidParams(exc.message, field=exc.extra.get("field")) from None
+
+
 def _delete_export(ctx: TaskContext) -> None:
     """Rollback: the export file (or its partial file) is deleted."""
     final = export_path(areas.origin_task_id(ctx))
@@ -145,6 +174,7 @@ def _delete_export(ctx: TaskContext) -> None:
     queue="data",
     rollback=_delete_export,
     params=EXPORT_PARAMS,
+    check=_check_export,
     description="Export a dataset (its dataset param, or the one the step's input "
     "names, e.g. import_csv's output), or a date range of it, to a CSV file. Output: "
     "{path (relative to TETHER_DATA_DIR), dataset, rows, bytes, task}; download the "

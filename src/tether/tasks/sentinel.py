@@ -37,6 +37,24 @@ def _day(value: str, name: str) -> date:
         raise InvalidParams(f"params.{name}: {value!r} is not a date", field=name) from None
 
 
+def _days(date_start: str, date_end: str | None) -> tuple[date, int]:
+    """The first day and the number of days; InvalidParams naming the bad field."""
+    start = _day(date_start, "date_start")
+    end = _day(date_end, "date_end") if date_end else start
+    days = (end - start).days + 1
+    if not 1 <= days <= MAX_DAYS:
+        raise InvalidParams(
+            f"params.date_end: {end} must be from date_start ({start}) to {MAX_DAYS - 1} "
+            f"days after it (at most {MAX_DAYS} days)",
+            field="date_end",
+        )
+    return start, days
+
+
+def _check_dates(params: dict[str, Any]) -> None:
+    _days(params["date_start"], params.get("date_end"))
+
+
 def _scenes_dir(ctx: TaskContext) -> Path:
     owner = areas.owner_dir("sentinel", areas.owner_of(ctx))
     return owner / f"task-{areas.origin_task_id(ctx)}"
@@ -80,6 +98,7 @@ def _undo_scenes(ctx: TaskContext) -> None:
         "additionalProperties": False,
     },
     rollback=_undo_scenes,
+    check=_check_dates,
     description="Demo: simulates fetching one satellite scene per day from date_start "
     f"to date_end (at most {MAX_DAYS} days) as small files in TETHER_DATA_DIR/sentinel/"
     "<you>/. Output: {path, files, days}. Cancel deletes them.",
@@ -87,14 +106,7 @@ def _undo_scenes(ctx: TaskContext) -> None:
 def sentinel(
     ctx: TaskContext, *, date_start: str, date_end: str | None = None, seconds_per_day: float = 0.1
 ) -> dict[str, Any]:
-    start = _day(date_start, "date_start")
-    end = _day(date_end, "date_end") if date_end else start
-    days = (end - start).days + 1
-    if not 1 <= days <= MAX_DAYS:
-        raise InvalidParams(
-            f"params.date_end must be from date_start to {MAX_DAYS} days after it",
-            field="date_end",
-        )
+    start, days = _days(date_start, date_end)
     out = _scenes_dir(ctx)
     out.mkdir(mode=0o700, exist_ok=True)
     for i in range(ctx.state.get("day", 0), days):
