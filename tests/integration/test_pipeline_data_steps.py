@@ -195,7 +195,7 @@ def test_inputs_outside_the_owners_area_are_refused(
     for pipeline, value in zip(pipelines, attempts, strict=True):
         done = wait_final(pipeline.pk)
         assert done.status == "failed", value
-        assert "step 1 (import_csv) failed" in done.error
+        assert "step import_csv (order 2, transformers_list[1]) failed" in done.error
         expected = "fetch it first" if "://" in str(value) else "is not a file of yours"
         assert expected in done.error, (value, done.error)
     assert not Dataset.objects.exists() and not Upload.objects.exists()
