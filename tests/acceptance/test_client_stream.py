@@ -200,6 +200,26 @@ def test_watch_and_wait_follow_the_stream_without_polling(
         assert p.seen("GET", f"/api/v1/tasks/{watched}") <= 3, p.requests
 
 
+def run_until_said(
+    cli: Cli, args: list[str], via: dict[str, str], said: str, err_path: Path
+) -> tuple[str, str]:
+    """Run the CLI on a running task until it has said ``said`` on stderr, then cancel
+    the task (args[1]) and return the CLI's stdout and stderr once it ends."""
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [str(TETHER), *args], env=cli.env(**via), stdout=subprocess.PIPE, stderr=err, text=True
+        )
+    try:
+        wait_until(lambda: err_path.read_text() == said, f"tether {args[0]} to say it polls", 60)
+        cli.ok("cancel", args[1])
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return out, err_path.read_text()
+
+
 def test_without_a_stream_watch_and_wait_poll_and_say_so(
     server: ServerFactory, tmp_path: Path
 ) -> None:
@@ -211,17 +231,19 @@ def test_without_a_stream_watch_and_wait_poll_and_say_so(
             f"tether: {old_server.url} has no event stream at /ws/v1 (HTTP 404); "
             "polling every 0.3s instead\n"
         )
-        tid = int(cli.ok("submit", "countdown", "-p", "seconds=2"))
-        r = cli.run("watch", str(tid), timeout=60, **via)
-        assert r.returncode == 0 and f"task {tid} (countdown): succeeded" in r.stdout, r
-        assert r.stderr == said, r  # once
+        # long tasks, cancelled once the CLI has said it polls: however slowly the CLI
+        # starts on a loaded machine, the task is still there to be polled
+        tid = int(cli.ok("submit", "countdown", "-p", "seconds=600"))
+        out, err = run_until_said(cli, ["watch", str(tid)], via, said, tmp_path / "watch.err")
+        assert f"task {tid} (countdown): cancelled" in out, (out, err)
+        assert err == said, err  # once
         # polled: more fetches than following the stream makes (at most 3)
         assert old_server.seen("GET", f"/api/v1/tasks/{tid}") > 3, old_server.requests
 
-        waited = int(cli.ok("submit", "countdown", "-p", "seconds=1"))
-        r = cli.run("wait", str(waited), "--timeout", "60", timeout=90, **via)
-        assert r.returncode == 0 and r.stdout == f"task {waited}: succeeded\n", r
-        assert r.stderr == said, r
+        waited = int(cli.ok("submit", "countdown", "-p", "seconds=600"))
+        wait = ["wait", str(waited), "--until", "succeeded,cancelled", "--timeout", "60"]
+        out, err = run_until_said(cli, wait, via, said, tmp_path / "wait.err")
+        assert out == f"task {waited}: cancelled\n" and err == said, (out, err)
 
         r = cli.run("events", timeout=30, **via)
         assert r.returncode == 1 and r.stderr.count("\n") == 1, r
