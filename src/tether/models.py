@@ -70,15 +70,24 @@ class Task(models.Model):
         return f"{self.type}#{self.pk} ({self.status})"
 
 
-class TaskEvent(models.Model):
-    """Append-only history of status changes."""
+class StatusChange(models.Model):
+    """One recorded status change (appended, never changed): who moved what from which
+    status to which, when and why."""
 
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
     from_status = models.CharField(max_length=16, choices=Status.choices(), null=True)
     to_status = models.CharField(max_length=16, choices=Status.choices())
     at = models.DateTimeField(default=timezone.now)
     actor = models.CharField(max_length=200)
     reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        abstract = True
+
+
+class TaskEvent(StatusChange):
+    """Append-only history of a task's status changes."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
 
     class Meta:
         ordering = ["id"]
@@ -248,15 +257,10 @@ class PipelineStep(models.Model):
         return f"step {self.index} ({self.name}) of pipeline {self.pipeline_id}"
 
 
-class PipelineEvent(models.Model):
+class PipelineEvent(StatusChange):
     """Append-only history of a pipeline's status changes."""
 
     pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="events")
-    from_status = models.CharField(max_length=16, choices=Status.choices(), null=True)
-    to_status = models.CharField(max_length=16, choices=Status.choices())
-    at = models.DateTimeField(default=timezone.now)
-    actor = models.CharField(max_length=200)
-    reason = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["id"]

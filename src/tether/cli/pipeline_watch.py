@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+from rich.progress import Progress, TaskID
 
 from tether.cli.pipeline_view import PipelineView, final_line, percent, step_labels, step_line
-from tether.cli.watch import POLL, RECONNECT_SECONDS, STATUS_STYLE, Voice, _fields
+from tether.cli.watch import POLL, RECONNECT_SECONDS, STATUS_STYLE, Voice, bar_columns, bar_fields
 from tether.client import Client, EventStream, Notice, StreamUnavailable, Unreachable
 
 T = TypeVar("T")
@@ -109,15 +109,7 @@ def _moved(view: PipelineView) -> str:
 
 
 def _bars(follower: PipelineFollower, console: Console, voice: Voice) -> None:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TextColumn("{task.fields[eta]}"),
-        TextColumn("{task.fields[msg]}"),
-        TextColumn("{task.fields[status]}"),
-    )
+    columns = bar_columns()
     view = follower.view
     console.print(f"pipeline {view.id} ({view.pipeline.get('name')}): {view.pipeline['status']}")
     shown = view.pipeline["status"]
@@ -133,7 +125,7 @@ def _bars(follower: PipelineFollower, console: Console, voice: Voice) -> None:
             labels = step_labels(view.steps)
             for step in view.steps:
                 status = view.status_of(step)
-                fields = _fields({**step, "status": status})
+                fields = bar_fields({**step, "status": status})
                 fields["status"] = f"[{STATUS_STYLE.get(status, 'blue')}]{status}[/]"
                 pct = percent(step)
                 # a bar pulses only while a running step does not say how far it is

@@ -11,7 +11,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+)
 
 from tether.cli.connection import EXIT_USAGE, CliError, connect
 from tether.cli.term import clip
@@ -39,7 +46,7 @@ def _fmt_eta(seconds: Any) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def _fields(task: dict[str, Any]) -> dict[str, Any]:
+def bar_fields(task: dict[str, Any]) -> dict[str, Any]:
     p = task.get("progress") or {}
     rate = p.get("rate")
     unit = p.get("unit") or "it"
@@ -91,8 +98,9 @@ def follow(api: Client, ids: list[int], voice: Voice) -> Follower:
     return api.follow(ids, poll_interval=POLL, notify=voice.notify, retry_for=RECONNECT_SECONDS)
 
 
-def _watch_bars(follower: Follower, console: Console, voice: Voice) -> None:
-    columns = (
+def bar_columns() -> tuple[ProgressColumn, ...]:
+    """A task's bar: description, bar, percent, rate, ETA, message, status."""
+    return (
         TextColumn("{task.description}"),
         BarColumn(),
         TaskProgressColumn(),
@@ -101,6 +109,10 @@ def _watch_bars(follower: Follower, console: Console, voice: Voice) -> None:
         TextColumn("{task.fields[msg]}"),
         TextColumn("{task.fields[status]}"),
     )
+
+
+def _watch_bars(follower: Follower, console: Console, voice: Voice) -> None:
+    columns = bar_columns()
     with Progress(*columns, console=console, refresh_per_second=8) as bars:
         rows: dict[int, TaskID] = {}
         voice.say = lambda line: bars.console.print(f"tether: {line}")
@@ -115,9 +127,9 @@ def _watch_bars(follower: Follower, console: Console, voice: Voice) -> None:
                 total = 100.0 if isinstance(pct, int | float) else None
                 if task_id not in rows:
                     rows[task_id] = bars.add_task(
-                        f"#{task_id} {task['type']}", total=total, **_fields(task)
+                        f"#{task_id} {task['type']}", total=total, **bar_fields(task)
                     )
-                bars.update(rows[task_id], total=total, completed=pct or 0, **_fields(task))
+                bars.update(rows[task_id], total=total, completed=pct or 0, **bar_fields(task))
             if follower.done:
                 bars.refresh()
                 return

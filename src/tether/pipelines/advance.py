@@ -207,21 +207,16 @@ def _advance(view: View, actor: str) -> None:
 
 def start_steps(pipeline: Pipeline, group: list[PipelineStep], value: Any, *, actor: str) -> None:
     """Create the tasks of ``group`` (queued, ``value`` as their input)."""
-    now = timezone.now()
     tasks = [
-        Task(
-            owner_id=pipeline.owner_id,
+        _new_task(
+            pipeline,
             type=s.name,
             queue=s.queue,
             params=s.context,
             input=value,
-            pipeline=pipeline,
             max_attempts=s.max_attempts,
             max_recoveries=s.max_recoveries,
             pause_timeout=pipeline.pause_timeout,
-            created_at=now,
-            updated_at=now,
-            run_after=now,
         )
         for s in group
     ]
@@ -229,6 +224,19 @@ def start_steps(pipeline: Pipeline, group: list[PipelineStep], value: Any, *, ac
     for step, task in zip(group, tasks, strict=True):
         step.task = task
     PipelineStep.objects.bulk_update(group, ["task"])
+
+
+def _new_task(pipeline: Pipeline, **fields: Any) -> Task:
+    """A queued task of ``pipeline`` (not stored yet)."""
+    now = timezone.now()
+    return Task(
+        owner_id=pipeline.owner_id,
+        pipeline=pipeline,
+        created_at=now,
+        updated_at=now,
+        run_after=now,
+        **fields,
+    )
 
 
 def begin_cancel(pipeline: Pipeline, *, actor: str, reason: str) -> None:
@@ -300,21 +308,16 @@ def _start_undo(pipeline: Pipeline, step: PipelineStep) -> None:
     moved to cancelling at once, so any worker of that queue takes it as a rollback,
     with the step's last checkpoint and input."""
     done = Task.objects.get(id=step.task_id or 0)
-    now = timezone.now()
-    undo = Task(
-        owner_id=pipeline.owner_id,
+    undo = _new_task(
+        pipeline,
         type=done.type,
         queue=done.queue,
         params=done.params,
         input=done.input,
         checkpoint=done.checkpoint,
-        pipeline=pipeline,
         max_attempts=done.max_attempts,
         max_recoveries=done.max_recoveries,
         pause_timeout=done.pause_timeout,
-        created_at=now,
-        updated_at=now,
-        run_after=now,
     )
     actor = f"pipeline:{pipeline.pk}"
     insert([undo], actor=actor)
