@@ -17,8 +17,9 @@ being tested, the next one the session needs starts in the background (``Prestar
 
 A deployment whose services are unreachable is skipped locally and fails under CI=true.
 Everything is released at teardown, also when a start fails half-way: processes are
-terminated, the database dropped, the broker emptied (Redis db 14; a RabbitMQ vhost of
-its own, or the default vhost's queues purged when ``rabbitmqctl`` is not usable).
+terminated, the database dropped, the broker emptied (Redis db 14, or
+CONFORMANCE_REDIS_URL for a second session at the same time; a RabbitMQ vhost of its
+own, or the default vhost's queues purged when ``rabbitmqctl`` is not usable).
 
 Each test gets a fresh user (``api``); at teardown its unfinished tasks are cancelled
 and waited for, so the next test finds every worker slot free. The servers hash
@@ -27,6 +28,7 @@ passwords with MD5 (``fast_passwords.py``), like the in-process tests.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import signal
@@ -61,7 +63,9 @@ from tests.conftest import require_port
 
 PG = "postgres://postgres@127.0.0.1:5432"
 MARIADB = "mysql://root@127.0.0.1:3306"
-REDIS = "redis://127.0.0.1:6379/14"  # no other test uses this database number
+# no other test uses this database number; a second session running at the same time
+# on the same machine needs one of its own (their workers would take each other's tasks)
+REDIS = os.environ.get("CONFORMANCE_REDIS_URL", "redis://127.0.0.1:6379/14")
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672"
 QUEUES = ("default", "render", "data", "gpu")  # the queues the suite submits to
 GPU_QUEUE = "gpu"  # no task type's own queue: only the gpu worker serves it
