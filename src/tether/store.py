@@ -198,6 +198,17 @@ def _lock_ids(rows: Any, first: int | None, limit: int) -> list[int]:
     return ids
 
 
+def has_work(queues: list[str] | None = None) -> bool:
+    """A lock-free look: would ``claim`` find anything now? Lets a claimer skip the
+    write transaction when nothing is due (on SQLite that transaction would hold the
+    one write lock, and make a commit that queues work wait for it)."""
+    due = Q(status=Status.QUEUED, run_after__lte=timezone.now()) | Q(
+        status=Status.CANCELLING, worker__isnull=True
+    )
+    rows = Task.objects.filter(due)
+    return (rows.filter(queue__in=queues) if queues else rows).exists()
+
+
 def claimable(task_id: int) -> bool:
     """A cheap, lock-free look: could a message for ``task_id`` still claim it? (Queued,
     or cancelling with nobody rolling it back.) ``claim`` decides for certain."""

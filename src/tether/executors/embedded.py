@@ -161,7 +161,11 @@ class EmbeddedExecutor(Executor):
                 if want <= 0:
                     break
                 try:
-                    jobs = store.claim(self.worker_id, want, self.queues, self.lease)
+                    jobs = (
+                        store.claim(self.worker_id, want, self.queues, self.lease)
+                        if store.has_work(self.queues)
+                        else []
+                    )
                 except Exception:
                     log.exception("claiming work failed; retrying")
                     jobs = []
