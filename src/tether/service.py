@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.utils import timezone
 
 from tether import registry
@@ -105,12 +105,19 @@ def admit() -> None:
 
 def insert(tasks: Sequence[Task], *, actor: str) -> None:
     """Store new queued tasks and their first event; call inside a transaction."""
-    if connection.features.can_return_rows_from_bulk_insert:
-        Task.objects.bulk_create(tasks, batch_size=500)
-    else:  # MySQL has no INSERT … RETURNING: bulk_create would leave the ids unset
-        for t in tasks:
-            t.save(force_insert=True)
+    create_rows(tasks)
     record_creation(tasks, actor=actor)
+
+
+def create_rows(rows: Sequence[Model]) -> None:
+    """Insert new rows of one model and learn their ids."""
+    if not rows:
+        return
+    if connection.features.can_return_rows_from_bulk_insert:
+        type(rows[0])._default_manager.bulk_create(rows, batch_size=500)
+    else:  # MySQL has no INSERT … RETURNING: bulk_create would leave the ids unset
+        for row in rows:
+            row.save(force_insert=True)
 
 
 def actor_of(user: Any) -> str:

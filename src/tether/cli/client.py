@@ -234,8 +234,14 @@ def ls(
         emit_json(tasks)
     else:
         out.print(task_table(tasks, out))
-    if count > len(tasks):  # on stderr in --json too: a pipeline must not lose tasks unsaid
-        err.print(f"{len(tasks)} of {count}; --all-pages (or --limit N) shows more", style="dim")
+    say_if_more(len(tasks), count)
+
+
+def say_if_more(shown: int, count: int) -> None:
+    """Tell when a listing shows a page only: on stderr, also with --json, so that a
+    shell pipeline never loses rows unsaid."""
+    if count > shown:
+        err.print(f"{shown} of {count}; --all-pages (or --limit N) shows more", style="dim")
 
 
 def task_table(tasks: list[dict[str, Any]], con: Console) -> Table:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tether.cli import pipeline_watch
-from tether.cli.client import JSON_OPT, emit_json, err, out, when
+from tether.cli.client import JSON_OPT, emit_json, err, out, say_if_more, when
 from tether.cli.connection import EXIT_USAGE, CliError, cli_error, connect
 from tether.cli.pipeline_view import percent_text, step_labels, step_status, steps_summary
 from tether.cli.term import one_line_table
@@ -151,8 +151,7 @@ def ls(
         emit_json(found)
     else:
         out.print(pipelines_table(found, out))
-    if count > len(found):
-        err.print(f"{len(found)} of {count}; --all-pages (or --limit N) shows more", style="dim")
+    say_if_more(len(found), count)
 
 
 def steps_table(pipeline: dict[str, Any], con: Console) -> Table:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -62,11 +62,7 @@ def create(owner: Any, spec: PipelineSpec) -> Pipeline:
             )
             for s in spec.steps
         ]
-        if connection.features.can_return_rows_from_bulk_insert:
-            PipelineStep.objects.bulk_create(steps)
-        else:  # MySQL: no ids from bulk_create
-            for step in steps:
-                step.save(force_insert=True)
+        service.create_rows(steps)
         first = [s for s in steps if s.order_no == spec.first_order]
         with advance.settling(pipeline.pk):
             advance.start_steps(pipeline, first, spec.data_url or None, actor=actor)
@@ -189,14 +185,10 @@ def retry(pipeline_id: int, *, actor: str, reason: str = "requested") -> Status:
         )
         moves.move(pipeline, Status.QUEUED, actor=actor, reason=reason, updates={"error": ""})
         for step in again:
-            value = inputs.get(step.task_id) if step.task_id else _first_input(pipeline)
+            value = inputs.get(step.task_id) if step.task_id else pipeline.data_url or None
             advance.start_steps(pipeline, [step], value, actor=actor)
         advance.settle_locked(pipeline, actor=actor)
         return Status(pipeline.status)
-
-
-def _first_input(pipeline: Pipeline) -> Any:
-    return pipeline.data_url or None
 
 
 @retried_on_deadlock
